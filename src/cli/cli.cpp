@@ -1,0 +1,70 @@
+// cli.cpp: command dispatch, top-level help, and the conversion of exceptions into messages and
+// exit statuses for every `n3rlhf` command.
+#include "cli/cli.hpp"
+
+#include <iostream>
+
+#include "core/diagnostic.hpp"
+#include "core/log.hpp"
+#include "core/suggest.hpp"
+
+namespace n3rlhf {
+
+namespace {
+
+const std::vector<CliCommand>& commands() {
+  static const std::vector<CliCommand> list = {
+      {"validate", "check job files and print their resolved configuration as JSON", validate_command},
+      {"explain", "explain an error code: n3rlhf explain RLHF022", explain_command},
+      {"config-reference", "print the table of every configuration field (Markdown)", config_reference_command},
+  };
+  return list;
+}
+
+void print_help(std::ostream& out) {
+  out << "usage: n3rlhf <command> [arguments]   (n3rlhf <command> --help for details)\n\ncommands:\n";
+  for (const CliCommand& command : commands()) {
+    out << "  " << command.name << std::string(18 - std::string(command.name).size(), ' ') << command.summary << "\n";
+  }
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  LogOptions log_options;
+  configure_logging(log_options);
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" || std::string(argv[1]) == "help") {
+    print_help(argc < 2 ? std::cerr : std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  std::vector<std::string> arguments(argv + 2, argv + argc);
+  for (const CliCommand& command : commands()) {
+    if (name != command.name) continue;
+    try {
+      return command.run(arguments);
+    } catch (const JobFileError& error) {
+      std::cerr << error.message();
+      return 2;
+    } catch (const ConfigurationError& error) {
+      std::cerr << "n3rlhf " << name << ": error[" << error_code_string(error.code()) << "]: " << error.describe_with_causes() << "\n";
+      return 2;
+    } catch (const RlhfError& error) {
+      std::cerr << "n3rlhf " << name << ": error[" << error_code_string(error.code()) << "]: " << error.describe_with_causes() << "\n";
+      return 1;
+    } catch (const std::exception& error) {
+      std::cerr << "n3rlhf " << name << ": " << error.what() << "\n";
+      return 1;
+    }
+  }
+  std::vector<std::string> names;
+  for (const CliCommand& command : commands()) names.push_back(command.name);
+  std::cerr << "n3rlhf: unknown command '" << name << "'";
+  const std::string hint = did_you_mean(name, names);
+  if (!hint.empty()) std::cerr << "; " << hint;
+  std::cerr << "\n";
+  print_help(std::cerr);
+  return 2;
+}
+
+}  // namespace n3rlhf

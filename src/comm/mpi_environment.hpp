@@ -1,0 +1,43 @@
+// mpi_environment.hpp: MPI start-up and shutdown for the launched binaries. Under mpirun (or
+// srun with PMIx) it initialises MPI and finds each rank's node-local rank through a
+// shared-memory split; started by hand it is a world of one and MPI is never touched.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace n3rlhf {
+
+class MpiEnvironment {
+ public:
+  MpiEnvironment(int* argc, char*** argv);
+  ~MpiEnvironment();
+  MpiEnvironment(const MpiEnvironment&) = delete;
+  MpiEnvironment& operator=(const MpiEnvironment&) = delete;
+
+  // True when a launcher (mpirun, srun, an MPIJob) started this process.
+  static bool launched_by_mpi_launcher();
+
+  bool initialized() const { return initialized_; }
+  int rank() const { return rank_; }
+  int world_size() const { return world_size_; }
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
+  const std::string& hostname() const { return hostname_; }
+
+  // Every rank's text, in rank order, on rank 0 (other ranks get an empty vector).
+  std::vector<std::string> gather_to_root(const std::string& text) const;
+  void barrier() const;
+  // Agrees on one exit status: the largest of all ranks' (so one failing rank fails the job).
+  int agree_on_exit_status(int status) const;
+
+ private:
+  bool initialized_ = false;
+  int rank_ = 0;
+  int world_size_ = 1;
+  int local_rank_ = 0;
+  int local_size_ = 1;
+  std::string hostname_;
+};
+
+}  // namespace n3rlhf

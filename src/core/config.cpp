@@ -1,0 +1,58 @@
+// config.cpp: names of the configuration enums as job files spell them, and derived values.
+#include "core/config.hpp"
+
+namespace n3rlhf {
+
+#define N3RLHF_NAMES(function, ...)                                \
+  const std::vector<std::string>& function() {                     \
+    static const std::vector<std::string> names = {__VA_ARGS__};   \
+    return names;                                                  \
+  }
+N3RLHF_NAMES(algorithm_names, "sft", "reward_model", "ppo", "dpo", "ipo", "simpo", "orpo", "kto")
+N3RLHF_NAMES(peft_method_names, "none", "lora", "qlora", "ia3", "adalora", "dora")
+N3RLHF_NAMES(dpo_loss_type_names, "sigmoid", "hinge", "ipo", "robust")
+N3RLHF_NAMES(lr_scheduler_names, "constant", "linear", "cosine")
+N3RLHF_NAMES(truncation_mode_names, "keep_start", "keep_end")
+N3RLHF_NAMES(bad_row_policy_names, "skip", "error")
+N3RLHF_NAMES(tracker_names, "none", "jsonl", "tensorboard", "mlflow", "wandb")
+N3RLHF_NAMES(sharding_strategy_names, "ddp", "zero2", "fsdp")
+N3RLHF_NAMES(comm_backend_names, "auto", "local", "mpi", "nccl")
+N3RLHF_NAMES(layout_kind_names, "data_parallel", "colocated", "split")
+N3RLHF_NAMES(device_names, "auto", "cpu", "cuda")
+#undef N3RLHF_NAMES
+
+template <> const std::string& enum_name(Algorithm v) { return algorithm_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(PeftMethod v) { return peft_method_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(DpoLossType v) { return dpo_loss_type_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(LrScheduler v) { return lr_scheduler_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(TruncationMode v) { return truncation_mode_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(BadRowPolicy v) { return bad_row_policy_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(Tracker v) { return tracker_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(ShardingStrategy v) { return sharding_strategy_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(CommBackend v) { return comm_backend_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(LayoutKind v) { return layout_kind_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(Device v) { return device_names().at(static_cast<size_t>(v)); }
+
+double RLHFConfig::effective_beta() const {
+  if (hyperparameters.beta) return *hyperparameters.beta;
+  switch (algorithm) {
+    case Algorithm::kKto: return kto.beta;
+    case Algorithm::kOrpo: return orpo.beta;
+    default: return dpo.beta;
+  }
+}
+
+bool RLHFConfig::uses_reference_model() const {
+  switch (algorithm) {
+    case Algorithm::kDpo:
+    case Algorithm::kIpo:
+      return !dpo.reference_free;
+    case Algorithm::kKto:
+    case Algorithm::kPpo:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace n3rlhf

@@ -1,0 +1,242 @@
+// config.hpp: the typed configuration of one training job (RLHFConfig and its sections), as
+// resolved from a `train rlhf` block, the environment and --set overrides. Every field's
+// default, range and documentation live in config_schema.cpp; docs/configuration.md lists them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/dsl_ast.hpp"
+
+namespace n3rlhf {
+
+enum class Algorithm { kSft, kRewardModel, kPpo, kDpo, kIpo, kSimpo, kOrpo, kKto };
+enum class PeftMethod { kNone, kLora, kQlora, kIa3, kAdalora, kDora };
+enum class DpoLossType { kSigmoid, kHinge, kIpo, kRobust };
+enum class LrScheduler { kConstant, kLinear, kCosine };
+enum class TruncationMode { kKeepStart, kKeepEnd };
+enum class BadRowPolicy { kSkip, kError };
+enum class Tracker { kNone, kJsonl, kTensorboard, kMlflow, kWandb };
+enum class ShardingStrategy { kDdp, kZero2, kFsdp };
+enum class CommBackend { kAuto, kLocal, kMpi, kNccl };
+enum class LayoutKind { kDataParallel, kColocated, kSplit };
+enum class Device { kAuto, kCpu, kCuda };
+
+// Names as written in job files ("dpo", "reward_model", ...), in declaration order.
+const std::vector<std::string>& algorithm_names();
+const std::vector<std::string>& peft_method_names();
+const std::vector<std::string>& dpo_loss_type_names();
+const std::vector<std::string>& lr_scheduler_names();
+const std::vector<std::string>& truncation_mode_names();
+const std::vector<std::string>& bad_row_policy_names();
+const std::vector<std::string>& tracker_names();
+const std::vector<std::string>& sharding_strategy_names();
+const std::vector<std::string>& comm_backend_names();
+const std::vector<std::string>& layout_kind_names();
+const std::vector<std::string>& device_names();
+
+template <typename Enum>
+const std::string& enum_name(Enum value);
+
+// Where the training examples come from: a path (JSONL or a prepared HDF5 directory) or a call
+// such as feedback.export("agent", min_samples: 100) that the feedback store resolves.
+struct DatasetSource {
+  std::string path;
+  std::optional<DslValue> call;
+  bool empty() const { return path.empty() && !call.has_value(); }
+};
+
+struct PeftConfig {
+  PeftMethod method = PeftMethod::kNone;
+  int64_t r = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::vector<std::string> target_modules;  // empty: the method's default set
+  int64_t quantization_bits = 4;            // QLoRA: 4 (NF4) or 8
+  bool double_quantization = true;
+  int64_t quantization_block_size = 64;
+  bool use_rslora = false;
+  bool use_gradient_checkpointing = false;
+  // AdaLoRA
+  int64_t init_r = 12;
+  int64_t target_r = 8;
+  int64_t tinit = 0;
+  int64_t tfinal = 0;
+  int64_t delta_t = 1;
+  double orth_reg_weight = 0.5;
+};
+
+struct Hyperparameters {
+  double learning_rate = 1e-5;
+  int64_t batch_size = 8;          // global batch, in examples (pairs for preference data)
+  int64_t micro_batch_size = 0;    // per rank per forward; 0: batch_size / data-parallel ranks
+  int64_t gradient_accumulation_steps = 0;  // 0: derived from batch and micro batch
+  int64_t max_steps = 1000;
+  int64_t num_epochs = 0;          // 0: run max_steps
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0.0;
+  LrScheduler lr_scheduler = LrScheduler::kLinear;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;      // 0 disables clipping
+  int64_t seed = 42;
+  int64_t max_length = 1024;
+  int64_t max_prompt_length = 512;
+  TruncationMode truncation_mode = TruncationMode::kKeepEnd;
+  bool bf16 = false;
+  bool fp16 = false;
+  Device device = Device::kAuto;
+  std::optional<double> beta;      // shorthand for the algorithm's beta (DPO, IPO, KTO, ORPO, SimPO)
+};
+
+struct PpoConfig {
+  int64_t rollout_batch_size = 64;
+  int64_t mini_batch_size = 16;
+  int64_t ppo_epochs = 4;
+  double init_kl_coef = 0.2;
+  bool adaptive_kl = true;
+  double target_kl = 6.0;
+  double gamma = 1.0;
+  double lam = 0.95;
+  double cliprange = 0.2;
+  double cliprange_value = 0.2;
+  double vf_coef = 0.1;
+  bool whiten_rewards = false;
+  int64_t max_new_tokens = 128;
+  double temperature = 1.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+};
+
+struct DpoConfig {
+  double beta = 0.1;
+  double label_smoothing = 0.0;
+  DpoLossType loss_type = DpoLossType::kSigmoid;
+  bool reference_free = false;
+  bool precompute_ref_log_probs = false;
+  std::optional<double> rpo_alpha;
+  double simpo_gamma = 0.5;  // SimPO target reward margin (gamma / beta ratio as TRL's CPO)
+};
+
+struct OrpoConfig {
+  double beta = 0.1;  // lambda, the weight of the odds-ratio term
+};
+
+struct KtoConfig {
+  double beta = 0.1;
+  double desirable_weight = 1.0;
+  double undesirable_weight = 1.0;
+};
+
+struct SftConfig {
+  bool packing = false;
+  bool completion_only_loss = true;
+};
+
+struct RewardConfig {
+  bool use_margin = false;
+  double center_rewards_coefficient = 0.0;
+};
+
+struct DataConfig {
+  std::string prompt_key = "prompt";
+  std::string chosen_key = "chosen";
+  std::string rejected_key = "rejected";
+  std::string completion_key = "completion";
+  std::string label_key = "label";
+  std::string text_key = "text";
+  std::string chat_template;       // "", "chatml", "llama3"
+  BadRowPolicy on_bad_rows = BadRowPolicy::kSkip;
+  double eval_fraction = 0.05;
+  bool group_by_length = true;
+  std::string prepared_dir;        // where `n3rlhf prepare` writes HDF5 shards; "" = beside the data
+};
+
+struct LoggingConfig {
+  Tracker tracker = Tracker::kJsonl;
+  std::string project = "n3rlhf";
+  std::string run_name;
+  std::vector<std::string> tags;
+  std::string tracking_uri;        // MLflow server
+  std::string log_dir;             // "" = <output.dir>/logs
+  int64_t log_interval = 10;
+  int64_t eval_interval = 100;
+  int64_t save_interval = 500;
+};
+
+struct SafetyConfig {
+  bool enable_safety_filter = false;
+  double toxicity_threshold = 0.7;
+  std::string safety_model;
+  bool enable_content_filter = false;
+  int64_t max_generation_length = 512;
+  bool reject_unsafe_samples = true;
+};
+
+struct OutputConfig {
+  std::string dir;                 // required (or RLHF_OUTPUT_DIR)
+  std::string model_registry;
+  bool push_to_hub = false;
+  std::string hub_model_id;
+  int64_t keep_last_checkpoints = 3;
+  double max_shard_size_gb = 5.0;
+};
+
+// The PPO role layout: how many ranks run each role. data_parallel and colocated put every
+// role on every rank; split gives each role its own ranks.
+struct LayoutConfig {
+  LayoutKind kind = LayoutKind::kDataParallel;
+  int64_t policy = 0;
+  int64_t rollout = 0;
+  int64_t reference = 0;
+  int64_t reward = 0;
+  int64_t total() const { return policy + rollout + reference + reward; }
+};
+
+struct DistributedConfig {
+  ShardingStrategy strategy = ShardingStrategy::kZero2;
+  CommBackend backend = CommBackend::kAuto;
+  LayoutConfig layout;
+  int64_t world_size = 0;          // 0: whatever mpirun gives; else it must match
+  double reduce_bucket_mb = 25.0;
+  double allgather_bucket_mb = 50.0;
+  double collective_timeout_s = 600.0;
+  int64_t alignment = 128;         // elements each shard is padded to
+};
+
+struct RLHFConfig {
+  std::string job_name;
+  Algorithm algorithm = Algorithm::kDpo;
+  std::string base_model;
+  std::string tokenizer;           // "" = base_model
+  std::string reward_model;
+  std::string reward_function;     // a built-in rule reward, instead of a reward model
+  std::string reference_model;     // "" = a frozen copy of base_model
+  DatasetSource dataset;
+  DatasetSource eval_dataset;
+  PeftConfig peft;
+  Hyperparameters hyperparameters;
+  PpoConfig ppo;
+  DpoConfig dpo;
+  OrpoConfig orpo;
+  KtoConfig kto;
+  SftConfig sft;
+  RewardConfig reward;
+  DataConfig data;
+  LoggingConfig logging;
+  SafetyConfig safety;
+  OutputConfig output;
+  DistributedConfig distributed;
+
+  // The beta the active algorithm uses (hyperparameters.beta when given).
+  double effective_beta() const;
+  bool uses_reference_model() const;
+};
+
+}  // namespace n3rlhf

@@ -1,0 +1,459 @@
+// config_schema.cpp: the table of every configuration field (see config_schema.hpp).
+#include "core/config_schema.hpp"
+
+#include <cmath>
+#include <set>
+#include <sstream>
+
+namespace n3rlhf {
+
+bool NumericRange::contains(double value) const {
+  if (std::isnan(value)) return false;
+  if (min && (min_exclusive ? value <= *min : value < *min)) return false;
+  if (max && (max_exclusive ? value >= *max : value > *max)) return false;
+  return true;
+}
+
+namespace {
+
+std::string format_number(double value) {
+  std::ostringstream out;
+  out << value;
+  return out.str();
+}
+
+}  // namespace
+
+std::string NumericRange::describe() const {
+  if (!min && !max) return "";
+  std::string text = min ? (min_exclusive ? "(" : "[") + format_number(*min) : "(-inf";
+  text += ", ";
+  text += max ? format_number(*max) + (max_exclusive ? ")" : "]") : "inf)";
+  return text;
+}
+
+std::string FieldSpec::section() const {
+  const size_t dot = path.rfind('.');
+  return dot == std::string::npos ? "" : path.substr(0, dot);
+}
+
+std::string FieldSpec::key() const {
+  const size_t dot = path.rfind('.');
+  return dot == std::string::npos ? path : path.substr(dot + 1);
+}
+
+const char* FieldSpec::type_name() const {
+  switch (type) {
+    case FieldType::kString: return "string";
+    case FieldType::kInteger: return "integer";
+    case FieldType::kFloat: return "number";
+    case FieldType::kOptionalFloat: return "number";
+    case FieldType::kBool: return "boolean";
+    case FieldType::kEnum: return "choice";
+    case FieldType::kStringList: return "list of strings";
+    case FieldType::kDataset: return "path or feedback.export(...)";
+  }
+  return "value";
+}
+
+namespace {
+
+template <typename T>
+using Accessor = T& (*)(RLHFConfig&);
+
+// Ranges, written as in the docs.
+NumericRange at_least(double low) { return {low, std::nullopt, false, false}; }
+NumericRange above(double low) { return {low, std::nullopt, true, false}; }
+NumericRange between(double low, double high) { return {low, high, false, false}; }
+NumericRange unit_open_high() { return {0.0, 1.0, false, true}; }
+
+FieldSpec string_field(std::string path, Accessor<std::string> get, std::string doc, std::string env = "") {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kString;
+  spec.doc = std::move(doc);
+  spec.env = std::move(env);
+  spec.assign = [get](RLHFConfig& c, const DslValue& v) { get(c) = v.text; };
+  spec.read = [get](const RLHFConfig& c) { return nlohmann::json(get(const_cast<RLHFConfig&>(c))); };
+  return spec;
+}
+
+FieldSpec integer_field(std::string path, Accessor<int64_t> get, std::string doc, NumericRange range,
+                        std::string env = "") {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kInteger;
+  spec.doc = std::move(doc);
+  spec.env = std::move(env);
+  spec.range = range;
+  spec.assign = [get](RLHFConfig& c, const DslValue& v) { get(c) = v.integer; };
+  spec.read = [get](const RLHFConfig& c) { return nlohmann::json(get(const_cast<RLHFConfig&>(c))); };
+  spec.numeric = [get](const RLHFConfig& c) -> std::optional<double> {
+    return static_cast<double>(get(const_cast<RLHFConfig&>(c)));
+  };
+  return spec;
+}
+
+FieldSpec float_field(std::string path, Accessor<double> get, std::string doc, NumericRange range,
+                      std::string env = "") {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kFloat;
+  spec.doc = std::move(doc);
+  spec.env = std::move(env);
+  spec.range = range;
+  spec.assign = [get](RLHFConfig& c, const DslValue& v) { get(c) = v.number; };
+  spec.read = [get](const RLHFConfig& c) { return nlohmann::json(get(const_cast<RLHFConfig&>(c))); };
+  spec.numeric = [get](const RLHFConfig& c) -> std::optional<double> { return get(const_cast<RLHFConfig&>(c)); };
+  return spec;
+}
+
+FieldSpec optional_float_field(std::string path, Accessor<std::optional<double>> get, std::string doc,
+                               NumericRange range, std::string env = "") {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kOptionalFloat;
+  spec.doc = std::move(doc);
+  spec.env = std::move(env);
+  spec.range = range;
+  spec.assign = [get](RLHFConfig& c, const DslValue& v) { get(c) = v.number; };
+  spec.read = [get](const RLHFConfig& c) {
+    const auto& value = get(const_cast<RLHFConfig&>(c));
+    return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
+  };
+  spec.numeric = [get](const RLHFConfig& c) { return get(const_cast<RLHFConfig&>(c)); };
+  return spec;
+}
+
+FieldSpec bool_field(std::string path, Accessor<bool> get, std::string doc, std::string env = "") {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kBool;
+  spec.doc = std::move(doc);
+  spec.env = std::move(env);
+  spec.assign = [get](RLHFConfig& c, const DslValue& v) { get(c) = v.boolean; };
+  spec.read = [get](const RLHFConfig& c) { return nlohmann::json(get(const_cast<RLHFConfig&>(c))); };
+  return spec;
+}
+
+template <typename Enum>
+FieldSpec enum_field(std::string path, Accessor<Enum> get, const std::vector<std::string>& names,
+                     std::string doc, std::string env = "") {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kEnum;
+  spec.doc = std::move(doc);
+  spec.env = std::move(env);
+  spec.choices = &names;
+  spec.assign = [get, &names](RLHFConfig& c, const DslValue& v) {
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == v.text) get(c) = static_cast<Enum>(i);
+    }
+  };
+  spec.read = [get](const RLHFConfig& c) { return nlohmann::json(enum_name(get(const_cast<RLHFConfig&>(c)))); };
+  return spec;
+}
+
+FieldSpec string_list_field(std::string path, Accessor<std::vector<std::string>> get, std::string doc) {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kStringList;
+  spec.doc = std::move(doc);
+  spec.assign = [get](RLHFConfig& c, const DslValue& v) {
+    auto& list = get(c);
+    list.clear();
+    for (const DslValue& item : v.items) list.push_back(item.text);
+  };
+  spec.read = [get](const RLHFConfig& c) { return nlohmann::json(get(const_cast<RLHFConfig&>(c))); };
+  return spec;
+}
+
+FieldSpec dataset_field(std::string path, Accessor<DatasetSource> get, std::string doc, std::string env) {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kDataset;
+  spec.doc = std::move(doc);
+  spec.env = std::move(env);
+  spec.assign = [get](RLHFConfig& c, const DslValue& v) {
+    DatasetSource& source = get(c);
+    source = DatasetSource{};
+    if (v.kind == DslValue::Kind::kCall) source.call = v; else source.path = v.text;
+  };
+  spec.read = [get](const RLHFConfig& c) {
+    const DatasetSource& source = get(const_cast<RLHFConfig&>(c));
+    if (source.call) return dsl_value_to_json(*source.call);
+    return source.path.empty() ? nlohmann::json(nullptr) : nlohmann::json(source.path);
+  };
+  return spec;
+}
+
+#define N3RLHF_FIELD(member) [](RLHFConfig& c) -> auto& { return c.member; }
+
+std::vector<FieldSpec> build_fields() {
+  std::vector<FieldSpec> f;
+  // Top level.
+  f.push_back(enum_field<Algorithm>("algorithm", N3RLHF_FIELD(algorithm), algorithm_names(),
+      "Training algorithm.", "RLHF_ALGORITHM"));
+  f.push_back(string_field("base_model", N3RLHF_FIELD(base_model),
+      "Directory of the Hugging Face checkpoint to train (config.json + safetensors).", "RLHF_BASE_MODEL"));
+  f.back().required = true;
+  f.push_back(string_field("tokenizer", N3RLHF_FIELD(tokenizer),
+      "Directory or tokenizer.json to use; empty means the base model's.", "RLHF_TOKENIZER"));
+  f.push_back(string_field("reward_model", N3RLHF_FIELD(reward_model),
+      "Reward model checkpoint (PPO).", "RLHF_REWARD_MODEL"));
+  f.push_back(string_field("reward_function", N3RLHF_FIELD(reward_function),
+      "Built-in rule reward used instead of a reward model (PPO)."));
+  f.push_back(string_field("reference_model", N3RLHF_FIELD(reference_model),
+      "Reference checkpoint; empty means a frozen copy of base_model (or the adapter-disabled base under PEFT)."));
+  f.push_back(dataset_field("dataset", N3RLHF_FIELD(dataset),
+      "Training data: a JSONL file, a prepared directory, or feedback.export(\"agent\", min_samples: N).",
+      "RLHF_DATASET_PATH"));
+  f.back().required = true;
+  f.push_back(dataset_field("eval_dataset", N3RLHF_FIELD(eval_dataset),
+      "Held-out data; empty means data.eval_fraction of the training data.", "RLHF_EVAL_DATASET_PATH"));
+
+  // peft
+  f.push_back(enum_field<PeftMethod>("peft.method", N3RLHF_FIELD(peft.method), peft_method_names(),
+      "Adapter kind; none trains every parameter.", "RLHF_PEFT_METHOD"));
+  f.push_back(integer_field("peft.r", N3RLHF_FIELD(peft.r), "LoRA rank.", between(1, 4096)));
+  f.push_back(float_field("peft.alpha", N3RLHF_FIELD(peft.alpha), "LoRA alpha; scaling is alpha/r (alpha/sqrt(r) with use_rslora).", above(0)));
+  f.push_back(float_field("peft.dropout", N3RLHF_FIELD(peft.dropout), "Dropout on the adapter input.", unit_open_high()));
+  f.push_back(string_list_field("peft.target_modules", N3RLHF_FIELD(peft.target_modules),
+      "Module names or regular expressions to adapt, or \"all-linear\"; empty means the method's default."));
+  f.push_back(integer_field("peft.quantization_bits", N3RLHF_FIELD(peft.quantization_bits),
+      "QLoRA base weight bits: 4 (NF4) or 8.", between(1, 16)));
+  f.push_back(bool_field("peft.double_quantization", N3RLHF_FIELD(peft.double_quantization),
+      "QLoRA: quantize the block scales too."));
+  f.push_back(integer_field("peft.quantization_block_size", N3RLHF_FIELD(peft.quantization_block_size),
+      "QLoRA: weights per quantization block.", between(16, 4096)));
+  f.push_back(bool_field("peft.use_rslora", N3RLHF_FIELD(peft.use_rslora), "Rank-stabilised LoRA scaling alpha/sqrt(r)."));
+  f.push_back(bool_field("peft.use_gradient_checkpointing", N3RLHF_FIELD(peft.use_gradient_checkpointing),
+      "Recompute activations in backward to save memory."));
+  f.push_back(integer_field("peft.init_r", N3RLHF_FIELD(peft.init_r), "AdaLoRA initial rank.", between(1, 4096)));
+  f.push_back(integer_field("peft.target_r", N3RLHF_FIELD(peft.target_r), "AdaLoRA target average rank.", between(1, 4096)));
+  f.push_back(integer_field("peft.tinit", N3RLHF_FIELD(peft.tinit), "AdaLoRA warm-up steps before pruning.", at_least(0)));
+  f.push_back(integer_field("peft.tfinal", N3RLHF_FIELD(peft.tfinal), "AdaLoRA final fine-tuning steps after pruning.", at_least(0)));
+  f.push_back(integer_field("peft.delta_t", N3RLHF_FIELD(peft.delta_t), "AdaLoRA steps between budget allocations.", at_least(1)));
+  f.push_back(float_field("peft.orth_reg_weight", N3RLHF_FIELD(peft.orth_reg_weight), "AdaLoRA orthogonality regulariser weight.", at_least(0)));
+
+  // hyperparameters
+  f.push_back(float_field("hyperparameters.learning_rate", N3RLHF_FIELD(hyperparameters.learning_rate),
+      "Peak learning rate.", {0.0, 1.0, true, false}, "RLHF_LEARNING_RATE"));
+  f.push_back(integer_field("hyperparameters.batch_size", N3RLHF_FIELD(hyperparameters.batch_size),
+      "Global batch size in examples (pairs for preference data) per optimizer step.", at_least(1), "RLHF_BATCH_SIZE"));
+  f.push_back(integer_field("hyperparameters.micro_batch_size", N3RLHF_FIELD(hyperparameters.micro_batch_size),
+      "Examples per rank per forward pass; 0 derives it from batch_size and gradient_accumulation_steps.", at_least(0)));
+  f.push_back(integer_field("hyperparameters.gradient_accumulation_steps", N3RLHF_FIELD(hyperparameters.gradient_accumulation_steps),
+      "Micro batches per optimizer step; 0 derives it.", at_least(0)));
+  f.push_back(integer_field("hyperparameters.max_steps", N3RLHF_FIELD(hyperparameters.max_steps),
+      "Optimizer steps to run.", at_least(1), "RLHF_MAX_STEPS"));
+  f.push_back(integer_field("hyperparameters.num_epochs", N3RLHF_FIELD(hyperparameters.num_epochs),
+      "Epochs to run instead of max_steps when > 0.", at_least(0)));
+  f.push_back(integer_field("hyperparameters.warmup_steps", N3RLHF_FIELD(hyperparameters.warmup_steps),
+      "Linear warm-up steps.", at_least(0)));
+  f.push_back(float_field("hyperparameters.warmup_ratio", N3RLHF_FIELD(hyperparameters.warmup_ratio),
+      "Warm-up as a fraction of the steps (instead of warmup_steps).", unit_open_high()));
+  f.push_back(enum_field<LrScheduler>("hyperparameters.lr_scheduler", N3RLHF_FIELD(hyperparameters.lr_scheduler),
+      lr_scheduler_names(), "Learning-rate schedule after warm-up."));
+  f.push_back(float_field("hyperparameters.weight_decay", N3RLHF_FIELD(hyperparameters.weight_decay),
+      "AdamW decoupled weight decay.", between(0, 1)));
+  f.push_back(float_field("hyperparameters.adam_beta1", N3RLHF_FIELD(hyperparameters.adam_beta1), "AdamW beta1.", unit_open_high()));
+  f.push_back(float_field("hyperparameters.adam_beta2", N3RLHF_FIELD(hyperparameters.adam_beta2), "AdamW beta2.", unit_open_high()));
+  f.push_back(float_field("hyperparameters.adam_epsilon", N3RLHF_FIELD(hyperparameters.adam_epsilon), "AdamW epsilon.", {0.0, 1.0, true, false}));
+  f.push_back(float_field("hyperparameters.max_grad_norm", N3RLHF_FIELD(hyperparameters.max_grad_norm),
+      "Global gradient-norm clipping threshold; 0 disables clipping.", at_least(0)));
+  f.push_back(integer_field("hyperparameters.seed", N3RLHF_FIELD(hyperparameters.seed), "Seed for initialisation, shuffling and sampling.",
+      at_least(0), "RLHF_SEED"));
+  f.push_back(integer_field("hyperparameters.max_length", N3RLHF_FIELD(hyperparameters.max_length),
+      "Longest prompt + response in tokens; longer examples are truncated.", between(2, 1 << 20)));
+  f.push_back(integer_field("hyperparameters.max_prompt_length", N3RLHF_FIELD(hyperparameters.max_prompt_length),
+      "Longest prompt in tokens.", between(1, 1 << 20)));
+  f.push_back(enum_field<TruncationMode>("hyperparameters.truncation_mode", N3RLHF_FIELD(hyperparameters.truncation_mode),
+      truncation_mode_names(), "Which end of an over-long prompt is kept."));
+  f.push_back(bool_field("hyperparameters.bf16", N3RLHF_FIELD(hyperparameters.bf16), "bf16 compute with fp32 master weights (CUDA)."));
+  f.push_back(bool_field("hyperparameters.fp16", N3RLHF_FIELD(hyperparameters.fp16), "fp16 compute (CUDA); exclusive with bf16."));
+  f.push_back(enum_field<Device>("hyperparameters.device", N3RLHF_FIELD(hyperparameters.device), device_names(),
+      "Where to compute; auto picks CUDA when a GPU is visible."));
+  f.push_back(optional_float_field("hyperparameters.beta", N3RLHF_FIELD(hyperparameters.beta),
+      "Shorthand for the algorithm's beta (dpo.beta, kto.beta, orpo.beta).", above(0), "RLHF_BETA"));
+
+  // ppo
+  f.push_back(integer_field("ppo.rollout_batch_size", N3RLHF_FIELD(ppo.rollout_batch_size), "Prompts generated per PPO iteration.", at_least(1)));
+  f.push_back(integer_field("ppo.mini_batch_size", N3RLHF_FIELD(ppo.mini_batch_size), "Sequences per PPO optimisation mini batch.", at_least(1)));
+  f.push_back(integer_field("ppo.ppo_epochs", N3RLHF_FIELD(ppo.ppo_epochs), "Optimisation epochs over each rollout batch.", at_least(1)));
+  f.push_back(float_field("ppo.init_kl_coef", N3RLHF_FIELD(ppo.init_kl_coef), "Initial KL penalty coefficient.", at_least(0)));
+  f.push_back(bool_field("ppo.adaptive_kl", N3RLHF_FIELD(ppo.adaptive_kl), "Adapt the KL coefficient towards target_kl."));
+  f.push_back(float_field("ppo.target_kl", N3RLHF_FIELD(ppo.target_kl), "Target KL for the adaptive controller.", above(0)));
+  f.push_back(float_field("ppo.gamma", N3RLHF_FIELD(ppo.gamma), "Discount factor.", between(0, 1)));
+  f.push_back(float_field("ppo.lam", N3RLHF_FIELD(ppo.lam), "GAE lambda.", between(0, 1)));
+  f.push_back(float_field("ppo.cliprange", N3RLHF_FIELD(ppo.cliprange), "Policy ratio clip range.", {0.0, 1.0, true, false}));
+  f.push_back(float_field("ppo.cliprange_value", N3RLHF_FIELD(ppo.cliprange_value), "Value function clip range.", above(0)));
+  f.push_back(float_field("ppo.vf_coef", N3RLHF_FIELD(ppo.vf_coef), "Value loss coefficient.", at_least(0)));
+  f.push_back(bool_field("ppo.whiten_rewards", N3RLHF_FIELD(ppo.whiten_rewards), "Normalise rewards per batch."));
+  f.push_back(integer_field("ppo.max_new_tokens", N3RLHF_FIELD(ppo.max_new_tokens), "Tokens generated per rollout.", between(1, 1 << 20)));
+  f.push_back(float_field("ppo.temperature", N3RLHF_FIELD(ppo.temperature), "Sampling temperature of rollouts.", above(0)));
+  f.push_back(integer_field("ppo.top_k", N3RLHF_FIELD(ppo.top_k), "Top-k sampling; 0 disables it.", at_least(0)));
+  f.push_back(float_field("ppo.top_p", N3RLHF_FIELD(ppo.top_p), "Nucleus sampling threshold.", {0.0, 1.0, true, false}));
+
+  // dpo (also IPO and SimPO)
+  f.push_back(float_field("dpo.beta", N3RLHF_FIELD(dpo.beta), "Strength of the implicit KL constraint.", above(0)));
+  f.push_back(float_field("dpo.label_smoothing", N3RLHF_FIELD(dpo.label_smoothing),
+      "Probability that a preference label is flipped (cDPO / robust DPO).", {0.0, 0.5, false, true}));
+  f.push_back(enum_field<DpoLossType>("dpo.loss_type", N3RLHF_FIELD(dpo.loss_type), dpo_loss_type_names(), "DPO loss variant."));
+  f.push_back(bool_field("dpo.reference_free", N3RLHF_FIELD(dpo.reference_free), "Use a uniform reference (no reference model)."));
+  f.push_back(bool_field("dpo.precompute_ref_log_probs", N3RLHF_FIELD(dpo.precompute_ref_log_probs),
+      "Compute reference log-probs once and store them beside the prepared data."));
+  f.push_back(optional_float_field("dpo.rpo_alpha", N3RLHF_FIELD(dpo.rpo_alpha), "Weight of the NLL term on chosen responses (RPO).", at_least(0)));
+  f.push_back(float_field("dpo.simpo_gamma", N3RLHF_FIELD(dpo.simpo_gamma), "SimPO target margin gamma/beta ratio.", at_least(0)));
+
+  f.push_back(float_field("orpo.beta", N3RLHF_FIELD(orpo.beta), "ORPO lambda: weight of the odds-ratio term.", above(0)));
+  f.push_back(float_field("kto.beta", N3RLHF_FIELD(kto.beta), "KTO beta.", above(0)));
+  f.push_back(float_field("kto.desirable_weight", N3RLHF_FIELD(kto.desirable_weight), "Weight of desirable examples.", above(0)));
+  f.push_back(float_field("kto.undesirable_weight", N3RLHF_FIELD(kto.undesirable_weight), "Weight of undesirable examples.", above(0)));
+  f.push_back(bool_field("sft.packing", N3RLHF_FIELD(sft.packing), "Pack several examples into each sequence."));
+  f.push_back(bool_field("sft.completion_only_loss", N3RLHF_FIELD(sft.completion_only_loss),
+      "Train only on completion tokens when the data has prompt/completion."));
+  f.push_back(bool_field("reward.use_margin", N3RLHF_FIELD(reward.use_margin), "Subtract the data's margin column inside the Bradley-Terry loss."));
+  f.push_back(float_field("reward.center_rewards_coefficient", N3RLHF_FIELD(reward.center_rewards_coefficient),
+      "Weight of the penalty that keeps rewards centred on zero.", at_least(0)));
+
+  // data
+  f.push_back(string_field("data.prompt_key", N3RLHF_FIELD(data.prompt_key), "Column of the prompt."));
+  f.push_back(string_field("data.chosen_key", N3RLHF_FIELD(data.chosen_key), "Column of the preferred response."));
+  f.push_back(string_field("data.rejected_key", N3RLHF_FIELD(data.rejected_key), "Column of the dispreferred response."));
+  f.push_back(string_field("data.completion_key", N3RLHF_FIELD(data.completion_key), "Column of the completion (KTO, SFT)."));
+  f.push_back(string_field("data.label_key", N3RLHF_FIELD(data.label_key), "Column of the boolean label (KTO)."));
+  f.push_back(string_field("data.text_key", N3RLHF_FIELD(data.text_key), "Column of the text (SFT)."));
+  f.push_back(string_field("data.chat_template", N3RLHF_FIELD(data.chat_template),
+      "Chat template for conversational rows: chatml or llama3."));
+  f.push_back(enum_field<BadRowPolicy>("data.on_bad_rows", N3RLHF_FIELD(data.on_bad_rows), bad_row_policy_names(),
+      "Skip (and count) or reject rows with equal or empty responses and over-long prompts."));
+  f.push_back(float_field("data.eval_fraction", N3RLHF_FIELD(data.eval_fraction),
+      "Share of the data held out for evaluation when there is no eval_dataset.", {0.0, 1.0, false, true}));
+  f.push_back(bool_field("data.group_by_length", N3RLHF_FIELD(data.group_by_length), "Batch examples of similar length together."));
+  f.push_back(string_field("data.prepared_dir", N3RLHF_FIELD(data.prepared_dir), "Where prepared HDF5 shards go; empty means beside the data."));
+
+  // logging
+  f.push_back(enum_field<Tracker>("logging.tracker", N3RLHF_FIELD(logging.tracker), tracker_names(),
+      "Metric sink besides the JSONL log.", "RLHF_TRACKER"));
+  f.push_back(string_field("logging.project", N3RLHF_FIELD(logging.project), "Experiment/project name in the tracker."));
+  f.push_back(string_field("logging.run_name", N3RLHF_FIELD(logging.run_name), "Run name; empty means the job name.", "RLHF_RUN_NAME"));
+  f.push_back(string_list_field("logging.tags", N3RLHF_FIELD(logging.tags), "Tags attached to the run."));
+  f.push_back(string_field("logging.tracking_uri", N3RLHF_FIELD(logging.tracking_uri), "MLflow tracking server URI.", "MLFLOW_TRACKING_URI"));
+  f.push_back(string_field("logging.log_dir", N3RLHF_FIELD(logging.log_dir), "Metric files; empty means <output.dir>/logs.", "RLHF_LOG_DIR"));
+  f.push_back(integer_field("logging.log_interval", N3RLHF_FIELD(logging.log_interval), "Steps between metric records.", at_least(1)));
+  f.push_back(integer_field("logging.eval_interval", N3RLHF_FIELD(logging.eval_interval), "Steps between evaluations; 0 disables them.", at_least(0)));
+  f.push_back(integer_field("logging.save_interval", N3RLHF_FIELD(logging.save_interval), "Steps between checkpoints; 0 saves only at the end.", at_least(0)));
+
+  // safety
+  f.push_back(bool_field("safety.enable_safety_filter", N3RLHF_FIELD(safety.enable_safety_filter), "Score generations with the safety filter."));
+  f.push_back(float_field("safety.toxicity_threshold", N3RLHF_FIELD(safety.toxicity_threshold), "Toxicity score above which a sample is unsafe.", between(0, 1)));
+  f.push_back(string_field("safety.safety_model", N3RLHF_FIELD(safety.safety_model), "Classifier checkpoint used by the safety filter."));
+  f.push_back(bool_field("safety.enable_content_filter", N3RLHF_FIELD(safety.enable_content_filter), "Apply the rule-based content filter."));
+  f.push_back(integer_field("safety.max_generation_length", N3RLHF_FIELD(safety.max_generation_length), "Longest generation scored.", between(1, 1 << 20)));
+  f.push_back(bool_field("safety.reject_unsafe_samples", N3RLHF_FIELD(safety.reject_unsafe_samples), "Drop unsafe samples instead of penalising them."));
+
+  // output
+  f.push_back(string_field("output.dir", N3RLHF_FIELD(output.dir),
+      "Directory for checkpoints, logs and the final model; empty means output.model_registry when it is a local path, else runs/<job name>.",
+      "RLHF_OUTPUT_DIR"));
+  f.push_back(string_field("output.model_registry", N3RLHF_FIELD(output.model_registry), "Where the final model is registered."));
+  f.push_back(bool_field("output.push_to_hub", N3RLHF_FIELD(output.push_to_hub), "Upload the final model to the Hugging Face Hub.", "PUSH_TO_HUB"));
+  f.push_back(string_field("output.hub_model_id", N3RLHF_FIELD(output.hub_model_id), "Hub repository id (with push_to_hub).", "HUB_MODEL_ID"));
+  f.push_back(integer_field("output.keep_last_checkpoints", N3RLHF_FIELD(output.keep_last_checkpoints), "Checkpoints kept on disk.", at_least(1)));
+  f.push_back(float_field("output.max_shard_size_gb", N3RLHF_FIELD(output.max_shard_size_gb), "Safetensors shard size of the final model.", above(0)));
+
+  // distributed
+  f.push_back(enum_field<ShardingStrategy>("distributed.strategy", N3RLHF_FIELD(distributed.strategy), sharding_strategy_names(),
+      "ddp replicates everything; zero2 shards gradients and optimizer state; fsdp also shards parameters.", "RLHF_STRATEGY"));
+  f.push_back(enum_field<CommBackend>("distributed.backend", N3RLHF_FIELD(distributed.backend), comm_backend_names(),
+      "Communicator: auto picks NCCL on GPUs, MPI on CPUs, local for one rank."));
+  f.push_back(enum_field<LayoutKind>("distributed.layout.kind", N3RLHF_FIELD(distributed.layout.kind), layout_kind_names(),
+      "Role layout; a block with role counts implies split."));
+  f.push_back(integer_field("distributed.layout.policy", N3RLHF_FIELD(distributed.layout.policy), "Ranks that train the policy (split layout).", at_least(0)));
+  f.push_back(integer_field("distributed.layout.rollout", N3RLHF_FIELD(distributed.layout.rollout), "Ranks that generate rollouts (split layout).", at_least(0)));
+  f.push_back(integer_field("distributed.layout.reference", N3RLHF_FIELD(distributed.layout.reference), "Ranks that compute reference log-probs (split layout).", at_least(0)));
+  f.push_back(integer_field("distributed.layout.reward", N3RLHF_FIELD(distributed.layout.reward), "Ranks that score with the reward model (split layout).", at_least(0)));
+  f.push_back(integer_field("distributed.world_size", N3RLHF_FIELD(distributed.world_size), "Expected number of ranks; 0 accepts any.", at_least(0)));
+  f.push_back(float_field("distributed.reduce_bucket_mb", N3RLHF_FIELD(distributed.reduce_bucket_mb), "Gradient bucket size for all-reduce/reduce-scatter.", above(0)));
+  f.push_back(float_field("distributed.allgather_bucket_mb", N3RLHF_FIELD(distributed.allgather_bucket_mb), "Parameter all-gather bucket size.", above(0)));
+  f.push_back(float_field("distributed.collective_timeout_s", N3RLHF_FIELD(distributed.collective_timeout_s), "Seconds before a stuck collective is RLHF014.", above(0)));
+  f.push_back(integer_field("distributed.alignment", N3RLHF_FIELD(distributed.alignment), "Elements each shard is padded to.", between(1, 1 << 20)));
+  return f;
+}
+
+#undef N3RLHF_FIELD
+
+}  // namespace
+
+const std::vector<FieldSpec>& config_fields() {
+  static const std::vector<FieldSpec> fields = build_fields();
+  return fields;
+}
+
+const FieldSpec* find_config_field(const std::string& path) {
+  for (const FieldSpec& field : config_fields()) {
+    if (field.path == path) return &field;
+  }
+  return nullptr;
+}
+
+bool is_config_section(const std::string& path) {
+  const std::string prefix = path + ".";
+  for (const FieldSpec& field : config_fields()) {
+    if (field.path.compare(0, prefix.size(), prefix) == 0) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> keys_under(const std::string& section) {
+  std::set<std::string> keys;
+  const std::string prefix = section.empty() ? "" : section + ".";
+  for (const FieldSpec& field : config_fields()) {
+    if (field.path.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = field.path.substr(prefix.size());
+    keys.insert(rest.substr(0, rest.find('.')));
+  }
+  return {keys.begin(), keys.end()};
+}
+
+nlohmann::json config_to_json(const RLHFConfig& config) {
+  nlohmann::json root = nlohmann::json::object();
+  root["job_name"] = config.job_name;
+  for (const FieldSpec& field : config_fields()) {
+    nlohmann::json* node = &root;
+    std::string rest = field.path;
+    size_t dot;
+    while ((dot = rest.find('.')) != std::string::npos) {
+      node = &(*node)[rest.substr(0, dot)];
+      rest = rest.substr(dot + 1);
+    }
+    (*node)[rest] = field.read(config);
+  }
+  return root;
+}
+
+std::string config_reference_markdown() {
+  const RLHFConfig defaults;
+  std::ostringstream out;
+  std::string section = "-";
+  for (const FieldSpec& field : config_fields()) {
+    if (field.section() != section) {
+      section = field.section();
+      out << "\n### " << (section.empty() ? "top level" : "`" + section + "`") << "\n\n"
+          << "| key | type | default | range / choices | env | meaning |\n"
+          << "|---|---|---|---|---|---|\n";
+    }
+    std::string range = field.range.describe();
+    if (field.choices) {
+      range.clear();
+      for (const std::string& choice : *field.choices) range += (range.empty() ? "" : ", ") + choice;
+    }
+    std::string default_text = field.required ? "required" : field.read(defaults).dump();
+    out << "| `" << field.key() << "` | " << field.type_name() << " | " << default_text << " | " << range
+        << " | " << (field.env.empty() ? "" : "`" + field.env + "`") << " | " << field.doc << " |\n";
+  }
+  return out.str();
+}
+
+}  // namespace n3rlhf

@@ -1,0 +1,314 @@
+// config_validation.cpp: the rules that refuse a job before any rank starts: each field's
+// range (RLHF003), options that cannot go together (RLHF004), environment a job needs
+// (RLHF005), data sources not available yet (RLHF020); and warnings for options that a job
+// sets but its algorithm ignores.
+#include <cstdlib>
+
+#include "core/config_builder.hpp"
+#include "core/config_schema.hpp"
+
+namespace n3rlhf {
+
+namespace {
+
+class Rules {
+ public:
+  Rules(const ResolvedJob& job, const ValidationContext& context, DiagnosticSink& sink)
+      : job_(job), config_(job.config), context_(context), sink_(sink) {}
+
+  void check_all() {
+    check_ranges();
+    check_precision();
+    check_algorithm();
+    check_peft();
+    check_batching();
+    check_lengths_and_schedule();
+    check_layout();
+    check_data_sources();
+    check_logging_and_output();
+    warn_ignored_sections();
+  }
+
+ private:
+  // The source of the first of `paths` that was set explicitly, else the job's own line.
+  SourceLocation at(std::initializer_list<const char*> paths) const {
+    for (const char* path : paths) {
+      auto found = job_.origins.find(path);
+      if (found != job_.origins.end()) return found->second;
+    }
+    return job_.location;
+  }
+
+  void error(ErrorCode code, std::initializer_list<const char*> paths, std::string message, std::string hint = "") {
+    sink_.error(code, at(paths), std::move(message), std::move(hint));
+  }
+
+  bool set(const char* path) const { return job_.is_set(path); }
+
+  void check_ranges() {
+    for (const FieldSpec& field : config_fields()) {
+      if (!field.numeric) continue;
+      const std::optional<double> value = field.numeric(config_);
+      if (!value || field.range.contains(*value)) continue;
+      const std::string shown = field.read(config_).dump();
+      sink_.error(ErrorCode::kInvalidHyperparameter, at({field.path.c_str()}),
+                  "'" + field.path + "' = " + shown + " is out of range " + field.range.describe(), field.doc);
+    }
+  }
+
+  void check_precision() {
+    const Hyperparameters& h = config_.hyperparameters;
+    if (h.bf16 && h.fp16) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.fp16", "hyperparameters.bf16"},
+            "bf16 and fp16 cannot both be enabled", "choose one; bf16 needs no loss scaling");
+    }
+    if (h.device == Device::kCpu && (h.bf16 || h.fp16)) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.device"},
+            "mixed precision (bf16/fp16) is for CUDA; on the CPU n3rlhf computes in float32",
+            "remove bf16/fp16 or use device: \"cuda\"");
+    }
+  }
+
+  void check_algorithm() {
+    const Algorithm algorithm = config_.algorithm;
+    if (algorithm == Algorithm::kPpo && config_.reward_model.empty() && config_.reward_function.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"algorithm"},
+            "PPO needs a reward: set reward_model or reward_function",
+            "reward_model: \"path/to/reward-checkpoint\"");
+    }
+    if (algorithm != Algorithm::kPpo && (set("reward_model") || set("reward_function"))) {
+      sink_.warning(at({"reward_model", "reward_function"}),
+                    "reward_model/reward_function are used by PPO only; " + enum_name(algorithm) + " ignores them");
+    }
+    if (algorithm == Algorithm::kIpo && config_.dpo.loss_type != DpoLossType::kIpo) {
+      error(ErrorCode::kIncompatibleOptions, {"dpo.loss_type"},
+            "algorithm \"ipo\" uses loss_type \"ipo\", not \"" + enum_name(config_.dpo.loss_type) + "\"",
+            "remove dpo.loss_type, or use algorithm: \"dpo\"");
+    }
+    const DpoConfig& dpo = config_.dpo;
+    if (dpo.loss_type == DpoLossType::kRobust && dpo.label_smoothing <= 0.0) {
+      error(ErrorCode::kIncompatibleOptions, {"dpo.loss_type"},
+            "loss_type \"robust\" needs dpo.label_smoothing > 0 (the assumed label-noise rate)");
+    }
+    if (dpo.label_smoothing > 0.0 && (dpo.loss_type == DpoLossType::kHinge || dpo.loss_type == DpoLossType::kIpo)) {
+      error(ErrorCode::kIncompatibleOptions, {"dpo.label_smoothing"},
+            "label_smoothing applies to the sigmoid and robust losses, not \"" + enum_name(dpo.loss_type) + "\"");
+    }
+    if (dpo.reference_free && dpo.precompute_ref_log_probs) {
+      error(ErrorCode::kIncompatibleOptions, {"dpo.precompute_ref_log_probs", "dpo.reference_free"},
+            "precompute_ref_log_probs has nothing to compute when reference_free is true");
+    }
+    if (config_.hyperparameters.beta) {
+      const char* section_beta = algorithm == Algorithm::kKto ? "kto.beta" : algorithm == Algorithm::kOrpo ? "orpo.beta" : "dpo.beta";
+      if (set(section_beta)) {
+        error(ErrorCode::kIncompatibleOptions, {"hyperparameters.beta"},
+              std::string("beta is given twice: hyperparameters.beta and ") + section_beta,
+              "keep one of them");
+      }
+    }
+  }
+
+  void check_peft() {
+    const PeftConfig& peft = config_.peft;
+    if (peft.method == PeftMethod::kQlora && peft.quantization_bits != 4 && peft.quantization_bits != 8) {
+      error(ErrorCode::kIncompatibleOptions, {"peft.quantization_bits"},
+            "QLoRA quantizes to 4 bits (NF4) or 8 bits, not " + std::to_string(peft.quantization_bits));
+    }
+    if (peft.method != PeftMethod::kQlora && set("peft.quantization_bits")) {
+      error(ErrorCode::kIncompatibleOptions, {"peft.quantization_bits"},
+            "quantization_bits applies to method \"qlora\" only (method is \"" + enum_name(peft.method) + "\")",
+            "use method: \"qlora\" or remove quantization_bits");
+    }
+    if (peft.method == PeftMethod::kAdalora) {
+      if (peft.target_r > peft.init_r) {
+        error(ErrorCode::kIncompatibleOptions, {"peft.target_r"},
+              "AdaLoRA target_r (" + std::to_string(peft.target_r) + ") exceeds init_r (" + std::to_string(peft.init_r) + ")");
+      }
+      if (peft.tinit + peft.tfinal >= config_.hyperparameters.max_steps) {
+        error(ErrorCode::kIncompatibleOptions, {"peft.tfinal", "peft.tinit"},
+              "AdaLoRA tinit + tfinal must leave steps for rank allocation before max_steps (" +
+                  std::to_string(config_.hyperparameters.max_steps) + ")");
+      }
+    }
+    if (peft.method == PeftMethod::kNone) {
+      for (const char* path : {"peft.r", "peft.alpha", "peft.dropout", "peft.target_modules"}) {
+        if (set(path)) {
+          sink_.warning(at({path}), std::string(path) + " has no effect without a peft.method",
+                        "add method: \"lora\" to the peft block");
+          break;
+        }
+      }
+    }
+  }
+
+  int64_t data_parallel_ranks() const {
+    const int64_t world = context_.world_size > 0 ? context_.world_size : config_.distributed.world_size;
+    if (world <= 0) return 0;
+    if (config_.distributed.layout.kind == LayoutKind::kSplit) return config_.distributed.layout.policy;
+    return world;
+  }
+
+  void check_batching() {
+    const Hyperparameters& h = config_.hyperparameters;
+    if (h.micro_batch_size > 0 && h.micro_batch_size > h.batch_size) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.micro_batch_size"},
+            "micro_batch_size (" + std::to_string(h.micro_batch_size) + ") exceeds batch_size (" +
+                std::to_string(h.batch_size) + ")");
+    }
+    const int64_t ranks = data_parallel_ranks();
+    if (ranks <= 0) return;
+    const int64_t micro = h.micro_batch_size > 0 ? h.micro_batch_size : 1;
+    const int64_t accumulation = h.gradient_accumulation_steps > 0 ? h.gradient_accumulation_steps : 1;
+    int64_t per_step = ranks * micro;
+    if (h.micro_batch_size > 0 && h.gradient_accumulation_steps > 0) per_step = ranks * micro * accumulation;
+    if (h.batch_size % per_step != 0 || (h.micro_batch_size > 0 && h.gradient_accumulation_steps > 0 && h.batch_size != per_step)) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.batch_size", "hyperparameters.micro_batch_size"},
+            "batch_size " + std::to_string(h.batch_size) + " does not split over " + std::to_string(ranks) +
+                " data-parallel ranks x micro_batch_size " + std::to_string(micro) +
+                (h.gradient_accumulation_steps > 0 ? " x gradient_accumulation_steps " + std::to_string(accumulation) : ""),
+            "make batch_size a multiple of ranks x micro_batch_size");
+    }
+  }
+
+  void check_lengths_and_schedule() {
+    const Hyperparameters& h = config_.hyperparameters;
+    if (h.max_prompt_length >= h.max_length) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.max_prompt_length", "hyperparameters.max_length"},
+            "max_prompt_length (" + std::to_string(h.max_prompt_length) + ") leaves no room for a response within max_length (" +
+                std::to_string(h.max_length) + ")");
+    }
+    if (h.warmup_steps > 0 && h.warmup_ratio > 0.0) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.warmup_ratio"},
+            "give warmup_steps or warmup_ratio, not both");
+    }
+    if (h.num_epochs == 0 && h.warmup_steps > h.max_steps) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.warmup_steps"},
+            "warmup_steps (" + std::to_string(h.warmup_steps) + ") exceeds max_steps (" + std::to_string(h.max_steps) + ")");
+    }
+    if (config_.logging.save_interval > h.max_steps && set("logging.save_interval")) {
+      sink_.warning(at({"logging.save_interval"}), "save_interval exceeds max_steps: only the final model is saved");
+    }
+  }
+
+  void check_layout() {
+    const DistributedConfig& d = config_.distributed;
+    const LayoutConfig& layout = d.layout;
+    const int64_t world = context_.world_size > 0 ? context_.world_size : d.world_size;
+    if (context_.world_size > 0 && d.world_size > 0 && context_.world_size != d.world_size) {
+      error(ErrorCode::kIncompatibleOptions, {"distributed.world_size"},
+            "the job expects " + std::to_string(d.world_size) + " ranks but runs on " + std::to_string(context_.world_size));
+    }
+    if (layout.kind == LayoutKind::kSplit) {
+      if (config_.algorithm != Algorithm::kPpo) {
+        error(ErrorCode::kIncompatibleOptions, {"distributed.layout.kind", "distributed.layout.policy"},
+              "a split role layout is for PPO; " + enum_name(config_.algorithm) + " runs data-parallel",
+              "remove the layout or use layout: \"data_parallel\"");
+      }
+      if (layout.policy < 1 || layout.rollout < 1) {
+        error(ErrorCode::kIncompatibleOptions, {"distributed.layout.policy", "distributed.layout.rollout"},
+              "a split layout needs at least one policy rank and one rollout rank");
+      }
+      if (layout.reward < 1 && config_.reward_function.empty()) {
+        error(ErrorCode::kIncompatibleOptions, {"distributed.layout.reward"},
+              "a split layout needs a reward rank unless a reward_function scores the rollouts");
+      }
+      if (layout.reference < 1 && config_.peft.method == PeftMethod::kNone) {
+        error(ErrorCode::kIncompatibleOptions, {"distributed.layout.reference"},
+              "a split layout needs a reference rank unless adapters are trained (the base is the reference)");
+      }
+      if (world > 0 && layout.total() != world) {
+        error(ErrorCode::kIncompatibleOptions, {"distributed.layout.policy", "distributed.layout.kind"},
+              "the layout's roles add up to " + std::to_string(layout.total()) + " ranks (policy " +
+                  std::to_string(layout.policy) + " + rollout " + std::to_string(layout.rollout) + " + reference " +
+                  std::to_string(layout.reference) + " + reward " + std::to_string(layout.reward) +
+                  ") but the world has " + std::to_string(world),
+              "make the counts add up to the -np given to mpirun");
+      }
+    } else if (layout.total() > 0) {
+      error(ErrorCode::kIncompatibleOptions, {"distributed.layout.kind"},
+            "role counts are given but the layout is \"" + enum_name(layout.kind) + "\"",
+            "use kind: \"split\" or remove the counts");
+    }
+    if (d.strategy == ShardingStrategy::kFsdp && world == 1) {
+      sink_.warning(at({"distributed.strategy"}), "fsdp on a single rank shards nothing");
+    }
+    if (d.backend == CommBackend::kLocal && world > 1) {
+      error(ErrorCode::kIncompatibleOptions, {"distributed.backend"},
+            "backend \"local\" is a world of one, but the job runs on " + std::to_string(world) + " ranks");
+    }
+    if (d.backend == CommBackend::kNccl && config_.hyperparameters.device == Device::kCpu) {
+      error(ErrorCode::kIncompatibleOptions, {"distributed.backend"}, "NCCL moves CUDA tensors; device is \"cpu\"",
+            "use backend: \"mpi\" on CPUs");
+    }
+  }
+
+  void check_data_sources() {
+    for (const DatasetSource* source : {&config_.dataset, &config_.eval_dataset}) {
+      if (!source->call) continue;
+      sink_.error(ErrorCode::kDatasetNotFound, source->call->location,
+                  "data from " + source->call->text + "(...) needs the feedback store, which this build does not have yet",
+                  "export the feedback to JSONL and give its path: dataset: \"data/feedback.jsonl\"");
+    }
+  }
+
+  void check_logging_and_output() {
+    const LoggingConfig& logging = config_.logging;
+    if (logging.tracker == Tracker::kMlflow && logging.tracking_uri.empty()) {
+      error(ErrorCode::kMissingEnvironmentVariable, {"logging.tracker"},
+            "the mlflow tracker needs a server: set MLFLOW_TRACKING_URI or logging.tracking_uri");
+    }
+    if (config_.output.push_to_hub) {
+      if (config_.output.hub_model_id.empty()) {
+        error(ErrorCode::kIncompatibleOptions, {"output.push_to_hub"}, "push_to_hub needs output.hub_model_id",
+              "hub_model_id: \"my-org/my-model\" or set HUB_MODEL_ID");
+      }
+      if (std::getenv("HF_TOKEN") == nullptr) {
+        error(ErrorCode::kMissingEnvironmentVariable, {"output.push_to_hub"}, "push_to_hub needs HF_TOKEN in the environment");
+      }
+    }
+    if (config_.safety.enable_safety_filter && config_.safety.safety_model.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"safety.enable_safety_filter"},
+            "the safety filter needs safety.safety_model (a sequence-classification checkpoint)");
+    }
+  }
+
+  // Options set for an algorithm the job does not run are kept but flagged, since a user who
+  // sets kto.beta on a DPO job most likely meant something else.
+  void warn_ignored_sections() {
+    struct SectionUse { const char* section; std::vector<Algorithm> used_by; };
+    const std::vector<SectionUse> uses = {
+        {"ppo", {Algorithm::kPpo}},
+        {"dpo", {Algorithm::kDpo, Algorithm::kIpo, Algorithm::kSimpo}},
+        {"orpo", {Algorithm::kOrpo}},
+        {"kto", {Algorithm::kKto}},
+        {"sft", {Algorithm::kSft}},
+        {"reward", {Algorithm::kRewardModel}},
+    };
+    for (const SectionUse& use : uses) {
+      bool used = false;
+      for (Algorithm algorithm : use.used_by) used = used || algorithm == config_.algorithm;
+      if (used) continue;
+      const std::string prefix = std::string(use.section) + ".";
+      for (const auto& [path, location] : job_.origins) {
+        if (path.compare(0, prefix.size(), prefix) == 0) {
+          sink_.warning(location, "'" + std::string(use.section) + "' options have no effect on algorithm \"" +
+                                      enum_name(config_.algorithm) + "\"");
+          break;
+        }
+      }
+    }
+  }
+
+  const ResolvedJob& job_;
+  const RLHFConfig& config_;
+  const ValidationContext& context_;
+  DiagnosticSink& sink_;
+};
+
+}  // namespace
+
+void validate_config(const ResolvedJob& job, const ValidationContext& context, DiagnosticSink& sink) {
+  Rules(job, context, sink).check_all();
+}
+
+}  // namespace n3rlhf

@@ -1,0 +1,158 @@
+// dist_command.cpp: option parsing, MPI and logging set-up, job validation with the real world
+// size, and the per-rank plan (--dry-run) of n3rlhf-dist.
+#include "runtime/dist_command.hpp"
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <boost/program_options.hpp>
+
+#include "comm/mpi_environment.hpp"
+#include "core/config_builder.hpp"
+#include "core/log.hpp"
+#include "runtime/rank_plan.hpp"
+
+namespace n3rlhf {
+
+namespace po = boost::program_options;
+
+namespace {
+
+struct DistOptions {
+  std::string job_file;
+  std::string job_name;
+  std::vector<std::string> assignments;
+  bool resume = false;
+  bool dry_run = false;
+  std::string log_level;
+  bool log_all_ranks = false;
+};
+
+const char* kUsage =
+    "usage: n3rlhf-dist JOB_FILE [--job NAME] [--set key.path=value]... [--resume] [--dry-run]\n"
+    "Runs a `train rlhf` job of an N3 file on the ranks given by mpirun (or as a world of one).\n";
+
+// Returns false (after printing on rank 0) when the command line is not usable.
+bool parse_options(int argc, char** argv, int rank, DistOptions* options, bool* help) {
+  po::options_description visible("options");
+  visible.add_options()
+      ("help,h", "print this help")
+      ("job", po::value(&options->job_name), "the job to run when the file has several")
+      ("set", po::value(&options->assignments)->composing(), "override a field: --set hyperparameters.learning_rate=5e-6")
+      ("resume", po::bool_switch(&options->resume), "continue from the newest valid checkpoint in output.dir")
+      ("dry-run", po::bool_switch(&options->dry_run), "validate and print each rank's plan, then exit")
+      ("log-level", po::value(&options->log_level), "trace|debug|info|warn|error (default: info on rank 0, warn elsewhere)")
+      ("log-all-ranks", po::bool_switch(&options->log_all_ranks), "log at the same level on every rank");
+  po::options_description hidden;
+  hidden.add_options()("job-file", po::value(&options->job_file));
+  po::options_description all;
+  all.add(visible).add(hidden);
+  po::positional_options_description positional;
+  positional.add("job-file", 1);
+  try {
+    po::variables_map values;
+    po::store(po::command_line_parser(argc, argv).options(all).positional(positional).run(), values);
+    po::notify(values);
+    if (values.count("help")) {
+      if (rank == 0) std::cout << kUsage << "\n" << visible;
+      *help = true;
+      return true;
+    }
+  } catch (const po::error& error) {
+    if (rank == 0) std::cerr << "n3rlhf-dist: " << error.what() << "\n" << kUsage;
+    return false;
+  }
+  if (options->job_file.empty()) {
+    if (rank == 0) std::cerr << "n3rlhf-dist: a job file is required\n" << kUsage;
+    return false;
+  }
+  return true;
+}
+
+const ResolvedJob& select_job(const ResolvedJobFile& file, const std::string& name) {
+  std::string names;
+  for (const ResolvedJob& job : file.jobs) names += (names.empty() ? "" : ", ") + ("\"" + job.config.job_name + "\"");
+  if (name.empty()) {
+    if (file.jobs.size() == 1) return file.jobs.front();
+    throw ConfigurationError(ErrorCode::kMissingField, "the file has several jobs; choose one with --job",
+                             {{"jobs", names}});
+  }
+  if (const ResolvedJob* job = file.find(name)) return *job;
+  throw ConfigurationError(ErrorCode::kMissingField, "no job named \"" + name + "\" in the file", {{"jobs", names}});
+}
+
+int run(MpiEnvironment& mpi, const DistOptions& options) {
+  const int rank = mpi.rank();
+  ConfigOverrides overrides;
+  overrides.assignments = options.assignments;
+  ValidationContext context;
+  context.world_size = mpi.world_size();
+  ResolvedJobFile file;
+  try {
+    file = load_job_file(options.job_file, overrides, context);
+  } catch (const JobFileError& error) {
+    if (rank == 0) std::cerr << error.message();
+    return 2;
+  }
+  if (rank == 0) {
+    for (const Diagnostic& warning : file.warnings) std::cerr << format_diagnostic(warning);
+  }
+  const ResolvedJob& job = select_job(file, options.job_name);
+  const RLHFConfig& config = job.config;
+  spdlog::info("job \"{}\": {} on {} rank(s), strategy {}", config.job_name, enum_name(config.algorithm),
+               mpi.world_size(), enum_name(config.distributed.strategy));
+
+  const RankPlan plan = plan_rank(config, rank, mpi.world_size(), mpi.local_rank(), mpi.hostname(),
+                                  /*cuda_available=*/false);
+  const std::vector<std::string> plans = mpi.gather_to_root(describe_rank_plan(plan, config));
+  if (options.dry_run) {
+    if (rank == 0) {
+      std::cout << "plan for job \"" << config.job_name << "\" (" << mpi.world_size() << " ranks)\n";
+      for (const std::string& line : plans) std::cout << "  " << line << "\n";
+    }
+    return 0;
+  }
+  // The training loop is the subject of the next capability; until it lands a run stops here,
+  // after validation and planning, with a message rather than pretending to train.
+  if (rank == 0) std::cerr << "n3rlhf-dist: this build validates and plans jobs but does not train yet; use --dry-run\n";
+  return 1;
+}
+
+}  // namespace
+
+int run_dist_command(int argc, char** argv) {
+  int status = 0;
+  try {
+    MpiEnvironment mpi(&argc, &argv);
+    LogOptions log_options;
+    log_options.rank = mpi.rank();
+    log_options.world_size = mpi.world_size();
+    log_options.hostname = mpi.hostname();
+    DistOptions options;
+    bool help = false;
+    if (!parse_options(argc, argv, mpi.rank(), &options, &help)) {
+      status = 2;
+    } else if (!help) {
+      log_options.level = options.log_level;
+      log_options.all_ranks = options.log_all_ranks;
+      configure_logging(log_options);
+      try {
+        status = run(mpi, options);
+      } catch (const ConfigurationError& error) {
+        if (mpi.rank() == 0) std::cerr << "n3rlhf-dist: error[" << error_code_string(error.code()) << "]: " << error.describe_with_causes() << "\n";
+        status = 2;
+      } catch (const RlhfError& error) {
+        std::cerr << "n3rlhf-dist: rank " << mpi.rank() << ": error[" << error_code_string(error.code()) << "]: " << error.describe_with_causes() << "\n";
+        status = 1;
+      }
+    }
+    status = mpi.agree_on_exit_status(status);
+  } catch (const std::exception& error) {
+    std::cerr << "n3rlhf-dist: " << error.what() << "\n";
+    status = 1;
+  }
+  return status;
+}
+
+}  // namespace n3rlhf

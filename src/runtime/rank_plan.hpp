@@ -1,0 +1,38 @@
+// rank_plan.hpp: what each rank of a job will do: its roles under the job's layout, its
+// device, and its slice of every global batch. Printed by `n3rlhf-dist --dry-run`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/config.hpp"
+
+namespace n3rlhf {
+
+enum class Role { kPolicy, kRollout, kReference, kReward };
+const char* role_name(Role role);
+
+struct RankPlan {
+  int rank = 0;
+  int world_size = 1;
+  std::string hostname;
+  int local_rank = 0;
+  std::vector<Role> roles;
+  std::string device;                 // "cpu" or "cuda:<local rank>"
+  int data_parallel_rank = -1;        // among the ranks that train; -1 when this rank does not
+  int data_parallel_size = 0;
+  int64_t micro_batch_size = 0;
+  int64_t gradient_accumulation_steps = 0;
+};
+
+// Roles per rank: split layouts give ranks [0, policy) the policy, then rollout, reference and
+// reward in that order; data-parallel and colocated layouts give every rank every role the
+// algorithm needs.
+std::vector<Role> roles_of_rank(const RLHFConfig& config, int rank);
+
+RankPlan plan_rank(const RLHFConfig& config, int rank, int world_size, int local_rank,
+                   const std::string& hostname, bool cuda_available);
+
+std::string describe_rank_plan(const RankPlan& plan, const RLHFConfig& config);
+
+}  // namespace n3rlhf
