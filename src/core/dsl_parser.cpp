@@ -332,6 +332,7 @@ class Parser {
         if (current_.kind != TokenKind::kComma) fail_at(current_, "expected ',' or ')' in the arguments of " + call->text + "(...), found " + describe(current_));
         advance();
         skip_newlines();
+        if (current_.kind == TokenKind::kEnd) fail_at(open, "this '(' is never closed", "add the matching ')'");
       }
       // A named argument is NAME ':' value; look at the token after a name to tell.
       if (current_.kind == TokenKind::kIdentifier) {

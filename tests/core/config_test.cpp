@@ -1,0 +1,315 @@
+// config_test.cpp: building RLHFConfig from job files: defaults, types, unknown keys with
+// suggestions, environment and --set overrides and their priority, and every validation rule.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "core/config_builder.hpp"
+#include "core/config_schema.hpp"
+#include "core/dsl_parser.hpp"
+
+namespace n3rlhf {
+namespace {
+
+struct Outcome {
+  ResolvedJobFile file;
+  std::vector<Diagnostic> errors;
+  bool ok() const { return errors.empty(); }
+  // True when some error has this code and its message contains `part`.
+  bool has(ErrorCode code, const std::string& part) const {
+    for (const Diagnostic& d : errors) {
+      if (d.code == code && d.message.find(part) != std::string::npos) return true;
+    }
+    return false;
+  }
+  std::string dump() const {
+    std::string text;
+    for (const Diagnostic& d : errors) text += format_diagnostic(d);
+    return text;
+  }
+};
+
+Outcome resolve(const std::string& text, std::vector<std::string> sets = {}, int64_t world_size = 0) {
+  ConfigOverrides overrides;
+  overrides.assignments = std::move(sets);
+  ValidationContext context;
+  context.world_size = world_size;
+  Outcome outcome;
+  try {
+    outcome.file = resolve_job_file(parse_job_text(std::make_shared<const SourceFile>("job.n3", text)), overrides, context);
+  } catch (const JobFileError& error) {
+    outcome.errors = error.diagnostics();
+  }
+  return outcome;
+}
+
+// A valid job with `extra` added inside its block.
+std::string job(const std::string& extra = "", const std::string& algorithm = "dpo") {
+  return "train rlhf \"J\" {\n  base_model: \"models/tiny\"\n  dataset: \"data/pairs.jsonl\"\n  algorithm: \"" + algorithm +
+         "\"\n" + extra + "\n}\n";
+}
+
+// Environment variables set for one test and restored after it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_, old_.c_str(), 1); else unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+TEST(Config, DefaultsAndIssueExample) {
+  const Outcome o = resolve(R"(train rlhf "HelpfulAssistant" {
+    base_model: "models/llama-tiny"
+    algorithm: "dpo"
+    dataset: "data/helpfulness.jsonl"
+    peft: { method: "qlora"  r: 64  alpha: 16  quantization_bits: 4 }
+    hyperparameters: { learning_rate: 1e-5  batch_size: 64  max_steps: 20000  beta: 0.1 }
+    logging: { tracker: "tensorboard"  project: "n3-rlhf"  run_name: "helpful-v1" }
+    safety: { enable_safety_filter: true  toxicity_threshold: 0.7  safety_model: "models/tox" }
+    output: { model_registry: "runs/helpful"  push_to_hub: false }
+})");
+  ASSERT_TRUE(o.ok()) << o.dump();
+  const RLHFConfig& c = o.file.jobs.at(0).config;
+  EXPECT_EQ(c.job_name, "HelpfulAssistant");
+  EXPECT_EQ(c.algorithm, Algorithm::kDpo);
+  EXPECT_EQ(c.peft.method, PeftMethod::kQlora);
+  EXPECT_EQ(c.peft.r, 64);
+  EXPECT_DOUBLE_EQ(c.peft.alpha, 16.0);
+  EXPECT_EQ(c.hyperparameters.batch_size, 64);
+  EXPECT_DOUBLE_EQ(c.effective_beta(), 0.1);
+  EXPECT_EQ(c.logging.tracker, Tracker::kTensorboard);
+  EXPECT_EQ(c.output.dir, "runs/helpful");  // derived from the local model_registry
+  EXPECT_EQ(c.distributed.strategy, ShardingStrategy::kZero2);  // documented default
+  EXPECT_DOUBLE_EQ(c.dpo.beta, 0.1);
+  const nlohmann::json json = config_to_json(c);
+  EXPECT_EQ(json["peft"]["method"], "qlora");
+  EXPECT_EQ(json["hyperparameters"]["beta"], 0.1);
+  EXPECT_EQ(json["distributed"]["layout"]["kind"], "data_parallel");
+}
+
+TEST(Config, EverySchemaFieldHasDocsAndRoundTripsThroughJson) {
+  const RLHFConfig defaults;
+  for (const FieldSpec& field : config_fields()) {
+    EXPECT_FALSE(field.doc.empty()) << field.path;
+    EXPECT_TRUE(field.assign && field.read) << field.path;
+    if (field.numeric && field.numeric(defaults) && !field.required) {
+      EXPECT_TRUE(field.range.contains(*field.numeric(defaults))) << field.path << " default outside its range";
+    }
+  }
+  EXPECT_NE(find_config_field("hyperparameters.learning_rate"), nullptr);
+  EXPECT_TRUE(is_config_section("distributed.layout"));
+}
+
+TEST(Config, UnknownKeysAreErrorsWithSuggestions) {
+  const Outcome o = resolve(job("  hyperparameters: { lerning_rate: 1e-5 }\n  learning_rate: 3\n  peft: { metod: \"lora\" }\n  zzz: 1"));
+  ASSERT_FALSE(o.ok());
+  ASSERT_EQ(o.errors.size(), 4u) << o.dump();
+  EXPECT_EQ(o.errors[0].message, "unknown key 'lerning_rate' in 'hyperparameters'");
+  EXPECT_EQ(o.errors[0].hint, "did you mean 'learning_rate'?");
+  EXPECT_EQ(o.errors[0].location.line, 5);
+  EXPECT_EQ(o.errors[0].location.column, 22);
+  EXPECT_NE(o.errors[1].hint.find("hyperparameters.learning_rate"), std::string::npos);
+  EXPECT_EQ(o.errors[2].hint, "did you mean 'method'?");
+  EXPECT_TRUE(o.errors[3].hint.empty());
+  for (const Diagnostic& d : o.errors) EXPECT_EQ(d.code, ErrorCode::kMissingField);
+}
+
+TEST(Config, MisspeltAlgorithmIsRlhf002WithSuggestion) {
+  const Outcome o = resolve(job("", "dpoo"));
+  ASSERT_EQ(o.errors.size(), 1u);
+  EXPECT_EQ(o.errors[0].code, ErrorCode::kInvalidAlgorithm);
+  EXPECT_EQ(o.errors[0].hint, "did you mean 'dpo'?");
+  EXPECT_EQ(o.errors[0].location.line, 4);
+  const Outcome far = resolve(job("", "reinforce"));
+  EXPECT_NE(far.errors.at(0).hint.find("supported: sft, reward_model, ppo"), std::string::npos);
+  EXPECT_TRUE(resolve(job("", "reward")).ok());  // alias of reward_model
+  EXPECT_TRUE(resolve(job("", "KTO")).ok());     // case-insensitive
+}
+
+TEST(Config, TypeErrorsAreRlhf003) {
+  const Outcome o = resolve(job(
+      "  hyperparameters: { learning_rate: \"fast\"  batch_size: 2.5  bf16: 1 }\n"
+      "  peft: { method: 4  target_modules: [1] }\n  tokenizer: models.tok\n  logging: \"x\""));
+  ASSERT_EQ(o.errors.size(), 7u) << o.dump();
+  for (const Diagnostic& d : o.errors) EXPECT_EQ(d.code, ErrorCode::kInvalidHyperparameter) << d.message;
+  EXPECT_EQ(o.errors[0].message, "'hyperparameters.learning_rate' must be a number, found a string \"fast\"");
+  EXPECT_NE(o.errors[5].hint.find("put it in quotes"), std::string::npos);
+  EXPECT_NE(o.errors[6].message.find("must be a block"), std::string::npos);
+}
+
+TEST(Config, IntegralFloatsAreIntegers) {
+  const Outcome o = resolve(job("  hyperparameters: { max_steps: 2e3 }"));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  EXPECT_EQ(o.file.jobs[0].config.hyperparameters.max_steps, 2000);
+}
+
+TEST(Config, RangesAreCheckedWithTheRangeInTheMessage) {
+  const Outcome o = resolve(job(
+      "  hyperparameters: { learning_rate: 0  batch_size: 0  adam_beta1: 1.0  warmup_ratio: 1 }\n"
+      "  dpo: { label_smoothing: 0.5 }\n  peft: { method: \"lora\" r: 0 dropout: -0.1 }"));
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "'hyperparameters.learning_rate' = 0.0 is out of range (0, 1]")) << o.dump();
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "'hyperparameters.batch_size' = 0 is out of range [1, inf)"));
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "adam_beta1"));
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "warmup_ratio"));
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "'dpo.label_smoothing' = 0.5 is out of range [0, 0.5)"));
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "'peft.r' = 0"));
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "'peft.dropout'"));
+}
+
+TEST(Config, RequiredFieldsNameTheEnvironmentVariable) {
+  const Outcome o = resolve("train rlhf \"Empty\" {\n}\n");
+  ASSERT_EQ(o.errors.size(), 2u);
+  EXPECT_EQ(o.errors[0].message, "job 'Empty' is missing the required key 'base_model'");
+  EXPECT_NE(o.errors[0].hint.find("RLHF_BASE_MODEL"), std::string::npos);
+  EXPECT_NE(o.errors[1].hint.find("RLHF_DATASET_PATH"), std::string::npos);
+  EXPECT_EQ(o.errors[0].location.line, 1);
+}
+
+TEST(Config, FileWithoutJobsAndDuplicateJobNames) {
+  EXPECT_TRUE(resolve("agent a { x: 1 }\n").has(ErrorCode::kMissingField, "no `train rlhf"));
+  const Outcome twice = resolve(job() + job());
+  EXPECT_TRUE(twice.has(ErrorCode::kMissingField, "a second job is named \"J\""));
+}
+
+TEST(Config, EnvironmentOverridesTheFileAndSetOverridesTheEnvironment) {
+  ScopedEnv model("RLHF_BASE_MODEL", "models/from-env");
+  ScopedEnv steps("RLHF_MAX_STEPS", "77");
+  ScopedEnv lr("RLHF_LEARNING_RATE", "3e-4");
+  ScopedEnv output("RLHF_OUTPUT_DIR", "/tmp/out-env");
+  ScopedEnv hub("PUSH_TO_HUB", "false");
+  const Outcome o = resolve(job("  hyperparameters: { max_steps: 5  learning_rate: 1e-5 }"),
+                            {"hyperparameters.max_steps=9", "peft.target_modules=q_proj,v_proj", "base_model=\"models/from-set\""});
+  ASSERT_TRUE(o.ok()) << o.dump();
+  const ResolvedJob& j = o.file.jobs[0];
+  EXPECT_EQ(j.config.base_model, "models/from-set");             // --set beats env beats file
+  EXPECT_EQ(j.config.hyperparameters.max_steps, 9);
+  EXPECT_DOUBLE_EQ(j.config.hyperparameters.learning_rate, 3e-4);  // env beats file
+  EXPECT_EQ(j.config.output.dir, "/tmp/out-env");
+  EXPECT_EQ(j.config.peft.target_modules, (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_EQ(j.origins.at("hyperparameters.learning_rate").origin, "environment RLHF_LEARNING_RATE=3e-4");
+  EXPECT_EQ(j.origins.at("hyperparameters.max_steps").origin, "--set hyperparameters.max_steps=9");
+}
+
+TEST(Config, BadOverridesAreReportedByOrigin) {
+  ScopedEnv batch("RLHF_BATCH_SIZE", "many");
+  const Outcome o = resolve(job(), {"hyperparameters.lerning_rate=1", "no-equals-sign", "peft.r=[1,2]"});
+  ASSERT_EQ(o.errors.size(), 4u) << o.dump();
+  EXPECT_EQ(o.errors[0].location.describe(), "environment RLHF_BATCH_SIZE=many");
+  EXPECT_EQ(o.errors[0].code, ErrorCode::kInvalidHyperparameter);
+  EXPECT_EQ(o.errors[1].hint, "did you mean 'hyperparameters.learning_rate'?");
+  EXPECT_EQ(o.errors[2].message, "an override must be key.path=value");
+  EXPECT_EQ(o.errors[3].location.describe(), "--set peft.r=[1,2]");
+  EXPECT_EQ(format_diagnostic(o.errors[1]).substr(0, 47), "--set hyperparameters.lerning_rate=1: error[RLH");
+}
+
+TEST(Config, LayoutShorthandAndCounts) {
+  const Outcome colocated = resolve(job("  reward_model: \"rm\"\n  distributed: { layout: \"colocated\" }", "ppo"));
+  ASSERT_TRUE(colocated.ok()) << colocated.dump();
+  EXPECT_EQ(colocated.file.jobs[0].config.distributed.layout.kind, LayoutKind::kColocated);
+  const std::string split = job("  reward_model: \"rm\"\n  distributed: { strategy: \"zero2\"  layout: { policy: 4  rollout: 2  reference: 1  reward: 1 } }", "ppo");
+  const Outcome fits = resolve(split, {}, 8);
+  ASSERT_TRUE(fits.ok()) << fits.dump();
+  EXPECT_EQ(fits.file.jobs[0].config.distributed.layout.kind, LayoutKind::kSplit);
+  const Outcome wrong = resolve(split, {}, 6);
+  EXPECT_TRUE(wrong.has(ErrorCode::kIncompatibleOptions, "add up to 8 ranks (policy 4 + rollout 2 + reference 1 + reward 1) but the world has 6"))
+      << wrong.dump();
+  EXPECT_TRUE(resolve(split, {"distributed.world_size=7"}).has(ErrorCode::kIncompatibleOptions, "world has 7"));
+  EXPECT_TRUE(resolve(job("  distributed: { layout: { policy: 1 rollout: 1 reward: 1 reference: 1 } }"), {}, 4)
+                  .has(ErrorCode::kIncompatibleOptions, "a split role layout is for PPO"));
+  EXPECT_TRUE(resolve(job("  reward_function: \"length\"\n  distributed: { layout: { policy: 1 } }", "ppo"), {}, 1)
+                  .has(ErrorCode::kIncompatibleOptions, "one policy rank and one rollout rank"));
+}
+
+// Each RLHF004 rule, with the message fragment it must produce.
+struct RuleCase {
+  const char* name;
+  const char* algorithm;
+  const char* extra;
+  int64_t world_size;
+  ErrorCode code;
+  const char* message_part;
+};
+
+class ValidationRules : public ::testing::TestWithParam<RuleCase> {};
+
+TEST_P(ValidationRules, RefusesTheJob) {
+  const RuleCase& c = GetParam();
+  const Outcome o = resolve(job(c.extra, c.algorithm), {}, c.world_size);
+  EXPECT_TRUE(o.has(c.code, c.message_part)) << o.dump();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, ValidationRules,
+    ::testing::Values(
+        RuleCase{"fp16_with_bf16", "dpo", "hyperparameters: { bf16: true fp16: true }", 0, ErrorCode::kIncompatibleOptions, "bf16 and fp16"},
+        RuleCase{"mixed_precision_on_cpu", "dpo", "hyperparameters: { bf16: true device: \"cpu\" }", 0, ErrorCode::kIncompatibleOptions, "mixed precision"},
+        RuleCase{"ppo_without_reward", "ppo", "", 0, ErrorCode::kIncompatibleOptions, "PPO needs a reward"},
+        RuleCase{"qlora_bits", "dpo", "peft: { method: \"qlora\" quantization_bits: 3 }", 0, ErrorCode::kIncompatibleOptions, "4 bits (NF4) or 8 bits, not 3"},
+        RuleCase{"bits_without_qlora", "dpo", "peft: { method: \"lora\" quantization_bits: 4 }", 0, ErrorCode::kIncompatibleOptions, "applies to method \"qlora\" only"},
+        RuleCase{"adalora_ranks", "dpo", "peft: { method: \"adalora\" init_r: 4 target_r: 8 }", 0, ErrorCode::kIncompatibleOptions, "exceeds init_r"},
+        RuleCase{"adalora_schedule", "dpo", "peft: { method: \"adalora\" tinit: 600 tfinal: 500 }", 0, ErrorCode::kIncompatibleOptions, "tinit + tfinal"},
+        RuleCase{"ipo_loss_type", "ipo", "dpo: { loss_type: \"hinge\" }", 0, ErrorCode::kIncompatibleOptions, "algorithm \"ipo\" uses loss_type"},
+        RuleCase{"robust_without_smoothing", "dpo", "dpo: { loss_type: \"robust\" }", 0, ErrorCode::kIncompatibleOptions, "needs dpo.label_smoothing"},
+        RuleCase{"smoothing_with_hinge", "dpo", "dpo: { loss_type: \"hinge\" label_smoothing: 0.1 }", 0, ErrorCode::kIncompatibleOptions, "label_smoothing applies"},
+        RuleCase{"precompute_reference_free", "dpo", "dpo: { reference_free: true precompute_ref_log_probs: true }", 0, ErrorCode::kIncompatibleOptions, "nothing to compute"},
+        RuleCase{"beta_twice", "dpo", "hyperparameters: { beta: 0.2 } dpo: { beta: 0.1 }", 0, ErrorCode::kIncompatibleOptions, "beta is given twice"},
+        RuleCase{"micro_over_batch", "dpo", "hyperparameters: { batch_size: 4 micro_batch_size: 8 }", 0, ErrorCode::kIncompatibleOptions, "exceeds batch_size"},
+        RuleCase{"batch_split", "dpo", "hyperparameters: { batch_size: 10 micro_batch_size: 2 }", 3, ErrorCode::kIncompatibleOptions, "does not split over 3"},
+        RuleCase{"batch_exact", "dpo", "hyperparameters: { batch_size: 16 micro_batch_size: 2 gradient_accumulation_steps: 2 }", 2, ErrorCode::kIncompatibleOptions, "x gradient_accumulation_steps 2"},
+        RuleCase{"prompt_longer_than_max", "dpo", "hyperparameters: { max_length: 256 max_prompt_length: 256 }", 0, ErrorCode::kIncompatibleOptions, "leaves no room"},
+        RuleCase{"warmup_both", "dpo", "hyperparameters: { warmup_steps: 5 warmup_ratio: 0.1 }", 0, ErrorCode::kIncompatibleOptions, "not both"},
+        RuleCase{"warmup_too_long", "dpo", "hyperparameters: { warmup_steps: 50 max_steps: 10 }", 0, ErrorCode::kIncompatibleOptions, "exceeds max_steps"},
+        RuleCase{"world_size_mismatch", "dpo", "distributed: { world_size: 4 }", 2, ErrorCode::kIncompatibleOptions, "expects 4 ranks but runs on 2"},
+        RuleCase{"counts_without_split", "dpo", "distributed: { layout: { kind: \"colocated\" policy: 2 } }", 0, ErrorCode::kIncompatibleOptions, "role counts are given"},
+        RuleCase{"local_backend_many_ranks", "dpo", "distributed: { backend: \"local\" }", 2, ErrorCode::kIncompatibleOptions, "world of one"},
+        RuleCase{"nccl_on_cpu", "dpo", "distributed: { backend: \"nccl\" } hyperparameters: { device: \"cpu\" }", 0, ErrorCode::kIncompatibleOptions, "NCCL moves CUDA tensors"},
+        RuleCase{"split_without_reference", "ppo", "reward_model: \"rm\" distributed: { layout: { policy: 1 rollout: 1 reward: 1 } }", 3, ErrorCode::kIncompatibleOptions, "needs a reference rank"},
+        RuleCase{"split_without_reward", "ppo", "reward_model: \"rm\" distributed: { layout: { policy: 1 rollout: 1 reference: 1 } }", 3, ErrorCode::kIncompatibleOptions, "needs a reward rank"},
+        RuleCase{"mlflow_without_server", "dpo", "logging: { tracker: \"mlflow\" }", 0, ErrorCode::kMissingEnvironmentVariable, "MLFLOW_TRACKING_URI"},
+        RuleCase{"hub_without_id", "dpo", "output: { push_to_hub: true }", 0, ErrorCode::kIncompatibleOptions, "needs output.hub_model_id"},
+        RuleCase{"hub_without_token", "dpo", "output: { push_to_hub: true hub_model_id: \"a/b\" }", 0, ErrorCode::kMissingEnvironmentVariable, "HF_TOKEN"},
+        RuleCase{"safety_without_model", "dpo", "safety: { enable_safety_filter: true }", 0, ErrorCode::kIncompatibleOptions, "needs safety.safety_model"},
+        RuleCase{"feedback_dataset", "dpo", "eval_dataset: feedback.export(\"support\", min_samples: 100)", 0, ErrorCode::kDatasetNotFound, "feedback.export(...) needs the feedback store"}),
+    [](const ::testing::TestParamInfo<RuleCase>& info) { return std::string(info.param.name); });
+
+TEST(Config, ValidationReportsEveryProblemNotJustTheFirst) {
+  const Outcome o = resolve(job("  hyperparameters: { bf16: true fp16: true batch_size: 0 }\n  peft: { method: \"qlora\" quantization_bits: 2 }", "ppo"));
+  EXPECT_GE(o.errors.size(), 4u) << o.dump();
+}
+
+TEST(Config, IgnoredOptionsAreWarningsNotErrors) {
+  const Outcome o = resolve(job("  kto: { beta: 0.3 }\n  peft: { r: 4 }\n  reward_model: \"rm\""));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  ASSERT_EQ(o.file.warnings.size(), 3u);
+  EXPECT_NE(o.file.warnings[0].message.find("reward_model/reward_function are used by PPO only"), std::string::npos);
+  EXPECT_NE(o.file.warnings[1].message.find("peft.r has no effect"), std::string::npos);
+  EXPECT_NE(o.file.warnings[2].message.find("'kto' options have no effect on algorithm \"dpo\""), std::string::npos);
+}
+
+TEST(Config, IpoImpliesItsLossAndBetaShorthandFollowsTheAlgorithm) {
+  const Outcome ipo = resolve(job("", "ipo"));
+  ASSERT_TRUE(ipo.ok());
+  EXPECT_EQ(ipo.file.jobs[0].config.dpo.loss_type, DpoLossType::kIpo);
+  const Outcome kto = resolve(job("  kto: { beta: 0.25 }", "kto"));
+  EXPECT_DOUBLE_EQ(kto.file.jobs[0].config.effective_beta(), 0.25);
+  const Outcome shorthand = resolve(job("  hyperparameters: { beta: 0.5 }", "orpo"));
+  EXPECT_DOUBLE_EQ(shorthand.file.jobs[0].config.effective_beta(), 0.5);
+}
+
+TEST(Config, NullUnsetsOptionalNumbers) {
+  const Outcome o = resolve(job("  hyperparameters: { beta: 0.3 }"), {"hyperparameters.beta=null"});
+  ASSERT_TRUE(o.ok()) << o.dump();
+  EXPECT_FALSE(o.file.jobs[0].config.hyperparameters.beta.has_value());
+}
+
+}  // namespace
+}  // namespace n3rlhf

@@ -1,0 +1,58 @@
+// test_support.cpp: temporary directories and command capture for the tests.
+#include "support/test_support.hpp"
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace n3rlhf::testing {
+
+TempDir::TempDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "n3rlhf-test-XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
+}
+
+std::string TempDir::write(const std::string& name, const std::string& content) const {
+  const std::string full = path_ + "/" + name;
+  std::filesystem::create_directories(std::filesystem::path(full).parent_path());
+  std::ofstream out(full, std::ios::binary);
+  out << content;
+  return full;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+CommandResult run_command(const std::string& command) {
+  TempDir capture;
+  const std::string out_path = capture.path() + "/out";
+  const std::string err_path = capture.path() + "/err";
+  const std::string full = "(" + command + ") >" + out_path + " 2>" + err_path + " </dev/null";
+  const int status = std::system(full.c_str());
+  CommandResult result;
+  result.exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  result.out = read_file(out_path);
+  result.err = read_file(err_path);
+  return result;
+}
+
+std::string source_dir() { return N3RLHF_SOURCE_DIR; }
+std::string binary(const std::string& name) { return std::string(N3RLHF_BINARY_DIR) + "/bin/" + name; }
+
+}  // namespace n3rlhf::testing

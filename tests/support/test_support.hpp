@@ -1,0 +1,37 @@
+// test_support.hpp: helpers shared by the test suites: temporary directories and files, running
+// a command and capturing its exit status and output, and paths to the built binaries.
+#pragma once
+
+#include <string>
+
+namespace n3rlhf::testing {
+
+// A fresh directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  // Writes `content` to path()/name and returns the full path.
+  std::string write(const std::string& name, const std::string& content) const;
+
+ private:
+  std::string path_;
+};
+
+struct CommandResult {
+  int exit_status = -1;
+  std::string out;  // standard output
+  std::string err;  // standard error
+};
+
+// Runs `command` through /bin/sh, capturing stdout and stderr separately.
+CommandResult run_command(const std::string& command);
+
+std::string source_dir();            // the project's source directory
+std::string binary(const std::string& name);  // build/bin/<name>
+std::string read_file(const std::string& path);
+
+}  // namespace n3rlhf::testing
