@@ -47,10 +47,10 @@ int run_cli(int argc, char** argv) {
       std::cerr << error.message();
       return 2;
     } catch (const ConfigurationError& error) {
-      std::cerr << "n3rlhf " << name << ": error[" << error_code_string(error.code()) << "]: " << error.describe_with_causes() << "\n";
+      std::cerr << "n3rlhf " << name << ": " << error.describe_with_causes() << "\n";
       return 2;
     } catch (const RlhfError& error) {
-      std::cerr << "n3rlhf " << name << ": error[" << error_code_string(error.code()) << "]: " << error.describe_with_causes() << "\n";
+      std::cerr << "n3rlhf " << name << ": " << error.describe_with_causes() << "\n";
       return 1;
     } catch (const std::exception& error) {
       std::cerr << "n3rlhf " << name << ": " << error.what() << "\n";

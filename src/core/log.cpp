@@ -24,14 +24,17 @@ void configure_logging(const LogOptions& options) {
   if (!level.empty()) parsed = spdlog::level::from_str(level);
   if (!options.all_ranks && options.rank != 0 && parsed < spdlog::level::warn) parsed = spdlog::level::warn;
 
-  auto logger = spdlog::stderr_color_mt("n3rlhf-" + std::to_string(options.rank));
+  // Replacing the logger: drop the old one by name first (dropping it after set_default_logger
+  // would also clear the default logger).
+  const std::string name = "n3rlhf-" + std::to_string(options.rank);
+  spdlog::drop(name);
+  auto logger = spdlog::stderr_color_mt(name);
   const std::string host = options.hostname.empty() ? local_hostname() : options.hostname;
   logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [" + host + ":" + std::to_string(options.rank) + "/" +
                       std::to_string(options.world_size) + "] [%^%l%$] %v");
   logger->set_level(parsed);
   logger->flush_on(spdlog::level::warn);
   spdlog::set_default_logger(logger);
-  spdlog::drop("n3rlhf-" + std::to_string(options.rank));
 }
 
 }  // namespace n3rlhf

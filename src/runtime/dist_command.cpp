@@ -140,10 +140,10 @@ int run_dist_command(int argc, char** argv) {
       try {
         status = run(mpi, options);
       } catch (const ConfigurationError& error) {
-        if (mpi.rank() == 0) std::cerr << "n3rlhf-dist: error[" << error_code_string(error.code()) << "]: " << error.describe_with_causes() << "\n";
+        if (mpi.rank() == 0) std::cerr << "n3rlhf-dist: " << error.describe_with_causes() << "\n";
         status = 2;
       } catch (const RlhfError& error) {
-        std::cerr << "n3rlhf-dist: rank " << mpi.rank() << ": error[" << error_code_string(error.code()) << "]: " << error.describe_with_causes() << "\n";
+        std::cerr << "n3rlhf-dist: rank " << mpi.rank() << ": " << error.describe_with_causes() << "\n";
         status = 1;
       }
     }
