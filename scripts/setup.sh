@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine for n3rlhf: Debian packages, the project venv with pinned libtorch and
-# peers, and a configured + built tree in build/. Idempotent: a second run only checks.
+# peers. Idempotent: a second run only checks (scripts/build.sh builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,8 +24,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  $SUDO apt-get update -qq > /dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
 fi
 
 # The venv is rebuilt only when requirements.txt changed since it was last installed.

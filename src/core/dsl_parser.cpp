@@ -262,6 +262,13 @@ class Parser {
 
   DslValue parse_value() {
     const Token token = current_;
+    // Bounded recursion: a hostile file of a million '[' must be an error, not a stack overflow.
+    if (depth_ >= kMaxNesting) fail_at(token, "values are nested more than " + std::to_string(kMaxNesting) + " levels deep");
+    struct DepthGuard {
+      int& depth;
+      explicit DepthGuard(int& d) : depth(d) { ++depth; }
+      ~DepthGuard() { --depth; }
+    } guard(depth_);
     switch (token.kind) {
       case TokenKind::kString: {
         advance();
@@ -384,8 +391,10 @@ class Parser {
          "skipped top-level '" + keyword.text + "' item: n3rlhf reads only `train rlhf` blocks", ""});
   }
 
+  static constexpr int kMaxNesting = 64;
   DslLexer lexer_;
   Token current_;
+  int depth_ = 0;
 };
 
 }  // namespace

@@ -197,6 +197,13 @@ INSTANTIATE_TEST_SUITE_P(
         ErrorCase{"dot_without_name", "train rlhf \"A\" {\n  d: feedback.\n}\n", 2, 15, "a name after '.'"}),
     [](const ::testing::TestParamInfo<ErrorCase>& info) { return std::string(info.param.name); });
 
+TEST(DslParser, DeepNestingIsAnErrorNotAStackOverflow) {
+  const Diagnostic d = syntax_error("train rlhf \"A\" {\n  x: " + std::string(100000, '[') + "\n}\n");
+  EXPECT_NE(d.message.find("nested more than 64 levels"), std::string::npos) << d.message;
+  EXPECT_EQ(d.location.line, 2);
+  EXPECT_EQ(d.location.column, 6 + 64);
+}
+
 TEST(DslParser, DiagnosticRendersLineCaretAndHint) {
   Diagnostic d = syntax_error("train rlhf \"A\" {\n  base_model \"m\"\n}\n");
   d.hint = "write base_model: value";

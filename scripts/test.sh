@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up the machine (scripts/setup.sh), builds, and runs every test but the `gpu` ones (those
+# run too when a GPU is visible). Extra arguments go to ctest, e.g. scripts/test.sh -L mpi.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+./scripts/build.sh
+if [ "$(id -u)" -eq 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+# Tests run in parallel; MPI tests oversubscribe the cores, so keep the pool small.
+exclude=()
+if ! nvidia-smi -L > /dev/null 2>&1; then exclude=(-LE gpu); fi
+cd "${N3RLHF_BUILD_DIR:-build}"
+ctest --output-on-failure -j "${N3RLHF_TEST_JOBS:-2}" "${exclude[@]}" "$@"
