@@ -12,6 +12,7 @@ DEBIAN_PACKAGES=(
   libboost-program-options-dev
   libgtest-dev libgmock-dev
   nlohmann-json3-dev
+  libcpp-httplib-dev
   libpcre2-dev
   clang libclang-rt-14-dev
   python3-venv
