@@ -17,6 +17,7 @@ const std::vector<CliCommand>& commands() {
       {"validate", "check job files and print their resolved configuration as JSON", validate_command},
       {"explain", "explain an error code: n3rlhf explain RLHF022", explain_command},
       {"config-reference", "print the table of every configuration field (Markdown)", config_reference_command},
+      {"tokenize", "encode text (or --decode ids) with a tokenizer.json", tokenize_command},
   };
   return list;
 }

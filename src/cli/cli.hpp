@@ -20,5 +20,6 @@ int run_cli(int argc, char** argv);
 int validate_command(const std::vector<std::string>& arguments);
 int explain_command(const std::vector<std::string>& arguments);
 int config_reference_command(const std::vector<std::string>& arguments);
+int tokenize_command(const std::vector<std::string>& arguments);
 
 }  // namespace n3rlhf
