@@ -4,7 +4,9 @@
 
 #include <mpi.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -65,11 +67,24 @@ void MpiEnvironment::barrier() const {
   if (initialized_) MPI_Barrier(MPI_COMM_WORLD);
 }
 
-int MpiEnvironment::agree_on_exit_status(int status) const {
+int MpiEnvironment::agree_on_exit_status(int status, std::chrono::milliseconds failed_rank_wait) const {
   if (!initialized_) return status;
   int agreed = status;
-  MPI_Allreduce(&status, &agreed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return agreed;
+  MPI_Request request;
+  MPI_Iallreduce(&status, &agreed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &request);
+  const auto deadline = std::chrono::steady_clock::now() + failed_rank_wait;
+  for (int done = 0;;) {
+    MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+    if (done) return agreed;
+    if (status != 0 && std::chrono::steady_clock::now() >= deadline) {
+      std::fprintf(stderr, "[%s:%d] not every rank reached the end of the job within %lld ms; aborting it with "
+                           "status %d\n", hostname_.c_str(), rank_, static_cast<long long>(failed_rank_wait.count()),
+                   status);
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 }  // namespace n3rlhf

@@ -3,6 +3,7 @@
 // shared-memory split; started by hand it is a world of one and MPI is never touched.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,10 @@ class MpiEnvironment {
   std::vector<std::string> gather_to_root(const std::string& text) const;
   void barrier() const;
   // Agrees on one exit status: the largest of all ranks' (so one failing rank fails the job).
-  int agree_on_exit_status(int status) const;
+  // A rank with a non-zero status waits at most `failed_rank_wait` for the others: a rank stuck
+  // elsewhere (in a collective, in its own code) must not hold the job, so after that it ends
+  // the whole job with MPI_Abort and its status. A rank with status 0 waits as long as it takes.
+  int agree_on_exit_status(int status, std::chrono::milliseconds failed_rank_wait = std::chrono::seconds(60)) const;
 
  private:
   bool initialized_ = false;

@@ -5,34 +5,6 @@
 
 namespace n3rlhf {
 
-const char* role_name(Role role) {
-  switch (role) {
-    case Role::kPolicy: return "policy";
-    case Role::kRollout: return "rollout";
-    case Role::kReference: return "reference";
-    case Role::kReward: return "reward";
-  }
-  return "?";
-}
-
-std::vector<Role> roles_of_rank(const RLHFConfig& config, int rank) {
-  const LayoutConfig& layout = config.distributed.layout;
-  if (layout.kind == LayoutKind::kSplit) {
-    int64_t first = 0;
-    for (auto [role, count] : {std::pair{Role::kPolicy, layout.policy}, std::pair{Role::kRollout, layout.rollout},
-                               std::pair{Role::kReference, layout.reference}, std::pair{Role::kReward, layout.reward}}) {
-      if (rank >= first && rank < first + count) return {role};
-      first += count;
-    }
-    return {};
-  }
-  std::vector<Role> roles = {Role::kPolicy};
-  if (config.algorithm == Algorithm::kPpo) roles.push_back(Role::kRollout);
-  if (config.uses_reference_model()) roles.push_back(Role::kReference);
-  if (config.algorithm == Algorithm::kPpo) roles.push_back(Role::kReward);
-  return roles;
-}
-
 RankPlan plan_rank(const RLHFConfig& config, int rank, int world_size, int local_rank,
                    const std::string& hostname, bool cuda_available) {
   RankPlan plan;

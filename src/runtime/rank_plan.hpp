@@ -5,12 +5,10 @@
 #include <string>
 #include <vector>
 
+#include "comm/roles.hpp"
 #include "core/config.hpp"
 
 namespace n3rlhf {
-
-enum class Role { kPolicy, kRollout, kReference, kReward };
-const char* role_name(Role role);
 
 struct RankPlan {
   int rank = 0;
@@ -24,11 +22,6 @@ struct RankPlan {
   int64_t micro_batch_size = 0;
   int64_t gradient_accumulation_steps = 0;
 };
-
-// Roles per rank: split layouts give ranks [0, policy) the policy, then rollout, reference and
-// reward in that order; data-parallel and colocated layouts give every rank every role the
-// algorithm needs.
-std::vector<Role> roles_of_rank(const RLHFConfig& config, int rank);
 
 RankPlan plan_rank(const RLHFConfig& config, int rank, int world_size, int local_rank,
                    const std::string& hostname, bool cuda_available);
