@@ -17,7 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
-#include "io/sha256.hpp"
+#include "core/sha256.hpp"
 
 namespace n3rlhf {
 

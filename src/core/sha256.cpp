@@ -1,5 +1,5 @@
 // sha256.cpp: the SHA-256 compression function and the file/string helpers.
-#include "io/sha256.hpp"
+#include "core/sha256.hpp"
 
 #include <algorithm>
 #include <cstdio>
