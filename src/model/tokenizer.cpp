@@ -14,10 +14,10 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/sha256.hpp"
 #include "model/tokenizer_added_tokens.hpp"
 #include "model/tokenizer_bpe.hpp"
 #include "model/tokenizer_components.hpp"
-#include "model/tokenizer_sha256.hpp"
 #include "model/tokenizer_unicode.hpp"
 
 namespace n3rlhf {
@@ -271,7 +271,7 @@ std::shared_ptr<TokenizerImpl> build(const std::string& json_text, const nlohman
   }
   if (!json.is_object()) throw_unsupported("tokenizer.json", "?", "the document is not a JSON object");
   auto impl = std::make_shared<TokenizerImpl>();
-  impl->content_hash = sha256_hex(json_text);
+  impl->content_hash = n3rlhf::sha256_hex(json_text);
   try {
     const auto& model_json = require_field(json, "model", "model");
     const std::string model_type = model_json.value("type", std::string(model_json.contains("merges") ? "BPE" : "?"));

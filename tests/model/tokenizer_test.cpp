@@ -15,7 +15,7 @@
 #include "core/error.hpp"
 #include "model/tokenizer.hpp"
 #include "model/tokenizer_regex.hpp"
-#include "model/tokenizer_sha256.hpp"
+#include "core/sha256.hpp"
 #include "model/tokenizer_unicode.hpp"
 #include "model/tokenizer_unicode_normalization.hpp"
 #include "support/test_support.hpp"
@@ -213,13 +213,13 @@ TEST(Tokenizer, SpecialTokenIdsComeFromTheConfigOrTheTemplate) {
 }
 
 TEST(Tokenizer, ContentHashIsTheSha256OfTheFile) {
-  EXPECT_EQ(tokenizer_detail::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(tokenizer_detail::sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(tokenizer_detail::sha256_hex(std::string(1000, 'a')),
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex(std::string(1000, 'a')),
             "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3");
   const std::string path = fixture_dir("gpt2_bytelevel") + "/tokenizer.json";
   const Tokenizer tokenizer = Tokenizer::from_file(path);
-  EXPECT_EQ(tokenizer.content_hash(), tokenizer_detail::sha256_hex(testing::read_file(path)));
+  EXPECT_EQ(tokenizer.content_hash(), sha256_hex(testing::read_file(path)));
   EXPECT_NE(tokenizer.content_hash(), Tokenizer::from_file(fixture_dir("llama3_regex_bytelevel")).content_hash());
 }
 
