@@ -18,6 +18,7 @@ const std::vector<CliCommand>& commands() {
       {"explain", "explain an error code: n3rlhf explain RLHF022", explain_command},
       {"config-reference", "print the table of every configuration field (Markdown)", config_reference_command},
       {"tokenize", "encode text (or --decode ids) with a tokenizer.json", tokenize_command},
+      {"prepare", "tokenize a JSONL data set into HDF5 shards: n3rlhf prepare JOB_FILE_OR_JSONL", prepare_command},
   };
   return list;
 }

@@ -21,5 +21,6 @@ int validate_command(const std::vector<std::string>& arguments);
 int explain_command(const std::vector<std::string>& arguments);
 int config_reference_command(const std::vector<std::string>& arguments);
 int tokenize_command(const std::vector<std::string>& arguments);
+int prepare_command(const std::vector<std::string>& arguments);
 
 }  // namespace n3rlhf

@@ -1,0 +1,226 @@
+// command_prepare.cpp: `n3rlhf prepare JOB_FILE_OR_JSONL [options]` tokenizes a JSONL data set
+// into HDF5 shards and a manifest. With a job file it prepares the job's dataset (and its
+// eval_dataset) with the job's tokenizer and settings; with a JSONL file the settings come from
+// the options. Prints the counts (rows read, kept, skipped by reason) and the throughput.
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include <boost/program_options.hpp>
+
+#include "cli/cli.hpp"
+#include "core/config_builder.hpp"
+#include "core/error.hpp"
+#include "io/prepare.hpp"
+
+namespace n3rlhf {
+
+namespace po = boost::program_options;
+
+namespace {
+
+struct PrepareOptions {
+  std::string input;
+  std::string job_name;
+  std::vector<std::string> assignments;
+  std::string output_dir;
+  std::string tokenizer;
+  std::string kind;
+  std::string algorithm;
+  int64_t max_length = -1;
+  int64_t max_prompt_length = -1;
+  std::string truncation_mode;
+  std::string chat_template;
+  std::string on_bad_rows;
+  std::vector<std::string> columns;
+  int threads = 1;
+  int64_t shard_tokens = int64_t{32} << 20;
+  bool json = false;
+};
+
+template <typename Enum>
+Enum parse_enum(const std::string& option, const std::string& value, const std::vector<std::string>& names) {
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == value) return static_cast<Enum>(i);
+  }
+  std::string known;
+  for (const std::string& name : names) known += (known.empty() ? "" : ", ") + name;
+  throw ConfigurationError(ErrorCode::kInvalidHyperparameter, "--" + option + " takes one of " + known + ", not \"" + value + "\"",
+                           {{"argument", "--" + option}});
+}
+
+const ResolvedJob& select_job(const ResolvedJobFile& file, const std::string& name) {
+  std::string names;
+  for (const ResolvedJob& job : file.jobs) names += (names.empty() ? "" : ", ") + ("\"" + job.config.job_name + "\"");
+  if (name.empty()) {
+    if (file.jobs.size() == 1) return file.jobs.front();
+    throw ConfigurationError(ErrorCode::kMissingField, "the file has several jobs; choose one with --job", {{"jobs", names}});
+  }
+  if (const ResolvedJob* job = file.find(name)) return *job;
+  throw ConfigurationError(ErrorCode::kMissingField, "no job named \"" + name + "\" in the file", {{"jobs", names}});
+}
+
+// --column chosen=answer_good sets data.chosen_key.
+void apply_column(const std::string& assignment, DataConfig* data) {
+  const size_t equals = assignment.find('=');
+  const std::string role = assignment.substr(0, equals);
+  const std::string key = equals == std::string::npos ? "" : assignment.substr(equals + 1);
+  std::string* field = role == "prompt"       ? &data->prompt_key
+                       : role == "chosen"     ? &data->chosen_key
+                       : role == "rejected"   ? &data->rejected_key
+                       : role == "completion" ? &data->completion_key
+                       : role == "label"      ? &data->label_key
+                       : role == "text"       ? &data->text_key
+                                              : nullptr;
+  if (field == nullptr || key.empty()) {
+    throw ConfigurationError(ErrorCode::kInvalidHyperparameter,
+                             "--column takes ROLE=KEY with ROLE one of prompt, chosen, rejected, completion, label, text; not \"" +
+                                 assignment + "\"",
+                             {{"argument", "--column"}});
+  }
+  *field = key;
+}
+
+std::string summary(const PrepareReport& report, const std::string& directory) {
+  const PreparedManifest& m = report.manifest;
+  const PrepareCounts& c = m.counts;
+  std::string skipped;
+  for (size_t i = 0; i < kBadRowReasonCount; ++i) {
+    if (c.rows_skipped_by_reason[i] == 0) continue;
+    skipped += (skipped.empty() ? " (" : ", ") + bad_row_reason_name(static_cast<BadRowReason>(i)) + " " +
+               std::to_string(c.rows_skipped_by_reason[i]);
+  }
+  if (!skipped.empty()) skipped += ")";
+  char throughput[160];
+  std::snprintf(throughput, sizeof throughput, "  %.2f MB in %.2f s: %.2f MB/s, %.0f rows/s\n",
+                static_cast<double>(m.source_bytes) / 1e6, report.seconds, report.megabytes_per_second(), report.rows_per_second());
+  return "prepared " + m.source_path + " -> " + directory + " (" + dataset_kind_name(m.dataset_kind) + ", " +
+         std::to_string(m.shards.size()) + " shard" + (m.shards.size() == 1 ? "" : "s") + ")\n" +
+         "  rows: " + std::to_string(c.rows_read) + " read, " + std::to_string(c.rows_kept) + " kept, " +
+         std::to_string(c.rows_skipped()) + " skipped" + skipped + "\n" +
+         "  examples " + std::to_string(c.examples) + ", sequences " + std::to_string(c.sequences) + ", tokens " +
+         std::to_string(c.tokens) + ", truncated sequences " + std::to_string(c.truncated_sequences) + "\n" + throughput;
+}
+
+}  // namespace
+
+int prepare_command(const std::vector<std::string>& arguments) {
+  PrepareOptions options;
+  po::options_description visible(
+      "n3rlhf prepare JOB_FILE_OR_JSONL [options]\n"
+      "Tokenizes a JSONL data set into HDF5 shards and a manifest. With a job file: the job's dataset\n"
+      "(and eval_dataset), tokenizer and settings. With a JSONL file: --tokenizer and the options below");
+  visible.add_options()
+      ("help,h", "print this help")
+      ("job", po::value(&options.job_name), "the job, when the file has several")
+      ("set", po::value(&options.assignments)->composing(), "override a job field: --set hyperparameters.max_length=512")
+      ("out,o", po::value(&options.output_dir), "output directory (default: data.prepared_dir, else <data>.prepared beside the data)")
+      ("tokenizer", po::value(&options.tokenizer), "tokenizer.json or a model directory (JSONL input; overrides a job's)")
+      ("algorithm", po::value(&options.algorithm), "JSONL input: the algorithm the data is for (dpo, kto, sft, ppo, ...; default dpo)")
+      ("kind", po::value(&options.kind), "JSONL input: preference, unpaired, sft or prompts (instead of --algorithm)")
+      ("max-length", po::value(&options.max_length), "JSONL input: longest prompt + response in tokens (default 1024)")
+      ("max-prompt-length", po::value(&options.max_prompt_length), "JSONL input: longest prompt in tokens (default 512)")
+      ("truncation-mode", po::value(&options.truncation_mode), "JSONL input: keep_start or keep_end (default keep_end)")
+      ("chat-template", po::value(&options.chat_template), "JSONL input: chatml or llama3, for conversational rows")
+      ("on-bad-rows", po::value(&options.on_bad_rows), "JSONL input: skip (count and skip) or error (default skip)")
+      ("column", po::value(&options.columns)->composing(), "JSONL input: a column name, ROLE=KEY: --column chosen=good")
+      ("threads", po::value(&options.threads), "worker threads; 0: one per core (the output does not depend on it)")
+      ("shard-tokens", po::value(&options.shard_tokens), "tokens per shard before a new one starts (default 33554432)")
+      ("json", po::bool_switch(&options.json), "print the manifest(s) as JSON instead of a summary");
+  po::options_description all;
+  all.add(visible).add_options()("input", po::value(&options.input));
+  po::positional_options_description positional;
+  positional.add("input", 1);
+  po::variables_map values;
+  try {
+    po::store(po::command_line_parser(arguments).options(all).positional(positional).run(), values);
+    po::notify(values);
+  } catch (const po::error& error) {
+    std::cerr << "n3rlhf prepare: " << error.what() << "\n" << visible;
+    return 2;
+  }
+  if (values.count("help")) {
+    std::cout << visible;
+    return 0;
+  }
+  if (options.input.empty()) {
+    std::cerr << "n3rlhf prepare: give a job file or a JSONL file\n" << visible;
+    return 2;
+  }
+
+  struct Work {
+    std::string source;
+    std::string output_dir;
+  };
+  std::vector<Work> work;
+  std::string tokenizer_path = options.tokenizer;
+  TokenizationSettings settings;
+  const std::string extension = std::filesystem::path(options.input).extension().string();
+  const bool is_jsonl = extension == ".jsonl" || extension == ".json";
+  if (!is_jsonl) {
+    ConfigOverrides overrides;
+    overrides.assignments = options.assignments;
+    const ResolvedJobFile file = load_job_file(options.input, overrides, ValidationContext{});
+    const RLHFConfig& config = select_job(file, options.job_name).config;
+    settings = TokenizationSettings::from_config(config);
+    if (tokenizer_path.empty()) tokenizer_path = config.tokenizer.empty() ? config.base_model : config.tokenizer;
+    if (config.dataset.path.empty()) {
+      throw ConfigurationError(ErrorCode::kMissingField, "the job names no dataset file to prepare", {{"field", "dataset"}});
+    }
+    work.push_back({config.dataset.path, options.output_dir.empty()
+                                             ? default_prepared_dir(config.dataset.path, config.data.prepared_dir, "train")
+                                             : options.output_dir});
+    if (!config.eval_dataset.path.empty()) {
+      work.push_back({config.eval_dataset.path,
+                      options.output_dir.empty() ? default_prepared_dir(config.eval_dataset.path, config.data.prepared_dir, "eval")
+                                                 : options.output_dir + "/eval"});
+    }
+  } else {
+    if (tokenizer_path.empty()) {
+      std::cerr << "n3rlhf prepare: a JSONL input needs --tokenizer PATH\n";
+      return 2;
+    }
+    RLHFConfig config;
+    if (!options.algorithm.empty()) config.algorithm = parse_enum<Algorithm>("algorithm", options.algorithm, algorithm_names());
+    settings = TokenizationSettings::from_config(config);
+    if (!options.kind.empty() && !parse_dataset_kind(options.kind, &settings.kind)) {
+      throw ConfigurationError(ErrorCode::kInvalidHyperparameter,
+                               "--kind takes preference, unpaired, sft or prompts, not \"" + options.kind + "\"", {{"argument", "--kind"}});
+    }
+    if (options.max_length >= 0) settings.max_length = options.max_length;
+    if (options.max_prompt_length >= 0) settings.max_prompt_length = options.max_prompt_length;
+    if (settings.max_length < 2 || settings.max_prompt_length < 0 ||
+        (settings.max_prompt_length > 0 && settings.max_prompt_length >= settings.max_length)) {
+      throw ConfigurationError(ErrorCode::kIncompatibleOptions,
+                               "--max-prompt-length must be below --max-length (and --max-length at least 2)",
+                               {{"argument", "--max-prompt-length"}});
+    }
+    if (!options.truncation_mode.empty()) {
+      settings.truncation_mode = parse_enum<TruncationMode>("truncation-mode", options.truncation_mode, truncation_mode_names());
+    }
+    if (!options.on_bad_rows.empty()) settings.on_bad_rows = parse_enum<BadRowPolicy>("on-bad-rows", options.on_bad_rows, bad_row_policy_names());
+    settings.chat_template = options.chat_template;
+    for (const std::string& column : options.columns) apply_column(column, &settings.columns);
+    work.push_back({options.input, options.output_dir.empty() ? default_prepared_dir(options.input, "", "train") : options.output_dir});
+  }
+
+  nlohmann::json manifests = nlohmann::json::array();
+  for (const Work& item : work) {
+    PrepareRequest request{item.source, item.output_dir, tokenizer_path, settings};
+    request.threads = options.threads;
+    request.shard_max_tokens = options.shard_tokens;
+    const PrepareReport report = prepare_dataset(request);
+    if (options.json) {
+      nlohmann::json entry = report.manifest.to_json();
+      entry["directory"] = item.output_dir;
+      entry["seconds"] = report.seconds;
+      manifests.push_back(entry);
+    } else {
+      std::cout << summary(report, item.output_dir);
+    }
+  }
+  if (options.json) std::cout << (manifests.size() == 1 ? manifests.front() : manifests).dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace n3rlhf

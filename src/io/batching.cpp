@@ -1,0 +1,357 @@
+// batching.cpp: epoch plans (shuffle, length grouping, packing, rank slices), collation into
+// padded arrays, and the padding accounting.
+#include "io/batching.hpp"
+
+#include <algorithm>
+#include <map>
+#include <unordered_map>
+
+#include "core/error.hpp"
+
+namespace n3rlhf {
+
+uint64_t SeededRandom::next() {
+  uint64_t z = (state_ += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+uint64_t SeededRandom::below(uint64_t bound) {
+  // Rejection keeps the draw unbiased for bounds that do not divide 2^64.
+  const uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
+  uint64_t value = next();
+  while (value >= limit) value = next();
+  return value % bound;
+}
+
+void seeded_shuffle(std::vector<int64_t>* values, uint64_t seed) {
+  SeededRandom random(seed);
+  for (size_t i = values->size(); i > 1; --i) {
+    const size_t j = static_cast<size_t>(random.below(i));
+    std::swap((*values)[i - 1], (*values)[j]);
+  }
+}
+
+namespace {
+
+uint64_t epoch_seed(uint64_t seed, int64_t epoch, uint64_t stream) {
+  SeededRandom mixer(seed * 0x2545F4914F6CDD1DULL + static_cast<uint64_t>(epoch) * 0x9E3779B97F4A7C15ULL + stream);
+  return mixer.next();
+}
+
+int64_t item_length(const BatchItem& item, const std::vector<int64_t>& lengths) {
+  int64_t total = 0;
+  for (int64_t example : item) total += lengths[static_cast<size_t>(example)];
+  return total;
+}
+
+// Best-fit decreasing: longest examples first, each into the row whose free space fits it most
+// tightly. Rows keep their examples longest first.
+std::vector<BatchItem> pack_examples(const std::vector<int64_t>& order, const std::vector<int64_t>& lengths, int64_t capacity) {
+  std::vector<int64_t> by_length = order;
+  std::stable_sort(by_length.begin(), by_length.end(), [&](int64_t a, int64_t b) {
+    return lengths[static_cast<size_t>(a)] > lengths[static_cast<size_t>(b)];
+  });
+  std::vector<BatchItem> rows;
+  std::multimap<int64_t, size_t> free_space;  // free tokens -> row
+  for (int64_t example : by_length) {
+    const int64_t length = lengths[static_cast<size_t>(example)];
+    auto fit = free_space.lower_bound(length);
+    if (fit == free_space.end()) {
+      rows.push_back({example});
+      if (capacity - length > 0) free_space.emplace(capacity - length, rows.size() - 1);
+      continue;
+    }
+    const size_t row = fit->second;
+    const int64_t left = fit->first - length;
+    free_space.erase(fit);
+    rows[row].push_back(example);
+    if (left > 0) free_space.emplace(left, row);
+  }
+  return rows;
+}
+
+}  // namespace
+
+EpochPlan EpochPlan::build(const std::vector<int64_t>& examples, const std::vector<int64_t>& lengths,
+                           const BatchingOptions& options, int64_t epoch) {
+  if (options.global_batch_size < 1 || options.world_size < 1 || options.micro_batch_size < 0) {
+    throw ConfigurationError(ErrorCode::kInvalidHyperparameter, "batch sizes and world size must be positive");
+  }
+  if (options.packing && options.pack_length < 1) {
+    throw ConfigurationError(ErrorCode::kInvalidHyperparameter, "packing needs a positive pack_length (max_length)");
+  }
+  EpochPlan plan;
+  plan.options_ = options;
+  std::vector<int64_t> order = examples;
+  if (options.shuffle) seeded_shuffle(&order, epoch_seed(options.seed, epoch, 1));
+
+  std::vector<BatchItem> items;
+  if (options.packing) {
+    items = pack_examples(order, lengths, options.pack_length);
+    if (options.shuffle) {
+      std::vector<int64_t> row_order(items.size());
+      for (size_t i = 0; i < row_order.size(); ++i) row_order[i] = static_cast<int64_t>(i);
+      seeded_shuffle(&row_order, epoch_seed(options.seed, epoch, 2));
+      std::vector<BatchItem> shuffled;
+      shuffled.reserve(items.size());
+      for (int64_t row : row_order) shuffled.push_back(std::move(items[static_cast<size_t>(row)]));
+      items = std::move(shuffled);
+    }
+  } else {
+    items.reserve(order.size());
+    for (int64_t example : order) items.push_back({example});
+  }
+
+  const int64_t batch = options.global_batch_size;
+  const int64_t total = static_cast<int64_t>(items.size());
+  if (options.drop_last && total < batch) {
+    throw DatasetError(ErrorCode::kInsufficientData,
+                       std::to_string(total) + (options.packing ? " packed rows" : " examples") +
+                           " do not fill one global batch of " + std::to_string(batch) +
+                           "; lower hyperparameters.batch_size or add data",
+                       {{"items", std::to_string(total)}, {"batch_size", std::to_string(batch)}});
+  }
+  const int64_t kept = options.drop_last ? total / batch * batch : total;
+  plan.dropped_items_ = total - kept;
+  items.resize(static_cast<size_t>(kept));
+
+  const int64_t world = options.world_size;
+  const int64_t micro = options.micro_batch_size;
+  if (options.group_by_length && !options.packing) {
+    const int64_t window = batch * std::max<int64_t>(1, options.length_window_batches);
+    for (int64_t start = 0; start < kept; start += window) {
+      const auto first = items.begin() + start;
+      const auto last = items.begin() + std::min(kept, start + window);
+      std::stable_sort(first, last, [&](const BatchItem& a, const BatchItem& b) {
+        return item_length(a, lengths) > item_length(b, lengths);
+      });
+    }
+    // Each micro step takes N*m neighbours in length order, m to each rank: ranks get equal work
+    // and micro batches pad little.
+    if (micro > 0 && batch % (world * micro) == 0) {
+      const int64_t per_rank = batch / world;
+      const int64_t steps = per_rank / micro;
+      for (int64_t start = 0; start + batch <= kept; start += batch) {
+        std::vector<BatchItem> sorted(items.begin() + start, items.begin() + start + batch);
+        for (int64_t s = 0; s < steps; ++s) {
+          for (int64_t r = 0; r < world; ++r) {
+            for (int64_t e = 0; e < micro; ++e) {
+              items[static_cast<size_t>(start + r * per_rank + s * micro + e)] =
+                  std::move(sorted[static_cast<size_t>(s * world * micro + r * micro + e)]);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  std::vector<int64_t> starts;
+  for (int64_t start = 0; start < kept; start += batch) starts.push_back(start);
+  if (options.shuffle && options.group_by_length && !options.packing) {
+    // Length grouping sorted the batches; their order is shuffled again so that training does
+    // not see long batches first.
+    seeded_shuffle(&starts, epoch_seed(options.seed, epoch, 3));
+  }
+  std::vector<BatchItem> ordered;
+  ordered.reserve(items.size());
+  for (int64_t start : starts) {
+    const int64_t size = std::min(batch, kept - start);
+    plan.batch_starts_.push_back(static_cast<int64_t>(ordered.size()));
+    plan.batch_sizes_.push_back(size);
+    for (int64_t i = start; i < start + size; ++i) ordered.push_back(std::move(items[static_cast<size_t>(i)]));
+  }
+  plan.items_ = std::move(ordered);
+  return plan;
+}
+
+std::vector<BatchItem> EpochPlan::global_batch(int64_t batch) const {
+  const auto first = items_.begin() + batch_starts_.at(static_cast<size_t>(batch));
+  return std::vector<BatchItem>(first, first + batch_sizes_[static_cast<size_t>(batch)]);
+}
+
+std::vector<BatchItem> EpochPlan::rank_slice(int64_t batch, int rank) const {
+  const int64_t size = batch_sizes_.at(static_cast<size_t>(batch));
+  const auto first = items_.begin() + batch_starts_[static_cast<size_t>(batch)];
+  return std::vector<BatchItem>(first + rank_slice_begin(size, options_.world_size, rank),
+                                first + rank_slice_begin(size, options_.world_size, rank + 1));
+}
+
+std::vector<std::vector<BatchItem>> EpochPlan::micro_batches(int64_t batch, int rank) const {
+  std::vector<BatchItem> slice = rank_slice(batch, rank);
+  const size_t micro = options_.micro_batch_size > 0 ? static_cast<size_t>(options_.micro_batch_size) : std::max<size_t>(1, slice.size());
+  std::vector<std::vector<BatchItem>> out;
+  for (size_t start = 0; start < slice.size(); start += micro) {
+    out.emplace_back(slice.begin() + static_cast<std::ptrdiff_t>(start),
+                     slice.begin() + static_cast<std::ptrdiff_t>(std::min(slice.size(), start + micro)));
+  }
+  return out;
+}
+
+double CollatedBatch::padding_waste() const {
+  const int64_t cells = rows * columns;
+  return cells > 0 ? static_cast<double>(padding_tokens) / static_cast<double>(cells) : 0.0;
+}
+
+CollatedBatch collate(const std::vector<BatchItem>& items, const std::vector<PreparedExample>& examples,
+                      const CollateOptions& options) {
+  std::unordered_map<int64_t, const PreparedExample*> by_index;
+  for (const PreparedExample& example : examples) by_index[example.index] = &example;
+  const auto find = [&](int64_t index) -> const PreparedExample& {
+    const auto it = by_index.find(index);
+    if (it == by_index.end()) throw std::out_of_range("collate: example " + std::to_string(index) + " was not read");
+    return *it->second;
+  };
+
+  CollatedBatch batch;
+  // Each row is a list of sequences laid end to end (one unless packed).
+  std::vector<std::vector<const PreparedSequence*>> rows;
+  const bool paired = !items.empty() && !items.front().empty() && find(items.front().front()).sequences.size() == 2;
+  if (paired) {
+    for (size_t half = 0; half < 2; ++half) {
+      for (const BatchItem& item : items) {
+        if (item.size() != 1) {
+          throw ConfigurationError(ErrorCode::kIncompatibleOptions, "preference pairs cannot be packed; set sft.packing only for SFT data");
+        }
+        rows.push_back({&find(item.front()).sequences.at(half)});
+      }
+    }
+  } else {
+    for (const BatchItem& item : items) {
+      std::vector<const PreparedSequence*> row;
+      for (int64_t index : item) {
+        for (const PreparedSequence& sequence : find(index).sequences) row.push_back(&sequence);
+      }
+      rows.push_back(std::move(row));
+    }
+  }
+  for (const BatchItem& item : items) batch.example_indices.insert(batch.example_indices.end(), item.begin(), item.end());
+
+  int64_t longest = 0;
+  for (const auto& row : rows) {
+    int64_t length = 0;
+    for (const PreparedSequence* sequence : row) length += static_cast<int64_t>(sequence->ids.size());
+    longest = std::max(longest, length);
+    batch.real_tokens += length;
+  }
+  const int64_t multiple = std::max<int64_t>(1, options.pad_to_multiple_of);
+  batch.rows = static_cast<int64_t>(rows.size());
+  batch.columns = (longest + multiple - 1) / multiple * multiple;
+  const size_t cells = static_cast<size_t>(batch.rows * batch.columns);
+  batch.input_ids.assign(cells, options.pad_token_id);
+  batch.attention_mask.assign(cells, 0);
+  batch.loss_mask.assign(cells, 0);
+  batch.position_ids.assign(cells, 0);
+  batch.segment_ids.assign(cells, 0);
+  batch.padding_tokens = static_cast<int64_t>(cells) - batch.real_tokens;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    size_t column = 0;
+    int32_t segment = 0;
+    batch.row_kinds.push_back(static_cast<int8_t>(rows[r].empty() ? SequenceKind::kSft : rows[r].front()->kind));
+    for (const PreparedSequence* sequence : rows[r]) {
+      ++segment;
+      for (size_t t = 0; t < sequence->ids.size(); ++t, ++column) {
+        const size_t cell = r * static_cast<size_t>(batch.columns) + column;
+        batch.input_ids[cell] = sequence->ids[t];
+        batch.attention_mask[cell] = 1;
+        batch.loss_mask[cell] = options.loss_on_prompt || static_cast<int64_t>(t) >= sequence->prompt_length ? 1 : 0;
+        batch.position_ids[cell] = static_cast<int32_t>(t);
+        batch.segment_ids[cell] = segment;
+      }
+    }
+  }
+  return batch;
+}
+
+void PaddingStats::add(const CollatedBatch& batch) {
+  real_tokens += batch.real_tokens;
+  padding_tokens += batch.padding_tokens;
+}
+
+void PaddingStats::add(const PaddingStats& other) {
+  real_tokens += other.real_tokens;
+  padding_tokens += other.padding_tokens;
+}
+
+double PaddingStats::waste() const {
+  const int64_t total = real_tokens + padding_tokens;
+  return total > 0 ? static_cast<double>(padding_tokens) / static_cast<double>(total) : 0.0;
+}
+
+PaddingStats plan_padding(const EpochPlan& plan, const PreparedDataset& dataset, int64_t pad_to_multiple_of) {
+  PaddingStats stats;
+  const int64_t multiple = std::max<int64_t>(1, pad_to_multiple_of);
+  const int64_t per_example = dataset.sequences_per_example();
+  for (int64_t batch = 0; batch < plan.global_batch_count(); ++batch) {
+    for (int rank = 0; rank < plan.options().world_size; ++rank) {
+      for (const std::vector<BatchItem>& micro : plan.micro_batches(batch, rank)) {
+        std::vector<int64_t> row_lengths;
+        if (per_example == 2) {
+          for (const BatchItem& item : micro) {
+            for (int64_t s = 0; s < 2; ++s) row_lengths.push_back(dataset.sequence_length(item.front() * 2 + s));
+          }
+        } else {
+          for (const BatchItem& item : micro) {
+            int64_t length = 0;
+            for (int64_t example : item) length += dataset.example_tokens(example);
+            row_lengths.push_back(length);
+          }
+        }
+        if (row_lengths.empty()) continue;
+        const int64_t longest = *std::max_element(row_lengths.begin(), row_lengths.end());
+        const int64_t columns = (longest + multiple - 1) / multiple * multiple;
+        for (int64_t length : row_lengths) {
+          stats.real_tokens += length;
+          stats.padding_tokens += columns - length;
+        }
+      }
+    }
+  }
+  return stats;
+}
+
+RankBatchLoader::RankBatchLoader(const PreparedDataset& dataset, std::vector<int64_t> examples, BatchingOptions batching,
+                                 CollateOptions collate, int rank)
+    : dataset_(dataset),
+      examples_(std::move(examples)),
+      lengths_(dataset.example_lengths()),
+      batching_(batching),
+      collate_(collate),
+      rank_(rank) {
+  if (batching_.packing) {
+    // Packing fills rows by tokens: an example's cost is all its tokens, not its longest sequence.
+    for (int64_t e = 0; e < dataset.example_count(); ++e) lengths_[static_cast<size_t>(e)] = dataset.example_tokens(e);
+  }
+  plan(0);  // fails early (RLHF023) when there is not one global batch
+}
+
+const EpochPlan& RankBatchLoader::plan(int64_t epoch) {
+  if (epoch != planned_epoch_) {
+    plan_ = EpochPlan::build(examples_, lengths_, batching_, epoch);
+    planned_epoch_ = epoch;
+  }
+  return plan_;
+}
+
+int64_t RankBatchLoader::steps_per_epoch() const {
+  return planned_epoch_ >= 0 ? plan_.global_batch_count() : 0;
+}
+
+std::vector<CollatedBatch> RankBatchLoader::load_step(int64_t epoch, int64_t step) {
+  const std::vector<std::vector<BatchItem>> micro = plan(epoch).micro_batches(step, rank_);
+  std::vector<int64_t> wanted;
+  for (const std::vector<BatchItem>& items : micro) {
+    for (const BatchItem& item : items) wanted.insert(wanted.end(), item.begin(), item.end());
+  }
+  // One read for the whole step: a single union hyperslab per shard.
+  const std::vector<PreparedExample> examples = dataset_.read_examples(wanted);
+  std::vector<CollatedBatch> batches;
+  for (const std::vector<BatchItem>& items : micro) {
+    batches.push_back(collate(items, examples, collate_));
+    padding_.add(batches.back());
+  }
+  return batches;
+}
+
+}  // namespace n3rlhf

@@ -1,0 +1,32 @@
+// batching_tensors.cpp: flat arrays copied into CPU tensors, then moved to the device in one go.
+#include "io/batching_tensors.hpp"
+
+namespace n3rlhf {
+
+namespace {
+
+template <typename Source>
+torch::Tensor as_tensor(const std::vector<Source>& values, int64_t rows, int64_t columns, torch::ScalarType type) {
+  torch::Tensor out = torch::empty({rows, columns}, torch::TensorOptions().dtype(type));
+  AT_DISPATCH_ALL_TYPES(type, "n3rlhf_batch_to_tensor", [&] {
+    scalar_t* data = out.data_ptr<scalar_t>();
+    for (size_t i = 0; i < values.size(); ++i) data[i] = static_cast<scalar_t>(values[i]);
+  });
+  return out;
+}
+
+}  // namespace
+
+BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device) {
+  BatchTensors tensors;
+  const int64_t rows = batch.rows;
+  const int64_t columns = batch.columns;
+  tensors.input_ids = as_tensor(batch.input_ids, rows, columns, torch::kLong).to(device);
+  tensors.attention_mask = as_tensor(batch.attention_mask, rows, columns, torch::kLong).to(device);
+  tensors.loss_mask = as_tensor(batch.loss_mask, rows, columns, torch::kFloat).to(device);
+  tensors.position_ids = as_tensor(batch.position_ids, rows, columns, torch::kLong).to(device);
+  tensors.segment_ids = as_tensor(batch.segment_ids, rows, columns, torch::kInt).to(device);
+  return tensors;
+}
+
+}  // namespace n3rlhf

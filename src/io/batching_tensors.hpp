@@ -1,0 +1,21 @@
+// batching_tensors.hpp: a CollatedBatch as libtorch tensors on a device. Kept apart from the
+// rest of the data code so that only the trainer's targets compile against libtorch.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "io/batching.hpp"
+
+namespace n3rlhf {
+
+struct BatchTensors {
+  torch::Tensor input_ids;       // int64 [rows, columns]
+  torch::Tensor attention_mask;  // int64 [rows, columns], 1 on real tokens
+  torch::Tensor loss_mask;       // float32 [rows, columns], 1 on response tokens (masked_sequence_sums' mask)
+  torch::Tensor position_ids;    // int64 [rows, columns], restarting per packed sequence
+  torch::Tensor segment_ids;     // int32 [rows, columns], 1.. per packed sequence, 0 on padding
+};
+
+BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device = torch::kCPU);
+
+}  // namespace n3rlhf
