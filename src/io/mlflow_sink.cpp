@@ -43,6 +43,19 @@ nlohmann::json metric_value(double value) {
   return value;
 }
 
+// httplib names its errors tersely ("Connection"); say what each means for a tracking server.
+std::string describe_transport_error(httplib::Error error) {
+  switch (error) {
+    case httplib::Error::Connection: return "cannot connect (no server listening, or unreachable)";
+    case httplib::Error::ConnectionTimeout: return "connection timed out";
+    case httplib::Error::Read: return "no answer before the read timeout, or the connection closed";
+    case httplib::Error::Write: return "cannot send the request";
+    case httplib::Error::SSLConnection:
+    case httplib::Error::SSLServerVerification: return "TLS handshake or certificate verification failed";
+    default: return httplib::to_string(error);
+  }
+}
+
 std::string getenv_or_empty(const char* name) {
   const char* value = std::getenv(name);
   return value ? value : "";
@@ -105,7 +118,7 @@ class MlflowMetricSink::Client {
     const std::string request = std::string(method) + " /api/2.0/mlflow/" + endpoint.substr(0, endpoint.find('?'));
     if (!result) {
       throw EvaluationError(ErrorCode::kMetricComputationFailure,
-                            "the MLflow server did not answer: " + httplib::to_string(result.error()),
+                            "the MLflow server did not answer: " + describe_transport_error(result.error()),
                             {{"tracking_uri", tracking_uri_}, {"request", request}});
     }
     nlohmann::json body = nlohmann::json::parse(result->body, nullptr, /*allow_exceptions=*/false);
