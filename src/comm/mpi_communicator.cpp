@@ -76,11 +76,13 @@ class MpiWork : public Work {
 
   ~MpiWork() override {
     if (completed_ || requests_.empty()) return;
-    try {
-      wait();
-      return;
-    } catch (const std::exception& error) {
-      spdlog::warn("{} dropped before it finished: {}", comm_op_name(op_), error.what());
+    if (!group_->broken()) {
+      try {
+        wait();
+        return;
+      } catch (const std::exception& error) {
+        spdlog::warn("{} dropped before it finished: {}", comm_op_name(op_), error.what());
+      }
     }
     // MPI may still write into these buffers; they must outlive the requests, which a broken
     // group never completes. The job is about to stop, so keeping them is the safe choice.
@@ -203,6 +205,11 @@ void MpiGroup::check_usable(CommOp op) const {
                       std::string(comm_op_name(op)) + " on group '" + name +
                           "' refused: the group is unusable after an earlier failure: " + broken_,
                       {{"operation", comm_op_name(op)}, {"group", name}});
+}
+
+bool MpiGroup::broken() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return !broken_.empty();
 }
 
 void MpiGroup::fail_call(CommOp op, const char* call, int code) const {

@@ -35,6 +35,7 @@ struct MpiGroup {
   // Throws the RLHF014 of an earlier timeout when there was one: a group whose collectives
   // went out of step cannot be trusted again.
   void check_usable(CommOp op) const;
+  bool broken() const;
   // Finds the ranks that did not arrive, marks the group unusable and throws RLHF014.
   [[noreturn]] void fail_timeout(CommOp op, uint64_t sequence, CommTimeout timeout, const std::vector<int>& peers);
   [[noreturn]] void fail_call(CommOp op, const char* call, int code) const;
