@@ -1,4 +1,5 @@
-// sha256.cpp: the SHA-256 compression function and the file/string helpers.
+// sha256.cpp: the SHA-256 compression function (portable, and on the x86 SHA extensions when the
+// CPU has them) and the file/string helpers.
 #include "core/sha256.hpp"
 
 #include <algorithm>
@@ -6,6 +7,11 @@
 #include <cstring>
 #include <memory>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 #include "core/error.hpp"
 
@@ -25,35 +31,100 @@ constexpr std::array<uint32_t, 64> kRoundConstants = {
 
 inline uint32_t rotate_right(uint32_t value, int bits) { return (value >> bits) | (value << (32 - bits)); }
 
+void compress_blocks_portable(uint32_t* state, const uint8_t* block, size_t count) {
+  for (; count > 0; --count, block += 64) {
+    uint32_t schedule[64];
+    for (int i = 0; i < 16; ++i) {
+      schedule[i] = (uint32_t(block[4 * i]) << 24) | (uint32_t(block[4 * i + 1]) << 16) |
+                    (uint32_t(block[4 * i + 2]) << 8) | uint32_t(block[4 * i + 3]);
+    }
+    for (int i = 16; i < 64; ++i) {
+      const uint32_t s0 = rotate_right(schedule[i - 15], 7) ^ rotate_right(schedule[i - 15], 18) ^ (schedule[i - 15] >> 3);
+      const uint32_t s1 = rotate_right(schedule[i - 2], 17) ^ rotate_right(schedule[i - 2], 19) ^ (schedule[i - 2] >> 10);
+      schedule[i] = schedule[i - 16] + s0 + schedule[i - 7] + s1;
+    }
+    uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+    uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t sum1 = rotate_right(e, 6) ^ rotate_right(e, 11) ^ rotate_right(e, 25);
+      const uint32_t choose = (e & f) ^ (~e & g);
+      const uint32_t t1 = h + sum1 + choose + kRoundConstants[i] + schedule[i];
+      const uint32_t sum0 = rotate_right(a, 2) ^ rotate_right(a, 13) ^ rotate_right(a, 22);
+      const uint32_t majority = (a & b) ^ (a & c) ^ (b & c);
+      const uint32_t t2 = sum0 + majority;
+      h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+    }
+    state[0] += a; state[1] += b; state[2] += c; state[3] += d;
+    state[4] += e; state[5] += f; state[6] += g; state[7] += h;
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// The Intel SHA extensions: sha256rnds2 does two rounds on the state held as ABEF/CDGH, and
+// sha256msg1/msg2 extend the message schedule four words at a time.
+__attribute__((target("sha,sse4.1,ssse3"))) void compress_blocks_sha_extensions(uint32_t* state, const uint8_t* block,
+                                                                                 size_t count) {
+  const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i cdab = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);
+  __m128i efgh = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);
+  __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+  __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+  for (; count > 0; --count, block += 64) {
+    const __m128i abef_before = abef;
+    const __m128i cdgh_before = cdgh;
+    __m128i words[4];
+#pragma GCC unroll 16
+    for (int group = 0; group < 16; ++group) {
+      if (group < 4) {
+        words[group] = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * group)), byte_swap);
+      } else {
+        // w[t] = s1(w[t-2]) + w[t-7] + s0(w[t-15]) + w[t-16], four words at a time.
+        __m128i next = _mm_sha256msg1_epu32(words[group % 4], words[(group - 3) % 4]);
+        next = _mm_add_epi32(next, _mm_alignr_epi8(words[(group - 1) % 4], words[(group - 2) % 4], 4));
+        words[group % 4] = _mm_sha256msg2_epu32(next, words[(group - 1) % 4]);
+      }
+      __m128i message = _mm_add_epi32(words[group % 4],
+                                      _mm_loadu_si128(reinterpret_cast<const __m128i*>(&kRoundConstants[4 * group])));
+      cdgh = _mm_sha256rnds2_epu32(cdgh, abef, message);
+      message = _mm_shuffle_epi32(message, 0x0E);
+      abef = _mm_sha256rnds2_epu32(abef, cdgh, message);
+    }
+    abef = _mm_add_epi32(abef, abef_before);
+    cdgh = _mm_add_epi32(cdgh, cdgh_before);
+  }
+  const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+  const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state), _mm_blend_epi16(feba, dchg, 0xF0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), _mm_alignr_epi8(dchg, feba, 8));
+}
+
+bool cpu_has_sha_extensions() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
+  const bool ssse3 = ecx & (1u << 9), sse41 = ecx & (1u << 19);
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool sha = ebx & (1u << 29);
+  return ssse3 && sse41 && sha;
+}
+#else
+bool cpu_has_sha_extensions() { return false; }
+#endif
+
 }  // namespace
 
-Sha256::Sha256()
-    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+bool sha256_uses_cpu_extensions() {
+  static const bool available = cpu_has_sha_extensions();
+  return available;
+}
 
-void Sha256::compress(const uint8_t* block) {
-  uint32_t schedule[64];
-  for (int i = 0; i < 16; ++i) {
-    schedule[i] = (uint32_t(block[4 * i]) << 24) | (uint32_t(block[4 * i + 1]) << 16) |
-                  (uint32_t(block[4 * i + 2]) << 8) | uint32_t(block[4 * i + 3]);
+Sha256::Sha256(Implementation implementation)
+    : compress_blocks_(&compress_blocks_portable),
+      state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (implementation == Implementation::kFastest && sha256_uses_cpu_extensions()) {
+    compress_blocks_ = &compress_blocks_sha_extensions;
   }
-  for (int i = 16; i < 64; ++i) {
-    const uint32_t s0 = rotate_right(schedule[i - 15], 7) ^ rotate_right(schedule[i - 15], 18) ^ (schedule[i - 15] >> 3);
-    const uint32_t s1 = rotate_right(schedule[i - 2], 17) ^ rotate_right(schedule[i - 2], 19) ^ (schedule[i - 2] >> 10);
-    schedule[i] = schedule[i - 16] + s0 + schedule[i - 7] + s1;
-  }
-  uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
-  uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
-  for (int i = 0; i < 64; ++i) {
-    const uint32_t sum1 = rotate_right(e, 6) ^ rotate_right(e, 11) ^ rotate_right(e, 25);
-    const uint32_t choose = (e & f) ^ (~e & g);
-    const uint32_t t1 = h + sum1 + choose + kRoundConstants[i] + schedule[i];
-    const uint32_t sum0 = rotate_right(a, 2) ^ rotate_right(a, 13) ^ rotate_right(a, 22);
-    const uint32_t majority = (a & b) ^ (a & c) ^ (b & c);
-    const uint32_t t2 = sum0 + majority;
-    h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
-  }
-  state_[0] += a; state_[1] += b; state_[2] += c; state_[3] += d;
-  state_[4] += e; state_[5] += f; state_[6] += g; state_[7] += h;
+#endif
 }
 
 void Sha256::update(const void* data, size_t size) {
@@ -66,10 +137,13 @@ void Sha256::update(const void* data, size_t size) {
     bytes += take;
     size -= take;
     if (buffered_ < buffer_.size()) return;
-    compress(buffer_.data());
+    compress_blocks_(state_.data(), buffer_.data(), 1);
     buffered_ = 0;
   }
-  for (; size >= 64; bytes += 64, size -= 64) compress(bytes);
+  const size_t whole_blocks = size / 64;
+  if (whole_blocks > 0) compress_blocks_(state_.data(), bytes, whole_blocks);
+  bytes += whole_blocks * 64;
+  size -= whole_blocks * 64;
   std::memcpy(buffer_.data(), bytes, size);
   buffered_ = size;
 }
