@@ -176,7 +176,7 @@ OrpoOptions OrpoOptions::from_config(const RLHFConfig& config) {
   return options;
 }
 
-LossOutput orpo_loss(const PreferenceLogps& logps, const OrpoOptions& options) {
+LossOutput orpo_loss(const PreferenceLogps& logps, const OrpoOptions& options, const torch::Tensor& chosen_nll) {
   check_non_negative("orpo.beta", options.beta);
   const int64_t pairs = check_policy(logps);
   check_lengths(logps, pairs);
@@ -187,7 +187,11 @@ LossOutput orpo_loss(const PreferenceLogps& logps, const OrpoOptions& options) {
   // log odds(y) = log p - log(1 - p) on the average per-token probability p (ORPO eq. 4 and 7).
   const torch::Tensor log_odds = (chosen - rejected) - (log1mexp(chosen) - log1mexp(rejected));
   const torch::Tensor ratio = F::logsigmoid(log_odds);
-  const torch::Tensor nll = token_mean_nll(chosen_sums, logps.chosen_lengths);
+  if (chosen_nll.defined() && chosen_nll.numel() != 1)
+    throw DatasetError(ErrorCode::kPreferenceLabelMismatch, "ORPO's chosen_nll must be one number (a token mean)",
+                       {{"tensor", "chosen_nll"}});
+  const torch::Tensor nll =
+      chosen_nll.defined() ? chosen_nll.reshape({}) : token_mean_nll(chosen_sums, logps.chosen_lengths);
 
   LossOutput output;
   output.loss = nll - options.beta * ratio.mean();

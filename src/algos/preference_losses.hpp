@@ -53,8 +53,13 @@ struct OrpoOptions {
 };
 
 // ORPO (Hong et al. 2024): nll(chosen, token mean) - beta * mean(logsigmoid(log odds ratio)),
-// the odds on length-averaged log-probs. Reads policy_* and both lengths. Metrics: those of DPO
-// (rewards are beta * average log-probs) plus nll_loss, log_odds_ratio, log_odds_chosen.
-LossOutput orpo_loss(const PreferenceLogps& logps, const OrpoOptions& options);
+// the odds on length-averaged log-probs. Reads policy_* and both lengths. The NLL is over the
+// chosen response tokens (token_mean_nll of policy_chosen and chosen_lengths) unless
+// `chosen_nll` is given: TRL's ORPOTrainer takes it over the whole chosen sequence, prompt
+// included, which a trainer reproduces by passing token_mean_nll of those sums and counts.
+// Metrics: those of DPO (rewards are beta * average log-probs) plus nll_loss, log_odds_ratio,
+// log_odds_chosen.
+LossOutput orpo_loss(const PreferenceLogps& logps, const OrpoOptions& options,
+                     const torch::Tensor& chosen_nll = torch::Tensor());
 
 }  // namespace n3rlhf
