@@ -17,15 +17,30 @@ function(n3rlhf_add_library name)
 endfunction()
 
 # One precompiled libtorch header, built once and reused by every target that includes libtorch.
-# Why: <torch/torch.h> costs ~15 s per translation unit on these machines without it.
+# Why: <torch/torch.h> costs ~15 s per translation unit on these machines without it. Every
+# torch target is position independent so that executables (tests) can reuse the same PCH.
+#
+# libtorch also ships its own (newer) fmt, which comes first on the include path and breaks the
+# system spdlog that core/log.hpp includes; a directory holding only the system fmt, put before
+# libtorch's, gives spdlog the fmt it was built with (<torch/torch.h> uses no fmt).
 function(n3rlhf_use_torch target)
+  if(NOT EXISTS "${PROJECT_BINARY_DIR}/system_fmt/fmt")
+    get_target_property(system_fmt_include fmt::fmt INTERFACE_INCLUDE_DIRECTORIES)
+    set(shim "${PROJECT_BINARY_DIR}/system_fmt")
+    file(MAKE_DIRECTORY "${shim}")
+    file(CREATE_LINK "${system_fmt_include}/fmt" "${shim}/fmt" SYMBOLIC)
+  endif()
   target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
   target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
+  # Prepended after libtorch's directories were added, so that it comes first.
+  target_include_directories(${target} SYSTEM BEFORE PUBLIC "${PROJECT_BINARY_DIR}/system_fmt")
+  set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE ON)
   if(N3RLHF_PCH)
     if(NOT TARGET n3rlhf_torch_pch)
       add_library(n3rlhf_torch_pch STATIC "${PROJECT_SOURCE_DIR}/src/core/torch_pch.cpp")
       target_link_libraries(n3rlhf_torch_pch PUBLIC ${TORCH_LIBRARIES})
       target_include_directories(n3rlhf_torch_pch SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
+      target_include_directories(n3rlhf_torch_pch SYSTEM BEFORE PUBLIC "${PROJECT_BINARY_DIR}/system_fmt")
       target_include_directories(n3rlhf_torch_pch PRIVATE "${PROJECT_SOURCE_DIR}/src")
       set_target_properties(n3rlhf_torch_pch PROPERTIES POSITION_INDEPENDENT_CODE ON)
       target_precompile_headers(n3rlhf_torch_pch PRIVATE "${PROJECT_SOURCE_DIR}/src/core/torch_pch.hpp")

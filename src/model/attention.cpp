@@ -1,0 +1,140 @@
+// attention.cpp: attention masks, position ids from the mask, the KV cache and the attention
+// module (SDPA: fused kernels on CUDA, the CPU flash/math kernels on the CPU).
+#include "model/attention.hpp"
+
+#include <cmath>
+
+#include "core/error.hpp"
+#include "model/rope.hpp"
+
+namespace n3rlhf {
+
+KVCache::KVCache(int64_t num_layers, int64_t batch_size, int64_t kv_heads, int64_t capacity, int64_t head_dim,
+                 torch::ScalarType dtype, torch::Device device)
+    : capacity_(capacity) {
+  const auto options = torch::TensorOptions().dtype(dtype).device(device);
+  for (int64_t layer = 0; layer < num_layers; ++layer) {
+    keys_.push_back(torch::zeros({batch_size, kv_heads, capacity, head_dim}, options));
+    values_.push_back(torch::zeros({batch_size, kv_heads, capacity, head_dim}, options));
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const torch::Tensor& key, const torch::Tensor& value) {
+  const int64_t tokens = key.size(2);
+  if (length_ + tokens > capacity_) {
+    throw ModelError(ErrorCode::kMemoryExceeded, "KV cache capacity exceeded",
+                     {{"capacity", std::to_string(capacity_)}, {"needed", std::to_string(length_ + tokens)}});
+  }
+  keys_[layer].narrow(2, length_, tokens).copy_(key);
+  values_[layer].narrow(2, length_, tokens).copy_(value);
+  return {keys_[layer].narrow(2, 0, length_ + tokens), values_[layer].narrow(2, 0, length_ + tokens)};
+}
+
+void KVCache::advance(int64_t tokens) { length_ += tokens; }
+
+void KVCache::select_rows(const torch::Tensor& rows) {
+  for (auto& key : keys_) key = key.index_select(0, rows);
+  for (auto& value : values_) value = value.index_select(0, rows);
+}
+
+AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
+                                     int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,
+                                     bool need_sliding, torch::Device device) {
+  AttentionMasks masks;
+  const int64_t key_length = past_length + query_length;
+  const bool has_padding = attention_mask.defined() && !attention_mask.to(torch::kBool).all().item<bool>();
+  // Without padding, a cache or a window, SDPA's own causal mask (and flash kernels) apply.
+  const bool plain_causal = !has_padding && past_length == 0;
+  const auto index_options = torch::TensorOptions().dtype(torch::kInt64).device(device);
+  const torch::Tensor query_index = torch::arange(past_length, key_length, index_options).view({query_length, 1});
+  const torch::Tensor key_index = torch::arange(0, key_length, index_options).view({1, key_length});
+  torch::Tensor key_is_real;
+  if (attention_mask.defined()) {
+    key_is_real = attention_mask.to(device).to(torch::kBool).view({batch_size, 1, 1, key_length});
+  }
+  auto finish = [&](torch::Tensor allowed) {
+    allowed = allowed.view({1, 1, query_length, key_length});
+    if (key_is_real.defined()) allowed = allowed.logical_and(key_is_real);
+    allowed = allowed.expand({batch_size, 1, query_length, key_length});
+    const torch::Tensor row_is_empty = allowed.any(-1, /*keepdim=*/true).logical_not();
+    const torch::Tensor own_position = key_index.eq(query_index).view({1, 1, query_length, key_length});
+    return allowed.logical_or(row_is_empty.logical_and(own_position));
+  };
+  if (need_full && !plain_causal) masks.full = finish(key_index.le(query_index));
+  if (need_sliding && sliding_window) {
+    masks.sliding = finish(key_index.le(query_index).logical_and(key_index.gt(query_index - *sliding_window)));
+  }
+  return masks;
+}
+
+torch::Tensor position_ids_from_mask(const torch::Tensor& attention_mask, int64_t query_length) {
+  const torch::Tensor mask = attention_mask.to(torch::kInt64);
+  const int64_t total = mask.size(1);
+  const torch::Tensor counted = mask.cumsum(1) - 1;
+  const torch::Tensor index = torch::arange(total, mask.options()).unsqueeze(0).expand_as(mask);
+  const torch::Tensor positions = torch::where(mask.to(torch::kBool), counted, index);
+  return positions.narrow(1, total - query_length, query_length);
+}
+
+AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer_index)
+    : layer_index_(layer_index),
+      heads_(config.num_attention_heads),
+      kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim),
+      fused_qkv_(config.family == ModelFamily::kGpt2) {
+  scale_ = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  if (fused_qkv_) {
+    if (!config.scale_attn_weights) scale_ = 1.0;
+    if (config.scale_attn_by_inverse_layer_idx) scale_ /= static_cast<double>(layer_index + 1);
+    c_attn_ = register_module("c_attn", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, 3 * config.hidden_size)));
+    c_proj_ = register_module("c_proj", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, config.hidden_size)));
+    return;
+  }
+  const bool qkv_bias = config.attention_bias || config.qkv_bias;
+  const int64_t q_size = heads_ * head_dim_;
+  const int64_t kv_size = kv_heads_ * head_dim_;
+  q_proj_ = register_module("q_proj", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, q_size).bias(qkv_bias)));
+  k_proj_ = register_module("k_proj", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, kv_size).bias(qkv_bias)));
+  v_proj_ = register_module("v_proj", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, kv_size).bias(qkv_bias)));
+  o_proj_ = register_module("o_proj", torch::nn::Linear(torch::nn::LinearOptions(q_size, config.hidden_size).bias(config.attention_bias)));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                     const torch::Tensor& mask, KVCache* cache) {
+  const int64_t batch = x.size(0);
+  const int64_t tokens = x.size(1);
+  torch::Tensor query, key, value;
+  if (fused_qkv_) {
+    const auto parts = c_attn_->forward(x).split(heads_ * head_dim_, -1);
+    query = parts[0];
+    key = parts[1];
+    value = parts[2];
+  } else {
+    query = q_proj_->forward(x);
+    key = k_proj_->forward(x);
+    value = v_proj_->forward(x);
+  }
+  query = query.view({batch, tokens, heads_, head_dim_}).transpose(1, 2);
+  key = key.view({batch, tokens, kv_heads_, head_dim_}).transpose(1, 2);
+  value = value.view({batch, tokens, kv_heads_, head_dim_}).transpose(1, 2);
+  if (cos.defined()) {
+    query = apply_rotary_embedding(query, cos, sin);
+    key = apply_rotary_embedding(key, cos, sin);
+  }
+  if (cache != nullptr) std::tie(key, value) = cache->append(layer_index_, key, value);
+  if (kv_heads_ != heads_) {
+    // Grouped KV heads repeated explicitly: SDPA's enable_gqa is not taken by every masked kernel.
+    key = key.repeat_interleave(heads_ / kv_heads_, 1);
+    value = value.repeat_interleave(heads_ / kv_heads_, 1);
+  }
+  torch::Tensor attended;
+  if (mask.defined()) {
+    attended = at::scaled_dot_product_attention(query, key, value, mask, 0.0, false, scale_);
+  } else {
+    attended = at::scaled_dot_product_attention(query, key, value, {}, 0.0, /*is_causal=*/true, scale_);
+  }
+  attended = attended.transpose(1, 2).reshape({batch, tokens, heads_ * head_dim_});
+  return fused_qkv_ ? c_proj_->forward(attended) : o_proj_->forward(attended);
+}
+
+}  // namespace n3rlhf

@@ -1,0 +1,77 @@
+// attention.hpp: multi-head attention with grouped KV heads for the four families, the attention
+// masks (causal, padding on either side, sliding window) and the preallocated KV cache.
+#pragma once
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "model/model_config.hpp"
+
+namespace n3rlhf {
+
+// Keys and values of every layer, preallocated to `capacity` positions so that appending a token
+// costs O(1) copies instead of re-concatenating the whole history.
+class KVCache {
+ public:
+  KVCache(int64_t num_layers, int64_t batch_size, int64_t kv_heads, int64_t capacity, int64_t head_dim,
+          torch::ScalarType dtype, torch::Device device);
+
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  // Writes [B, Hkv, T, D] keys/values after the cached ones of `layer` and returns views of all
+  // of them ([B, Hkv, length + T, D]). The length moves on only with advance().
+  std::pair<torch::Tensor, torch::Tensor> append(int64_t layer, const torch::Tensor& key, const torch::Tensor& value);
+  void advance(int64_t tokens);
+  // Keeps only the rows in `rows` (int64 indices), for dropping finished sequences.
+  void select_rows(const torch::Tensor& rows);
+
+ private:
+  std::vector<torch::Tensor> keys_;
+  std::vector<torch::Tensor> values_;
+  int64_t capacity_;
+  int64_t length_ = 0;
+};
+
+// The boolean masks (true = may attend) [B, 1, T, S] for T queries that follow `past_length`
+// cached positions. Undefined tensors mean "plain causal, no padding": SDPA's is_causal path.
+struct AttentionMasks {
+  torch::Tensor full;
+  torch::Tensor sliding;
+};
+
+// attention_mask: [B, past_length + T] of 0/1 (undefined: no padding). A query row that would see
+// no key at all (a left-padding position) is allowed its own position, so that softmax stays
+// finite; such rows are padding and their outputs are never used.
+AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
+                                     int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,
+                                     bool need_sliding, torch::Device device);
+
+// Position ids as transformers' generate() derives them from the mask: the count of real tokens
+// before each real token; padding positions keep their index (they are masked out anyway).
+// attention_mask [B, S]; returns the last `query_length` columns.
+torch::Tensor position_ids_from_mask(const torch::Tensor& attention_mask, int64_t query_length);
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(const ModelConfig& config, int64_t layer_index);
+
+  // x [B, T, C]; cos/sin [B, T, D] (undefined for GPT-2); mask from build_attention_masks.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& mask, KVCache* cache);
+
+ private:
+  int64_t layer_index_;
+  int64_t heads_;
+  int64_t kv_heads_;
+  int64_t head_dim_;
+  double scale_;
+  bool fused_qkv_;  // GPT-2's c_attn
+  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  torch::nn::Linear c_attn_{nullptr}, c_proj_{nullptr};
+};
+TORCH_MODULE(Attention);
+
+}  // namespace n3rlhf

@@ -1,0 +1,35 @@
+// log_probs.hpp: per-token log-probabilities of given labels computed from hidden states and the
+// output embedding chunk by chunk, so that the float [B, T, V] logits never exist at once (at a
+// 128k vocabulary they would not fit); with a backward that recomputes each chunk. Also the
+// masked per-sequence sums that DPO-family losses use.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace n3rlhf {
+
+struct LogProbOptions {
+  // Rows (tokens) of logits computed at once: memory is chunk_tokens x V floats.
+  int64_t chunk_tokens = 1024;
+  // Logits are divided by it before the softmax (PPO samples and scores at a temperature).
+  double temperature = 1.0;
+};
+
+// log softmax(hidden @ weight^T / temperature)[label] for hidden [..., C], weight [V, C] and
+// labels [...] (int64). Labels < 0 are ignored: their log-prob is 0 and they get no gradient.
+// Returns float32 [...]. Differentiable with respect to hidden and weight.
+torch::Tensor token_log_probs(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& labels,
+                              const LogProbOptions& options = {});
+
+// log p(x_t | x_<t) for t = 1..T-1 from hidden [B, T, C] of input_ids [B, T]: returns [B, T-1].
+torch::Tensor next_token_log_probs(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& input_ids,
+                                   const LogProbOptions& options = {});
+
+// Sum over t of values[b, t] * mask[b, t] (mask of 0/1 or weights): [B] float32.
+torch::Tensor masked_sequence_sums(const torch::Tensor& values, const torch::Tensor& mask);
+
+// The reference computation, float [B, T, V] logits and all: for tests and as a fallback.
+torch::Tensor naive_token_log_probs(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& labels,
+                                    double temperature = 1.0);
+
+}  // namespace n3rlhf
