@@ -31,6 +31,10 @@ function(n3rlhf_use_torch target)
     file(CREATE_LINK "${system_fmt_include}/fmt" "${shim}/fmt" SYMBOLIC)
   endif()
   target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+  # libtorch.so exports a std::filesystem of its own (another libstdc++'s build). With libtorch
+  # ahead of libstdc++ in DT_NEEDED, our std::filesystem calls bind to it and crash
+  # (remove_all jumps to null). Naming libstdc++ first on the link line makes it win.
+  target_link_options(${target} PUBLIC "LINKER:--no-as-needed" "-lstdc++")
   target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
   # Prepended after libtorch's directories were added, so that it comes first.
   target_include_directories(${target} SYSTEM BEFORE PUBLIC "${PROJECT_BINARY_DIR}/system_fmt")
