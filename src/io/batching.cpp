@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <map>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "core/error.hpp"
@@ -207,14 +208,19 @@ CollatedBatch collate(const std::vector<BatchItem>& items, const std::vector<Pre
   CollatedBatch batch;
   // Each row is a list of sequences laid end to end (one unless packed).
   std::vector<std::vector<const PreparedSequence*>> rows;
-  const bool paired = !items.empty() && !items.front().empty() && find(items.front().front()).sequences.size() == 2;
+  const auto is_pair = [](const PreparedExample& example) {
+    return example.sequences.size() == 2 && example.sequences[0].kind == SequenceKind::kChosen;
+  };
+  const bool paired = !items.empty() && !items.front().empty() && is_pair(find(items.front().front()));
   if (paired) {
     for (size_t half = 0; half < 2; ++half) {
       for (const BatchItem& item : items) {
         if (item.size() != 1) {
           throw ConfigurationError(ErrorCode::kIncompatibleOptions, "preference pairs cannot be packed; set sft.packing only for SFT data");
         }
-        rows.push_back({&find(item.front()).sequences.at(half)});
+        const PreparedExample& example = find(item.front());
+        if (!is_pair(example)) throw std::invalid_argument("collate: a preference batch holds an example that is not a pair");
+        rows.push_back({&example.sequences[half]});
       }
     }
   } else {

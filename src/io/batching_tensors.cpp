@@ -26,6 +26,7 @@ BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device)
   tensors.loss_mask = as_tensor(batch.loss_mask, rows, columns, torch::kFloat).to(device);
   tensors.position_ids = as_tensor(batch.position_ids, rows, columns, torch::kLong).to(device);
   tensors.segment_ids = as_tensor(batch.segment_ids, rows, columns, torch::kInt).to(device);
+  tensors.row_kinds = as_tensor(batch.row_kinds, rows, 1, torch::kChar).reshape({rows}).to(device);
   return tensors;
 }
 

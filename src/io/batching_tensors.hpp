@@ -14,6 +14,7 @@ struct BatchTensors {
   torch::Tensor loss_mask;       // float32 [rows, columns], 1 on response tokens (masked_sequence_sums' mask)
   torch::Tensor position_ids;    // int64 [rows, columns], restarting per packed sequence
   torch::Tensor segment_ids;     // int32 [rows, columns], 1.. per packed sequence, 0 on padding
+  torch::Tensor row_kinds;       // int8 [rows], the SequenceKind of each row (KTO's labels)
 };
 
 BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device = torch::kCPU);

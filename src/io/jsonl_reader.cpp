@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "core/error.hpp"
-#include "io/sha256.hpp"
+#include "core/sha256.hpp"
 
 namespace n3rlhf {
 

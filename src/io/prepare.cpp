@@ -17,7 +17,7 @@
 #include "io/jsonl_reader.hpp"
 #include "io/jsonl_rows.hpp"
 #include "io/prepared_shard.hpp"
-#include "io/sha256.hpp"
+#include "core/sha256.hpp"
 #include "model/tokenizer.hpp"
 
 namespace n3rlhf {

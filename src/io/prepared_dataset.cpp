@@ -8,7 +8,7 @@
 
 #include "core/error.hpp"
 #include "io/batching.hpp"
-#include "io/sha256.hpp"
+#include "core/sha256.hpp"
 
 namespace n3rlhf {
 

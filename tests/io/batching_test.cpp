@@ -4,6 +4,7 @@
 // and the reference log-prob cache.
 #include <algorithm>
 #include <filesystem>
+#include <iostream>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -170,6 +171,7 @@ TEST(Batching, GroupingByLengthCutsPaddingWasteAndBalancesRanks) {
   EXPECT_EQ(plain.real_tokens, grouped.real_tokens);
   EXPECT_GT(plain.waste(), 0.3);
   EXPECT_LT(grouped.waste(), 0.06) << "grouped waste " << grouped.waste() << " vs " << plain.waste();
+  std::cout << "padding waste: " << plain.waste() << " without length grouping, " << grouped.waste() << " with\n";
   // Each micro step gives the two ranks neighbours in length: their longest differ little.
   for (int64_t batch = 0; batch < grouped_plan.global_batch_count(); ++batch) {
     const auto rank0 = grouped_plan.micro_batches(batch, 0);
@@ -246,6 +248,7 @@ TEST(Batching, PackingFillsRowsAndRestartsPositions) {
   EXPECT_GT(packed_examples, 250);  // few examples left in the dropped remainder of rows
   const PaddingStats padding = plan_padding(plan, data);
   EXPECT_LT(padding.waste(), 0.05) << padding.waste();
+  std::cout << "padding waste packed: " << padding.waste() << "\n";
 
   RankBatchLoader loader(data, iota(300), options, CollateOptions{0, 1, false}, /*rank=*/1);
   const std::vector<CollatedBatch> micro = loader.load_step(0, 0);
