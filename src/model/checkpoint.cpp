@@ -92,6 +92,79 @@ std::string shard_file_name(size_t index, size_t count) {
   return buffer;
 }
 
+// "a.b2" -> [(text "a"), (text "b", number 2)], "layers.10" -> [(text "layers"), (number 10)].
+struct NameKeyPart {
+  bool is_number = false;        // the whole part is digits
+  std::string text;              // the part without its trailing digits
+  std::string number;            // those digits without leading zeros (the whole part when is_number)
+  bool has_trailing_number = false;
+};
+
+std::string strip_leading_zeros(const std::string& digits) {
+  const size_t first = digits.find_first_not_of('0');
+  return first == std::string::npos ? std::string() : digits.substr(first);
+}
+
+std::vector<NameKeyPart> dot_natural_key(const std::string& name) {
+  std::vector<NameKeyPart> parts;
+  size_t begin = 0;
+  while (true) {
+    const size_t end = std::min(name.find('.', begin), name.size());
+    const std::string part = name.substr(begin, end - begin);
+    NameKeyPart key;
+    size_t text_end = part.size();
+    while (text_end > 0 && part[text_end - 1] >= '0' && part[text_end - 1] <= '9') --text_end;
+    if (!part.empty() && text_end == 0) {
+      key.is_number = true;
+      key.number = strip_leading_zeros(part);
+    } else {
+      key.text = part.substr(0, text_end);
+      key.has_trailing_number = text_end < part.size();
+      key.number = strip_leading_zeros(part.substr(text_end));
+    }
+    parts.push_back(std::move(key));
+    if (end == name.size()) break;
+    begin = end + 1;
+  }
+  return parts;
+}
+
+int compare_numbers(const std::string& a, const std::string& b) {  // digit strings without leading zeros
+  if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;
+  return a.compare(b);
+}
+
+// transformers' dot_natural_key ordering: numbers before words, numbers numerically, words by
+// code point then by their numeric suffix ("shard_2" before "shard_11"), shorter names first.
+bool precedes_in_save_order(const std::vector<NameKeyPart>& a, const std::vector<NameKeyPart>& b) {
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    const NameKeyPart& x = a[i];
+    const NameKeyPart& y = b[i];
+    if (x.is_number != y.is_number) return x.is_number;
+    if (x.is_number) {
+      if (const int order = compare_numbers(x.number, y.number)) return order < 0;
+      continue;
+    }
+    if (const int order = x.text.compare(y.text)) return order < 0;
+    if (x.has_trailing_number != y.has_trailing_number) return !x.has_trailing_number;
+    if (const int order = compare_numbers(x.number, y.number)) return order < 0;
+  }
+  return a.size() < b.size();
+}
+
+// The order save_pretrained in transformers 5 hands a loaded model's tensors to the shard split
+// (revert_weight_conversion sorts them by dot_natural_key); stable for names that compare equal.
+std::vector<size_t> save_order(const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+  std::vector<std::vector<NameKeyPart>> keys;
+  keys.reserve(tensors.size());
+  for (const auto& entry : tensors) keys.push_back(dot_natural_key(entry.first));
+  std::vector<size_t> order(tensors.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return precedes_in_save_order(keys[a], keys[b]); });
+  return order;
+}
+
 // huggingface_hub's split_torch_state_dict_into_shards, which save_pretrained uses: tensors in
 // order; a tensor above the limit gets a shard of its own (placed before the shard being filled);
 // otherwise a new shard starts when the next tensor would overflow the current one.
@@ -100,7 +173,7 @@ std::vector<std::vector<size_t>> plan_shards(const std::vector<std::pair<std::st
   std::vector<std::vector<size_t>> shards;
   std::vector<size_t> current;
   uint64_t current_bytes = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
+  for (size_t i : save_order(tensors)) {
     const uint64_t bytes = tensors[i].second.defined() ? tensors[i].second.nbytes() : 0;
     if (bytes > max_shard_bytes) {
       shards.push_back({i});

@@ -50,12 +50,14 @@ class CheckpointReader {
 };
 
 // Writes the tensors as transformers' save_pretrained does: model.safetensors when they fit in
-// max_shard_bytes, else model-00001-of-0000N.safetensors (filled in the given order, a new shard
-// when the next tensor would overflow; a tensor larger than the limit gets a shard of its own)
-// plus model.safetensors.index.json {"metadata": {"total_parameters", "total_size"},
-// "weight_map"}. Each file is written atomically; then weight files of an earlier save that the
-// new one does not use (stale shards, a stale index or single file) are removed. Creates the
-// directory if needed. RLHF012 on failure.
+// max_shard_bytes, else model-00001-of-0000N.safetensors, filled as save_pretrained fills them
+// for a model loaded with from_pretrained: names in dot-natural order ("layers.2" before
+// "layers.10"), a new shard when the next tensor would overflow, a tensor larger than the limit
+// in a shard of its own. So the files do not depend on the order of `tensors`; the index is
+// model.safetensors.index.json {"metadata": {"total_parameters", "total_size"}, "weight_map"}.
+// Each file is written atomically; then weight files of an earlier save that the new one does
+// not use (stale shards, a stale index or single file) are removed. Creates the directory if
+// needed. RLHF012 on failure.
 void write_checkpoint_weights(const std::string& directory,
                               const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                               uint64_t max_shard_bytes = 5ull << 30);

@@ -384,6 +384,11 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* data, size_t size, con
     fail_load(file_name, "", "header does not start with '{': not a safetensors file?");
   }
 
+  // JSON readers stop at a NUL byte as if the input ended there; the reference rejects it.
+  if (const void* nul = std::memchr(json_begin, '\0', header_length)) {
+    fail_load(file_name, "", "header has a NUL byte at offset " +
+                                 std::to_string(8 + (static_cast<const char*>(nul) - json_begin)) + "; is the file corrupt?");
+  }
   SafetensorsHeader header;
   header.data_offset = 8 + header_length;
   HeaderReader reader(&header);
