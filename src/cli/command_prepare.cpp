@@ -5,13 +5,16 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include <boost/program_options.hpp>
 
 #include "cli/cli.hpp"
 #include "core/config_builder.hpp"
 #include "core/error.hpp"
+#include "io/batching.hpp"
 #include "io/prepare.hpp"
+#include "io/prepared_dataset.hpp"
 
 namespace n3rlhf {
 
@@ -33,9 +36,10 @@ struct PrepareOptions {
   std::string chat_template;
   std::string on_bad_rows;
   std::vector<std::string> columns;
-  int threads = 1;
+  int threads = 0;
   int64_t shard_tokens = int64_t{32} << 20;
   bool json = false;
+  int world_size = 1;
 };
 
 template <typename Enum>
@@ -102,6 +106,42 @@ std::string summary(const PrepareReport& report, const std::string& directory) {
          std::to_string(c.tokens) + ", truncated sequences " + std::to_string(c.truncated_sequences) + "\n" + throughput;
 }
 
+// The padding the job's batching will cost on this data (epoch 0, every rank), so that a user
+// sees it before training: RLHF023 (too little data for one global batch) shows here as well.
+std::string batching_report(const RLHFConfig& config, const std::string& directory, int world_size) {
+  const PreparedDataset data = PreparedDataset::open(directory);
+  const Hyperparameters& h = config.hyperparameters;
+  std::vector<int64_t> train;
+  if (config.eval_dataset.path.empty()) {
+    train = split_train_eval(data.example_count(), config.data.eval_fraction, static_cast<uint64_t>(h.seed)).train;
+  } else {
+    for (int64_t e = 0; e < data.example_count(); ++e) train.push_back(e);
+  }
+  BatchingOptions batching;
+  batching.global_batch_size = h.batch_size;
+  batching.world_size = world_size;
+  batching.seed = static_cast<uint64_t>(h.seed);
+  batching.group_by_length = config.data.group_by_length;
+  batching.packing = config.algorithm == Algorithm::kSft && config.sft.packing;
+  batching.pack_length = h.max_length;
+  const int64_t per_rank = h.batch_size / world_size;
+  batching.micro_batch_size = h.micro_batch_size > 0 ? h.micro_batch_size
+                              : h.gradient_accumulation_steps > 0 ? std::max<int64_t>(1, per_rank / h.gradient_accumulation_steps)
+                                                                  : 0;
+  std::vector<int64_t> lengths = data.example_lengths();
+  if (batching.packing) {
+    for (int64_t e = 0; e < data.example_count(); ++e) lengths[static_cast<size_t>(e)] = data.example_tokens(e);
+  }
+  const EpochPlan plan = EpochPlan::build(train, lengths, batching, 0);
+  const PaddingStats padding = plan_padding(plan, data);
+  char line[200];
+  std::snprintf(line, sizeof line, "  batching on %d rank%s: %lld steps per epoch of %lld %s, padding waste %.1f%%%s\n", world_size,
+                world_size == 1 ? "" : "s", static_cast<long long>(plan.global_batch_count()), static_cast<long long>(h.batch_size),
+                batching.packing ? "packed rows" : "examples", 100.0 * padding.waste(),
+                batching.packing ? " (packed)" : batching.group_by_length ? " (grouped by length)" : "");
+  return line;
+}
+
 }  // namespace
 
 int prepare_command(const std::vector<std::string>& arguments) {
@@ -124,8 +164,9 @@ int prepare_command(const std::vector<std::string>& arguments) {
       ("chat-template", po::value(&options.chat_template), "JSONL input: chatml or llama3, for conversational rows")
       ("on-bad-rows", po::value(&options.on_bad_rows), "JSONL input: skip (count and skip) or error (default skip)")
       ("column", po::value(&options.columns)->composing(), "JSONL input: a column name, ROLE=KEY: --column chosen=good")
-      ("threads", po::value(&options.threads), "worker threads; 0: one per core (the output does not depend on it)")
+      ("threads", po::value(&options.threads), "worker threads (default 0: one per core); the output does not depend on it")
       ("shard-tokens", po::value(&options.shard_tokens), "tokens per shard before a new one starts (default 33554432)")
+      ("world-size", po::value(&options.world_size), "job file: ranks to report the batching for (default 1)")
       ("json", po::bool_switch(&options.json), "print the manifest(s) as JSON instead of a summary");
   po::options_description all;
   all.add(visible).add_options()("input", po::value(&options.input));
@@ -153,6 +194,7 @@ int prepare_command(const std::vector<std::string>& arguments) {
     std::string output_dir;
   };
   std::vector<Work> work;
+  std::optional<RLHFConfig> job_config;
   std::string tokenizer_path = options.tokenizer;
   TokenizationSettings settings;
   const std::string extension = std::filesystem::path(options.input).extension().string();
@@ -162,6 +204,7 @@ int prepare_command(const std::vector<std::string>& arguments) {
     overrides.assignments = options.assignments;
     const ResolvedJobFile file = load_job_file(options.input, overrides, ValidationContext{});
     const RLHFConfig& config = select_job(file, options.job_name).config;
+    job_config = config;
     settings = TokenizationSettings::from_config(config);
     if (tokenizer_path.empty()) tokenizer_path = config.tokenizer.empty() ? config.base_model : config.tokenizer;
     if (config.dataset.path.empty()) {
@@ -217,6 +260,17 @@ int prepare_command(const std::vector<std::string>& arguments) {
       manifests.push_back(entry);
     } else {
       std::cout << summary(report, item.output_dir);
+      if (job_config && &item == &work.front()) {
+        if (options.world_size < 1) {
+          throw ConfigurationError(ErrorCode::kInvalidHyperparameter, "--world-size must be positive", {{"argument", "--world-size"}});
+        }
+        try {
+          std::cout << batching_report(*job_config, item.output_dir, options.world_size);
+        } catch (const DatasetError& error) {
+          // The data is prepared; the job as configured could not train on it.
+          std::cerr << "warning: " << error.what() << "\n";
+        }
+      }
     }
   }
   if (options.json) std::cout << (manifests.size() == 1 ? manifests.front() : manifests).dump(2) << "\n";

@@ -110,7 +110,7 @@ struct PaddingStats {
 };
 
 // The padding an epoch plan will cost on every rank together, from the lengths alone (no tokens
-// read): what `n3rlhf prepare --report-batching` and the trainer's start-up line print.
+// read): what `n3rlhf prepare JOB_FILE` prints for the job's batch sizes.
 PaddingStats plan_padding(const EpochPlan& plan, const PreparedDataset& dataset, int64_t pad_to_multiple_of = 1);
 
 // One rank's reader for the trainer: builds each epoch's plan once and reads only this rank's

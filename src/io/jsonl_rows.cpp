@@ -184,6 +184,12 @@ DataRow JsonlRowParser::parse(const JsonlLine& line) const {
         row.text = reader.content(c.text_key);
         break;
       }
+      // TRL's SFT reads conversations from a "messages" column when there is no text column.
+      if (reader.has("messages") && !reader.has(c.prompt_key)) {
+        row.layout = RowLayout::kLanguageModeling;
+        row.text = reader.content("messages");
+        break;
+      }
       if (!reader.has(c.prompt_key) || !reader.has(c.completion_key)) {
         if (!reader.has(c.prompt_key) && !reader.has(c.completion_key)) {
           reader.missing({c.text_key}, "SFT rows need text, or prompt and completion; data.text_key names another column");

@@ -117,6 +117,9 @@ TEST(JsonlRows, SftTextOrPromptCompletion) {
   EXPECT_EQ(row.layout, RowLayout::kPromptCompletion);
   row = parse(DatasetKind::kSft, R"({"text": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})");
   EXPECT_TRUE(row.text.conversational);
+  row = parse(DatasetKind::kSft, R"({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})");
+  EXPECT_EQ(row.layout, RowLayout::kLanguageModeling);
+  ASSERT_EQ(row.text.messages.size(), 2u);
   std::string message = expect_dataset_error(ErrorCode::kMissingColumns, [] { parse(DatasetKind::kSft, R"({"body": "x"})", 2); });
   EXPECT_NE(message.find("data/train.jsonl:2: missing column \"text\""), std::string::npos) << message;
   EXPECT_NE(message.find("the row has: body"), std::string::npos) << message;

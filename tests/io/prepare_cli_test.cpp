@@ -85,6 +85,7 @@ TEST(PrepareCli, JobFilePreparesDatasetAndEvalDataset) {
   testing::CommandResult result;
   const std::string output = prepare(job, &result);
   ASSERT_EQ(result.exit_status, 0) << output;
+  EXPECT_NE(result.out.find("batching on 1 rank: 1 steps per epoch of 2 examples, padding waste"), std::string::npos) << output;
   const PreparedDataset prepared = PreparedDataset::open(dir.path() + "/prep/train");
   EXPECT_EQ(prepared.manifest().dataset_kind, DatasetKind::kUnpaired);
   EXPECT_EQ(prepared.manifest().tokenization["max_length"], 48);
@@ -93,6 +94,10 @@ TEST(PrepareCli, JobFilePreparesDatasetAndEvalDataset) {
   prepare(job + " --set hyperparameters.max_length=40", &result);
   ASSERT_EQ(result.exit_status, 0) << result.err;
   EXPECT_EQ(PreparedDataset::open(dir.path() + "/prep/train").manifest().tokenization["max_length"], 40);
+  // Too little data for the job's global batch: prepared, with RLHF023 as a warning.
+  prepare(job + " --set hyperparameters.batch_size=4 --world-size 2", &result);
+  ASSERT_EQ(result.exit_status, 0) << result.err;
+  EXPECT_NE(result.err.find("warning: [RLHF023] 2 examples do not fill one global batch of 4"), std::string::npos) << result.err;
 }
 
 }  // namespace
