@@ -168,6 +168,23 @@ TEST_F(PrepareTest, BadRowsAreErrorsWhenTheJobSaysSo) {
   EXPECT_NE(message.find("over max_prompt_length 32"), std::string::npos) << message;
 }
 
+TEST_F(PrepareTest, NoResponseTokenLeftIsABadRow) {
+  // Only reachable without a prompt limit: the prompt alone fills max_length (TRL drops these
+  // silently; here they are counted or raised).
+  TokenizationSettings settings = settings_for(DatasetKind::kPreference);
+  settings.max_prompt_length = 0;
+  settings.max_length = 8;
+  const std::string source = dir.write("fill.jsonl",
+      "{\"prompt\": \"one two three four five six seven eight nine ten\", \"chosen\": \" a\", \"rejected\": \" b\"}\n"
+      "{\"prompt\": \"Q\", \"chosen\": \" a\", \"rejected\": \" b\"}\n");
+  const PrepareReport report = prepare(source, dir.path() + "/out", settings);
+  EXPECT_EQ(report.manifest.counts.rows_skipped_by_reason[static_cast<size_t>(BadRowReason::kNoResponseTokens)], 1);
+  EXPECT_EQ(report.manifest.counts.rows_kept, 1);
+  settings.on_bad_rows = BadRowPolicy::kError;
+  const std::string message = expect_error(ErrorCode::kInvalidDatasetFormat, [&] { prepare(source, dir.path() + "/out2", settings); });
+  EXPECT_NE(message.find(source + ":1: no response token is left after truncation to max_length 8"), std::string::npos) << message;
+}
+
 TEST_F(PrepareTest, MalformedLinesAndMissingColumnsStopWithFileAndLine) {
   const std::string malformed = dir.write("m.jsonl", "{\"prompt\": \"Q\", \"chosen\": \"a\", \"rejected\": \"b\"}\n{\"prompt\": \n");
   std::string message = expect_error(ErrorCode::kInvalidDatasetFormat, [&] {
