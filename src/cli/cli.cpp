@@ -17,6 +17,8 @@ const std::vector<CliCommand>& commands() {
       {"validate", "check job files and print their resolved configuration as JSON", validate_command},
       {"explain", "explain an error code: n3rlhf explain RLHF022", explain_command},
       {"config-reference", "print the table of every configuration field (Markdown)", config_reference_command},
+      {"parity", "compare n3rlhf with the Hugging Face reference fixtures: n3rlhf parity DIR", parity_command},
+      {"generate", "generate text from a prompt with a Hugging Face model directory", generate_command},
       {"tokenize", "encode text (or --decode ids) with a tokenizer.json", tokenize_command},
       {"prepare", "tokenize a JSONL data set into HDF5 shards: n3rlhf prepare JOB_FILE_OR_JSONL", prepare_command},
   };

@@ -20,6 +20,8 @@ int run_cli(int argc, char** argv);
 int validate_command(const std::vector<std::string>& arguments);
 int explain_command(const std::vector<std::string>& arguments);
 int config_reference_command(const std::vector<std::string>& arguments);
+int parity_command(const std::vector<std::string>& arguments);
+int generate_command(const std::vector<std::string>& arguments);
 int tokenize_command(const std::vector<std::string>& arguments);
 int prepare_command(const std::vector<std::string>& arguments);
 

@@ -1,0 +1,29 @@
+// command_parity.cpp: `n3rlhf parity DIR`: runs every parity check that applies to the reference
+// fixtures under DIR, one line per check, then "N passed, M failed"; exit 0 only when all pass.
+#include <iostream>
+
+#include "cli/cli.hpp"
+#include "model/parity.hpp"
+
+namespace n3rlhf {
+
+int parity_command(const std::vector<std::string>& arguments) {
+  if (arguments.size() != 1 || arguments[0] == "--help" || arguments[0] == "-h") {
+    std::ostream& out = arguments.size() == 1 ? std::cout : std::cerr;
+    out << "usage: n3rlhf parity DIR\n"
+           "  Compares n3rlhf with the Hugging Face reference fixtures under DIR (tokenizers/<family>,\n"
+           "  models/<name>): token ids and greedy generations exactly, logits and log-probs to 1e-4.\n";
+    return arguments.size() == 1 ? 0 : 2;
+  }
+  const ParityReport report = run_parity_checks(arguments[0], [](const ParityCheck& check) {
+    std::cout << format_parity_check(check) << std::endl;
+  });
+  std::cout << report.passed() << " passed, " << report.failed() << " failed" << std::endl;
+  if (report.checks.empty()) {
+    std::cerr << "n3rlhf parity: no reference fixtures found under " << arguments[0] << "\n";
+    return 1;
+  }
+  return report.failed() == 0 ? 0 : 1;
+}
+
+}  // namespace n3rlhf
