@@ -3,6 +3,8 @@
 // states each formula): DPO sigmoid/hinge/IPO/robust/reference-free and ORPO on the given
 // log-probs, then on log-probs of llama_tiny run by n3rlhf with their gradient norms, and one
 // SFT step with clipping and AdamW whose parameters must equal PyTorch's.
+#include <map>
+
 #include <gtest/gtest.h>
 
 #include "algos/gradient_clipping.hpp"
@@ -125,18 +127,38 @@ TEST_F(TrainingReference, OneSftStepWithClippingAndAdamWGivesPyTorchsParameters)
   output.loss.backward();
   const torch::Tensor norm = clip_grad_norm(params, 1.0);
   EXPECT_NEAR(norm.item<double>(), expected("sft_grad_norm_before_clip"), 1e-5 * expected("sft_grad_norm_before_clip"));
+  std::map<std::string, torch::Tensor> clipped_grads;
+  for (const auto& item : policy.model->named_parameters()) clipped_grads[item.key()] = item.value().grad().clone();
   optimizer.step();
 
+  // AdamW's first step moves each weight by lr * g / (|g| + eps) (bias-corrected): about lr for
+  // any gradient well above eps, but for |g| within a few orders of eps it is lr * g / eps, so
+  // a last-bit difference in g (another CPU's GEMM kernels; PyTorch itself, rerun on this
+  // machine, lands 1.8e-5 from the fixture there) moves the weight by up to lr. Weights whose
+  // gradient is zero or well above eps must match to 1e-6; the ill-conditioned rest to 1% of lr.
+  const double well_determined = 1e-5;  // 1000 * eps
   const auto after = SafetensorsFile::open(fixtures() + "/llama_tiny_after_one_sft_adamw_step.safetensors");
   size_t compared = 0;
+  int64_t determined_count = 0;
   for (const auto& item : policy.model->named_parameters()) {
     ASSERT_NE(after->find(item.key()), nullptr) << item.key();
-    const torch::Tensor want = after->load(item.key());
-    const double error = (item.value().detach() - want).abs().max().item<double>();
-    EXPECT_LE(error, 1e-6) << item.key();
+    const torch::Tensor error = (item.value().detach() - after->load(item.key())).abs();
+    // A zero gradient (an embedding row of a token not in the batch) leaves only the decay.
+    const torch::Tensor grad = clipped_grads.at(item.key());
+    const torch::Tensor determined = grad.abs().ge(well_determined) | grad.eq(0);
+    determined_count += determined.sum().item<int64_t>();
+    const double determined_error = error.masked_select(determined).numel() > 0
+                                        ? error.masked_select(determined).max().item<double>()
+                                        : 0.0;
+    EXPECT_LE(determined_error, 1e-6) << item.key();
+    EXPECT_LE(error.max().item<double>(), 1e-2 * options.lr) << item.key();
     ++compared;
   }
   EXPECT_EQ(compared, after->tensors().size());
+  // Most weights have a well-determined step, so the strict bound covers most of the model.
+  int64_t total = 0;
+  for (const auto& param : params) total += param.numel();
+  EXPECT_GT(static_cast<double>(determined_count), 0.9 * static_cast<double>(total));
 }
 
 }  // namespace
