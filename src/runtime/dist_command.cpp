@@ -7,11 +7,13 @@
 #include <vector>
 
 #include <boost/program_options.hpp>
+#include <torch/cuda.h>
 
 #include "comm/mpi_environment.hpp"
 #include "core/config_builder.hpp"
 #include "core/log.hpp"
 #include "runtime/rank_plan.hpp"
+#include "runtime/trainer.hpp"
 
 namespace n3rlhf {
 
@@ -104,7 +106,7 @@ int run(MpiEnvironment& mpi, const DistOptions& options) {
                mpi.world_size(), enum_name(config.distributed.strategy));
 
   const RankPlan plan = plan_rank(config, rank, mpi.world_size(), mpi.local_rank(), mpi.hostname(),
-                                  /*cuda_available=*/false);
+                                  torch::cuda::is_available());
   const std::vector<std::string> plans = mpi.gather_to_root(describe_rank_plan(plan, config));
   if (options.dry_run) {
     if (rank == 0) {
@@ -113,10 +115,16 @@ int run(MpiEnvironment& mpi, const DistOptions& options) {
     }
     return 0;
   }
-  // The training loop is the subject of the next capability; until it lands a run stops here,
-  // after validation and planning, with a message rather than pretending to train.
-  if (rank == 0) std::cerr << "n3rlhf-dist: this build validates and plans jobs but does not train yet; use --dry-run\n";
-  return 1;
+  TrainOptions train_options;
+  train_options.resume = options.resume;
+  const TrainSummary summary = run_training(config, mpi, train_options);
+  if (rank == 0) {
+    std::cout << "trained \"" << config.job_name << "\": " << summary.steps_run << " steps (to step " << summary.final_step
+              << "), final loss " << summary.final_loss;
+    for (const auto& [name, value] : summary.last_eval) std::cout << ", " << name << " " << value;
+    std::cout << "; model in " << summary.model_directory << "\n";
+  }
+  return 0;
 }
 
 }  // namespace

@@ -1,0 +1,390 @@
+// trainer.cpp: set-up (device, communicator, prepared data, models, engine, schedule, sinks),
+// the step loop with gradient accumulation, evaluation, checkpoints and the final save.
+#include "runtime/trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "algos/lr_schedule.hpp"
+#include "comm/communicator_factory.hpp"
+#include "core/config_schema.hpp"
+#include "core/log.hpp"
+#include "io/batching.hpp"
+#include "io/batching_tensors.hpp"
+#include "io/checkpoint_directory.hpp"
+#include "io/jsonl_rows.hpp"
+#include "io/metrics.hpp"
+#include "io/prepare.hpp"
+#include "io/prepared_dataset.hpp"
+#include "io/progress.hpp"
+#include "model/pretrained.hpp"
+#include "model/safetensors.hpp"
+#include "runtime/training_objective.hpp"
+#include "shard/data_parallel_engine.hpp"
+
+namespace n3rlhf {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Metrics averaged over the micro batches of a rank and then over the ranks: each name carries
+// (weighted sum, weight) so that a metric a rank did not see (KTO without desirable rows) does
+// not count as zero.
+class MetricAccumulator {
+ public:
+  explicit MetricAccumulator(std::vector<std::string> names) : names_(std::move(names)) {
+    sums_.assign(names_.size() + 1, 0.0);
+    weights_.assign(names_.size() + 1, 0.0);
+  }
+  void add(const LossOutput& output, double weight) {
+    sums_.back() += output.loss.detach().item<double>() * weight;
+    weights_.back() += weight;
+    for (size_t i = 0; i < names_.size(); ++i) {
+      if (!output.has_metric(names_[i])) continue;
+      sums_[i] += output.metric(names_[i]) * weight;
+      weights_[i] += weight;
+    }
+  }
+  // Averages over every rank of `communicator` (a collective: every rank calls it).
+  std::map<std::string, double> reduce(Communicator& communicator) const {
+    torch::Tensor packed = torch::tensor(sums_, torch::kFloat64);
+    torch::Tensor weights = torch::tensor(weights_, torch::kFloat64);
+    torch::Tensor both = torch::cat({packed, weights}).to(torch::kFloat32).contiguous();
+    if (communicator.size() > 1) communicator.all_reduce(both)->wait();
+    const int64_t n = static_cast<int64_t>(sums_.size());
+    std::map<std::string, double> result;
+    for (int64_t i = 0; i < n; ++i) {
+      const double weight = both[n + i].item<double>();
+      if (weight <= 0.0) continue;
+      result[i + 1 == n ? "loss" : names_[static_cast<size_t>(i)]] = both[i].item<double>() / weight;
+    }
+    return result;
+  }
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<double> sums_;
+  std::vector<double> weights_;
+};
+
+struct Models {
+  PretrainedModel policy;
+  PretrainedModel reference;  // model is null when the objective needs none
+};
+
+torch::ScalarType compute_dtype(const RLHFConfig& config, const torch::Device& device) {
+  if (device.is_cuda() && config.hyperparameters.bf16) return torch::kBFloat16;
+  if (device.is_cuda() && config.hyperparameters.fp16) return torch::kFloat16;
+  return torch::kFloat32;
+}
+
+Models load_models(const RLHFConfig& config, const TrainingObjective& objective, const torch::Device& device) {
+  LoadOptions options;
+  options.device = device;
+  options.dtype = compute_dtype(config, device);
+  if (objective.uses_score_head()) {
+    options.head = HeadKind::kSequenceClassification;
+    options.num_labels = 1;
+  }
+  Models models;
+  models.policy = load_pretrained(config.base_model, options);
+  if (objective.needs_reference()) {
+    LoadOptions reference_options = options;
+    models.reference = load_pretrained(config.reference_model.empty() ? config.base_model : config.reference_model, reference_options);
+    for (auto& parameter : models.reference.model->parameters()) parameter.set_requires_grad(false);
+    models.reference.model->eval();
+  }
+  return models;
+}
+
+std::string tokenizer_path(const RLHFConfig& config) { return config.tokenizer.empty() ? config.base_model : config.tokenizer; }
+
+// Rank 0 prepares (or reuses) the data; the others wait and then open what it wrote.
+std::string prepared_directory(const RLHFConfig& config, const std::string& source, const std::string& split,
+                               Communicator& communicator) {
+  const std::string directory = default_prepared_dir(source, config.data.prepared_dir, split);
+  const TokenizationSettings settings = TokenizationSettings::from_config(config);
+  std::string error;
+  if (communicator.rank() == 0) {
+    const PreparedLocation location = prepare_if_needed(source, directory, tokenizer_path(config), settings,
+                                                        OnStalePreparedData::kReprepare);
+    if (location.prepared_now) {
+      spdlog::info("prepared {} ({} examples) into {}", source, location.manifest.counts.examples, location.directory);
+    }
+    communicator.barrier()->wait();
+    return location.directory;
+  }
+  communicator.barrier()->wait();
+  return fs::is_directory(source) ? source : directory;
+}
+
+struct TrainerState {
+  int64_t step = 0;  // optimizer steps done
+};
+
+void save_checkpoint(const CheckpointDirectory& checkpoints, int64_t step, DataParallelEngine& engine,
+                     Communicator& communicator, const RLHFConfig& config) {
+  // Rank 0 opens the pending directory; every rank writes its shard into it (a shared file
+  // system, as for any multi-node checkpoint); rank 0 commits after all have written.
+  std::optional<PendingCheckpoint> pending;
+  if (communicator.rank() == 0) pending.emplace(checkpoints.begin(step));
+  communicator.barrier()->wait();
+  const std::string directory = checkpoints.root() + "/.tmp-step-" + std::to_string(step);
+  const std::string shard = directory + "/shard-" + std::to_string(communicator.rank()) + "-of-" +
+                            std::to_string(communicator.size()) + ".safetensors";
+  save_safetensors(shard, engine.shard_state());
+  communicator.barrier()->wait();
+  if (pending) {
+    nlohmann::json state = {{"step", step},
+                            {"world_size", communicator.size()},
+                            {"layout", engine.layout_json()},
+                            {"job", config_to_json(config)}};
+    pending->write_file("trainer_state.json", state.dump(2));
+    pending->set_metadata({{"step", step}, {"world_size", communicator.size()}});
+    const CheckpointInfo info = pending->commit();
+    spdlog::info("checkpoint {} written to {}", step, info.directory);
+  }
+  communicator.barrier()->wait();
+}
+
+int64_t load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine) {
+  std::ifstream in(info.directory + "/trainer_state.json");
+  const nlohmann::json state = nlohmann::json::parse(in);
+  const int saved_world = state.at("world_size").get<int>();
+  std::map<int, std::shared_ptr<SafetensorsFile>> files;
+  engine.load_shard_state(state.at("layout"), saved_world, [&](int rank, const std::string& name) {
+    auto& file = files[rank];
+    if (!file) {
+      file = SafetensorsFile::open(info.directory + "/shard-" + std::to_string(rank) + "-of-" + std::to_string(saved_world) +
+                                   ".safetensors");
+    }
+    return file->load(name);
+  });
+  return state.at("step").get<int64_t>();
+}
+
+std::map<std::string, double> evaluate(TrainingObjective& objective, CausalTransformer& policy, CausalTransformer* reference,
+                                       RankBatchLoader& loader, Communicator& communicator, const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  policy->eval();
+  MetricAccumulator accumulator(objective.metric_names());
+  for (int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
+    for (const CollatedBatch& micro : loader.load_step(0, step)) {
+      if (micro.rows == 0) continue;
+      const BatchTensors batch = to_tensors(micro, device);
+      accumulator.add(objective.compute(policy, reference, batch), objective.weight_units(batch));
+    }
+  }
+  policy->train();
+  std::map<std::string, double> result;
+  for (auto& [name, value] : accumulator.reduce(communicator)) result["eval/" + name] = value;
+  return result;
+}
+
+}  // namespace
+
+TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, const TrainOptions& options) {
+  const torch::Device device = device_for_local_rank(mpi.local_rank(), config.hyperparameters.device);
+  std::shared_ptr<Communicator> communicator = make_world_communicator(mpi, config.distributed, device);
+  const int rank = communicator->rank();
+  const int world = communicator->size();
+  torch::manual_seed(static_cast<uint64_t>(config.hyperparameters.seed));
+  if (config.sft.packing && config.algorithm == Algorithm::kSft) {
+    throw ConfigurationError(ErrorCode::kIncompatibleOptions, "sft.packing is not supported by this trainer yet; set it to false");
+  }
+  if (config.dataset.path.empty()) {
+    throw DatasetError(ErrorCode::kDatasetNotFound, "the job has no dataset path");
+  }
+
+  // Data.
+  const std::string train_directory = prepared_directory(config, config.dataset.path, "train", *communicator);
+  const PreparedDataset train_data = PreparedDataset::open(train_directory);
+  std::vector<int64_t> train_examples;
+  std::vector<int64_t> eval_examples;
+  std::optional<PreparedDataset> eval_data;
+  if (!config.eval_dataset.path.empty()) {
+    eval_data.emplace(PreparedDataset::open(prepared_directory(config, config.eval_dataset.path, "eval", *communicator)));
+    for (int64_t i = 0; i < train_data.example_count(); ++i) train_examples.push_back(i);
+    for (int64_t i = 0; i < eval_data->example_count(); ++i) eval_examples.push_back(i);
+  } else {
+    DataSplit split = split_train_eval(train_data.example_count(), config.data.eval_fraction,
+                                       static_cast<uint64_t>(config.hyperparameters.seed));
+    train_examples = std::move(split.train);
+    eval_examples = std::move(split.eval);
+  }
+  const Hyperparameters& h = config.hyperparameters;
+  BatchingOptions batching;
+  batching.global_batch_size = h.batch_size;
+  batching.world_size = world;
+  batching.seed = static_cast<uint64_t>(h.seed);
+  batching.group_by_length = config.data.group_by_length;
+  const int64_t per_rank = h.batch_size / world;
+  if (h.micro_batch_size > 0) {
+    batching.micro_batch_size = h.micro_batch_size;
+  } else if (h.gradient_accumulation_steps > 0) {
+    batching.micro_batch_size = std::max<int64_t>(1, per_rank / h.gradient_accumulation_steps);
+  }
+  CollateOptions collate;
+  collate.pad_token_id = train_data.pad_token_id();
+  collate.loss_on_prompt = config.algorithm == Algorithm::kSft && !config.sft.completion_only_loss;
+  RankBatchLoader train_loader(train_data, train_examples, batching, collate, rank);
+  const int64_t steps_per_epoch = train_loader.steps_per_epoch();
+  const int64_t total_steps = h.num_epochs > 0 ? h.num_epochs * steps_per_epoch : h.max_steps;
+
+  std::optional<RankBatchLoader> eval_loader;
+  if (!eval_examples.empty() && config.logging.eval_interval > 0) {
+    BatchingOptions eval_batching = batching;
+    eval_batching.shuffle = false;
+    eval_batching.drop_last = false;
+    eval_batching.global_batch_size = std::min<int64_t>(h.batch_size, std::max<int64_t>(world, static_cast<int64_t>(eval_examples.size())));
+    eval_batching.global_batch_size -= eval_batching.global_batch_size % world;
+    if (eval_batching.global_batch_size >= world) {
+      eval_loader.emplace(eval_data ? *eval_data : train_data, eval_examples, eval_batching, collate, rank);
+    }
+  }
+
+  // Models and the engine.
+  auto objective = TrainingObjective::create(config, communicator);
+  Models models = load_models(config, *objective, device);
+  for (const std::string& note : models.policy.notes) spdlog::info("{}", note);
+  CausalTransformer& policy = models.policy.model;
+  policy->train();
+  ShardingOptions sharding;
+  sharding.strategy = config.distributed.strategy;
+  sharding.alignment = config.distributed.alignment;
+  AdamWOptions adamw;
+  adamw.lr = h.learning_rate;
+  adamw.beta1 = h.adam_beta1;
+  adamw.beta2 = h.adam_beta2;
+  adamw.eps = h.adam_epsilon;
+  adamw.weight_decay = h.weight_decay;
+  DataParallelEngine engine(*policy, communicator, sharding, adamw);
+  if (sharding.strategy == ShardingStrategy::kFsdp) policy->set_layer_executor(&engine);
+  const LrSchedule schedule = LrSchedule::from_config(h, total_steps);
+  CausalTransformer* reference = models.reference.model ? &models.reference.model : nullptr;
+
+  // Output, checkpoints, resume.
+  const std::string output = config.output.dir;
+  const CheckpointDirectory checkpoints(output + "/checkpoints", config.output.keep_last_checkpoints);
+  TrainerState state;
+  std::optional<int64_t> last_checkpoint;
+  if (options.resume) {
+    if (const std::optional<CheckpointInfo> latest = checkpoints.latest_valid()) {
+      state.step = load_checkpoint(*latest, engine);
+      last_checkpoint = state.step;
+      spdlog::info("resumed from {} at step {}", latest->directory, state.step);
+    } else {
+      spdlog::warn("--resume: no valid checkpoint in {}; starting from step 0", checkpoints.root());
+    }
+  }
+
+  std::unique_ptr<MetricsLogger> metrics;
+  std::optional<ProgressDisplay> progress;
+  if (rank == 0) {
+    metrics = open_metrics_logger(metrics_options_from_config(config));
+    metrics->log_params(flatten_params(config_to_json(config)));
+    ProgressOptions progress_options;
+    progress_options.max_steps = total_steps;
+    progress_options.start_step = state.step;
+    progress_options.log_interval = config.logging.log_interval;
+    progress.emplace(progress_options);
+    spdlog::info("training \"{}\": {} on {} rank(s) ({}), {} steps of {} examples, {} train / {} eval examples, {} parameters",
+                 config.job_name, enum_name(config.algorithm), world, enum_name(sharding.strategy), total_steps, h.batch_size,
+                 train_examples.size(), eval_examples.size(), engine.memory().trainable_parameters);
+  }
+
+  TrainSummary summary;
+  const std::string accuracy_name = objective->accuracy_metric();
+  while (state.step < total_steps) {
+    const auto started = std::chrono::steady_clock::now();
+    const int64_t epoch = state.step / steps_per_epoch;
+    const std::vector<CollatedBatch> micro_batches = train_loader.load_step(epoch, state.step % steps_per_epoch);
+    double total_units = 0.0;
+    std::vector<BatchTensors> batches;
+    for (const CollatedBatch& micro : micro_batches) {
+      batches.push_back(to_tensors(micro, device));
+      total_units += objective->weight_units(batches.back());
+    }
+    MetricAccumulator accumulator(objective->metric_names());
+    int64_t tokens = 0;
+    for (size_t i = 0; i < batches.size(); ++i) {
+      engine.begin_backward(i + 1 == batches.size());
+      const double units = objective->weight_units(batches[i]);
+      LossOutput output = objective->compute(policy, reference, batches[i]);
+      (output.loss * (units / total_units)).backward();
+      engine.finish_backward();
+      accumulator.add(output, units);
+      tokens += micro_batches[i].real_tokens;
+    }
+    const EngineStepResult result = engine.step(schedule.learning_rate(state.step), h.max_grad_norm);
+    std::map<std::string, double> values = accumulator.reduce(*communicator);
+    if (!result.finite || !std::isfinite(values["loss"])) {
+      throw TrainingError(ErrorCode::kTrainingDivergence,
+                          "the loss or the gradient is not finite at step " + std::to_string(state.step + 1),
+                          {{"step", std::to_string(state.step + 1)},
+                           {"grad_norm", std::to_string(result.grad_norm)},
+                           {"last_good_checkpoint", last_checkpoint ? checkpoints.root() + "/checkpoint-" + std::to_string(*last_checkpoint) : "none"}});
+    }
+    ++state.step;
+    ++summary.steps_run;
+    summary.final_loss = values["loss"];
+    torch::Tensor step_tokens = torch::tensor({static_cast<float>(tokens)});
+    if (world > 1) communicator->all_reduce(step_tokens)->wait();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+
+    if (rank == 0) {
+      values["learning_rate"] = schedule.learning_rate(state.step - 1);
+      values["grad_norm"] = result.grad_norm;
+      values["tokens_per_second"] = step_tokens.item<double>() / std::max(seconds, 1e-9);
+      values["epoch"] = static_cast<double>(state.step) / static_cast<double>(steps_per_epoch);
+      if (state.step % config.logging.log_interval == 0 || state.step == total_steps) metrics->log_scalars(state.step, values);
+      std::optional<double> accuracy;
+      if (!accuracy_name.empty() && values.count(accuracy_name)) accuracy = values[accuracy_name];
+      progress->update(state.step, values["loss"], accuracy, step_tokens.item<double>());
+    }
+    const bool last = state.step == total_steps;
+    if (eval_loader && (state.step % config.logging.eval_interval == 0 || last)) {
+      summary.last_eval = evaluate(*objective, policy, reference, *eval_loader, *communicator, device);
+      if (rank == 0) {
+        metrics->log_scalars(state.step, summary.last_eval);
+        std::string line;
+        for (const auto& [name, value] : summary.last_eval) line += " " + name + "=" + std::to_string(value);
+        spdlog::info("eval at step {}:{}", state.step, line);
+      }
+    }
+    if ((config.logging.save_interval > 0 && state.step % config.logging.save_interval == 0) || last) {
+      save_checkpoint(checkpoints, state.step, engine, *communicator, config);
+      last_checkpoint = state.step;
+    }
+  }
+  summary.final_step = state.step;
+  if (rank == 0 && progress) progress->finish();
+
+  // The final model, in Hugging Face format, in output.dir itself.
+  const auto parameters = engine.gathered_parameters();
+  if (rank == 0) {
+    SaveOptions save;
+    save.max_shard_bytes = static_cast<uint64_t>(config.output.max_shard_size_gb * (1ull << 30));
+    save.tokenizer_directory = fs::is_directory(tokenizer_path(config)) ? tokenizer_path(config) : config.base_model;
+    policy->set_layer_executor(nullptr);
+    if (sharding.strategy == ShardingStrategy::kFsdp) {
+      // The layers' own tensors are empty between uses: give them the gathered values.
+      torch::NoGradGuard no_grad;
+      auto named = policy->named_parameters(true);
+      for (const auto& [name, tensor] : parameters) {
+        if (auto* found = named.find(name)) found->set_data(tensor);
+      }
+    }
+    save_pretrained(policy, output, save);
+    summary.model_directory = output;
+    metrics->close(RunOutcome::kFinished);
+    spdlog::info("model saved to {}", output);
+  }
+  communicator->barrier()->wait();
+  return summary;
+}
+
+}  // namespace n3rlhf

@@ -1,0 +1,238 @@
+// trainer_test.cpp: n3rlhf-dist trains for real on the fixture Llama: DPO on 2 MPI ranks with
+// every strategy, the other offline algorithms on one rank, metrics and checkpoints on disk, a
+// final model that transformers loads, and a run killed with SIGKILL that resumes to a model
+// bitwise identical to the uninterrupted run's.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "support/test_support.hpp"
+
+namespace n3rlhf {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::binary;
+using testing::CommandResult;
+using testing::read_file;
+using testing::run_command;
+using testing::source_dir;
+using testing::TempDir;
+
+std::string fixture(const std::string& path) { return source_dir() + "/tests/fixtures/hf/" + path; }
+
+// Preference pairs whose preference is visible in the text: chosen answers end with " yes.",
+// rejected ones with " no!".
+void write_preference_data(const std::string& path, int rows) {
+  std::ofstream out(path);
+  for (int i = 0; i < rows; ++i) {
+    out << nlohmann::json{{"prompt", "Question " + std::to_string(i) + ": is " + std::to_string(i % 7) + " small?"},
+                          {"chosen", " The answer is yes."},
+                          {"rejected", " Maybe no!"}}
+               .dump()
+        << "\n";
+  }
+}
+
+void write_kto_data(const std::string& path, int rows) {
+  std::ofstream out(path);
+  for (int i = 0; i < rows; ++i) {
+    out << nlohmann::json{{"prompt", "Item " + std::to_string(i) + " is"}, {"completion", i % 2 ? " good." : " bad!"},
+                          {"label", i % 2 == 1}}
+               .dump()
+        << "\n";
+  }
+}
+
+void write_sft_data(const std::string& path, int rows) {
+  std::ofstream out(path);
+  for (int i = 0; i < rows; ++i) {
+    out << nlohmann::json{{"prompt", "Say hello " + std::to_string(i) + ":"}, {"completion", " hello there."}}.dump() << "\n";
+  }
+}
+
+std::string job_file(const TempDir& dir, const std::string& algorithm, const std::string& data, const std::string& extra) {
+  return dir.write("job.n3", "train rlhf \"T\" {\n"
+                             "  base_model: \"" + fixture("models/llama_tiny") + "\"\n"
+                             "  tokenizer: \"" + fixture("tokenizers/llama3_regex_bytelevel") + "\"\n"
+                             "  algorithm: \"" + algorithm + "\"\n"
+                             "  dataset: \"" + data + "\"\n"
+                             "  hyperparameters: { learning_rate: 1e-3  batch_size: 4  max_steps: 6  max_length: 48  max_prompt_length: 24"
+                             "  lr_scheduler: \"constant\"  seed: 7 }\n"
+                             "  data: { eval_fraction: 0.25  prepared_dir: \"" + dir.path() + "/prepared\" }\n"
+                             "  logging: { tracker: \"tensorboard\"  log_interval: 1  eval_interval: 3  save_interval: 3 }\n"
+                             "  output: { dir: \"" + dir.path() + "/out\" }\n" + extra + "\n}\n");
+}
+
+std::string mpirun(int ranks) {
+  return "env -u RLHF_BASE_MODEL -u RLHF_DATASET_PATH -u RLHF_OUTPUT_DIR mpirun --allow-run-as-root --oversubscribe -np " +
+         std::to_string(ranks) + " ";
+}
+
+std::vector<nlohmann::json> metric_records(const std::string& path) {
+  std::vector<nlohmann::json> records;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) records.push_back(nlohmann::json::parse(line));
+  }
+  return records;
+}
+
+class DpoStrategies : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DpoStrategies, TrainsOnTwoRanksAndWritesEverything) {
+  TempDir dir;
+  const std::string data = dir.path() + "/pairs.jsonl";
+  write_preference_data(data, 24);
+  const std::string job = job_file(dir, "dpo", data, "  distributed: { strategy: \"" + GetParam() + "\" }");
+  const CommandResult result = run_command(mpirun(2) + binary("n3rlhf-dist") + " " + job);
+  ASSERT_EQ(result.exit_status, 0) << result.err;
+  EXPECT_NE(result.out.find("trained \"T\": 6 steps (to step 6)"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("eval/rewards/accuracies"), std::string::npos) << result.out;
+  // The final model in Hugging Face format.
+  EXPECT_TRUE(fs::exists(dir.path() + "/out/config.json"));
+  EXPECT_TRUE(fs::exists(dir.path() + "/out/model.safetensors"));
+  EXPECT_TRUE(fs::exists(dir.path() + "/out/tokenizer.json"));
+  // Checkpoints at steps 3 and 6, each with both ranks' shards.
+  for (int step : {3, 6}) {
+    const std::string checkpoint = dir.path() + "/out/checkpoints/checkpoint-" + std::to_string(step);
+    EXPECT_TRUE(fs::exists(checkpoint + "/manifest.json")) << checkpoint;
+    EXPECT_TRUE(fs::exists(checkpoint + "/shard-1-of-2.safetensors")) << checkpoint;
+  }
+  // Metrics with TRL's names, one record per step plus the evaluations.
+  const auto records = metric_records(dir.path() + "/out/logs/metrics.jsonl");
+  int train = 0, eval = 0;
+  for (const nlohmann::json& record : records) {
+    const std::string text = record.dump();
+    if (text.find("\"rewards/margins\"") != std::string::npos && text.find("eval/") == std::string::npos) ++train;
+    if (text.find("eval/rewards/accuracies") != std::string::npos) ++eval;
+  }
+  EXPECT_EQ(train, 6) << records.size();
+  EXPECT_EQ(eval, 2);
+  bool tensorboard = false;
+  for (const auto& entry : fs::directory_iterator(dir.path() + "/out/logs")) {
+    tensorboard = tensorboard || entry.path().filename().string().rfind("events.out.tfevents.", 0) == 0;
+  }
+  EXPECT_TRUE(tensorboard);
+}
+
+INSTANTIATE_TEST_SUITE_P(Strategies, DpoStrategies, ::testing::Values("ddp", "zero2", "fsdp"));
+
+TEST(Trainer, StrategiesAgreeOnTheTrainedModel) {
+  // ZeRO-2 and FSDP on 2 ranks end where DDP on 2 ranks ends (same data, same arithmetic up to
+  // the order of float sums): compare the saved weights.
+  std::map<std::string, std::string> outputs;
+  std::vector<std::unique_ptr<TempDir>> dirs;
+  for (const std::string strategy : {"ddp", "zero2", "fsdp"}) {
+    dirs.push_back(std::make_unique<TempDir>());
+    const std::string data = dirs.back()->path() + "/pairs.jsonl";
+    write_preference_data(data, 24);
+    const std::string job = job_file(*dirs.back(), "dpo", data, "  distributed: { strategy: \"" + strategy + "\" }");
+    ASSERT_EQ(run_command(mpirun(2) + binary("n3rlhf-dist") + " " + job + " --set hyperparameters.max_steps=3").exit_status, 0);
+    outputs[strategy] = dirs.back()->path() + "/out";
+  }
+  const CommandResult compare = run_command(
+      source_dir() + "/.venv/bin/python -c \"import sys; from safetensors.torch import load_file as l; "
+      "a=l(sys.argv[1]); " "print(max(max((a[k]-l(p)[k]).abs().max().item() for k in a) for p in sys.argv[2:]))\" " +
+      outputs["ddp"] + "/model.safetensors " + outputs["zero2"] + "/model.safetensors " + outputs["fsdp"] + "/model.safetensors");
+  ASSERT_EQ(compare.exit_status, 0) << compare.err;
+  EXPECT_LT(std::stod(compare.out), 1e-5) << compare.out;
+}
+
+TEST(Trainer, OtherAlgorithmsTrainOnOneRank) {
+  struct Case { std::string algorithm; std::string metric; };
+  for (const Case& c : {Case{"sft", "num_loss_tokens"}, Case{"reward_model", "accuracy"}, Case{"orpo", "log_odds_ratio"},
+                        Case{"ipo", "rewards/margins"}, Case{"simpo", "rewards/margins"}, Case{"kto", "kl"}}) {
+    SCOPED_TRACE(c.algorithm);
+    TempDir dir;
+    const std::string data = dir.path() + "/data.jsonl";
+    if (c.algorithm == "sft") write_sft_data(data, 16);
+    else if (c.algorithm == "kto") write_kto_data(data, 16);
+    else write_preference_data(data, 16);
+    const std::string job = job_file(dir, c.algorithm, data, "");
+    const CommandResult result = run_command("env -u RLHF_OUTPUT_DIR " + binary("n3rlhf-dist") + " " + job + " --set hyperparameters.max_steps=2");
+    ASSERT_EQ(result.exit_status, 0) << result.err;
+    const auto records = metric_records(dir.path() + "/out/logs/metrics.jsonl");
+    bool found = false;
+    for (const nlohmann::json& record : records) found = found || record.dump().find("\"" + c.metric + "\"") != std::string::npos;
+    EXPECT_TRUE(found) << read_file(dir.path() + "/out/logs/metrics.jsonl");
+    EXPECT_TRUE(fs::exists(dir.path() + "/out/model.safetensors"));
+  }
+}
+
+// A run SIGKILLed after its first checkpoint and resumed ends bitwise identical to a run that
+// was never interrupted (CPU, float32).
+TEST(Trainer, KilledRunResumesBitwiseIdentical) {
+  TempDir reference_dir;
+  const std::string reference_data = reference_dir.path() + "/pairs.jsonl";
+  write_preference_data(reference_data, 24);
+  const std::string reference_job = job_file(reference_dir, "dpo", reference_data, "");
+  ASSERT_EQ(run_command(binary("n3rlhf-dist") + " " + reference_job).exit_status, 0);
+
+  TempDir dir;
+  const std::string data = dir.path() + "/pairs.jsonl";
+  write_preference_data(data, 24);
+  const std::string job = job_file(dir, "dpo", data, "");
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    execl(binary("n3rlhf-dist").c_str(), "n3rlhf-dist", job.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Kill it as soon as checkpoint 3 is complete (its manifest is written last, before the rename).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  while (!fs::exists(dir.path() + "/out/checkpoints/checkpoint-3/manifest.json") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it could be killed";
+  ASSERT_FALSE(fs::exists(dir.path() + "/out/checkpoints/checkpoint-6"));
+
+  const CommandResult resumed = run_command(binary("n3rlhf-dist") + " " + job + " --resume");
+  ASSERT_EQ(resumed.exit_status, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resumed from"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.out.find("3 steps (to step 6)"), std::string::npos) << resumed.out;
+  EXPECT_EQ(read_file(dir.path() + "/out/model.safetensors"), read_file(reference_dir.path() + "/out/model.safetensors"));
+}
+
+TEST(Trainer, TransformersLoadsTheTrainedModel) {
+  TempDir dir;
+  const std::string data = dir.path() + "/pairs.jsonl";
+  write_preference_data(data, 16);
+  const std::string job = job_file(dir, "dpo", data, "");
+  ASSERT_EQ(run_command(binary("n3rlhf-dist") + " " + job + " --set hyperparameters.max_steps=2").exit_status, 0);
+  const CommandResult load = run_command(
+      source_dir() + "/.venv/bin/python -c \"import sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer; "
+      "m = AutoModelForCausalLM.from_pretrained(sys.argv[1]); t = AutoTokenizer.from_pretrained(sys.argv[1]); "
+      "ids = t('Question 1: is 1 small?', return_tensors='pt').input_ids; "
+      "print(bool(torch.isfinite(m(ids).logits).all()), m.num_parameters())\" " + dir.path() + "/out");
+  ASSERT_EQ(load.exit_status, 0) << load.err;
+  EXPECT_EQ(load.out.substr(0, 4), "True") << load.out;
+}
+
+TEST(Trainer, BadInputsFailWithTheirCodes) {
+  TempDir dir;
+  const std::string job = job_file(dir, "dpo", dir.path() + "/missing.jsonl", "");
+  const CommandResult missing = run_command(binary("n3rlhf-dist") + " " + job);
+  EXPECT_NE(missing.exit_status, 0);
+  EXPECT_NE(missing.err.find("RLHF020"), std::string::npos) << missing.err;
+  const std::string data = dir.path() + "/few.jsonl";
+  write_preference_data(data, 2);
+  const CommandResult few = run_command(binary("n3rlhf-dist") + " " + job_file(dir, "dpo", data, ""));
+  EXPECT_NE(few.exit_status, 0);
+  EXPECT_NE(few.err.find("RLHF023"), std::string::npos) << few.err;
+}
+
+}  // namespace
+}  // namespace n3rlhf
