@@ -24,5 +24,7 @@ int parity_command(const std::vector<std::string>& arguments);
 int generate_command(const std::vector<std::string>& arguments);
 int tokenize_command(const std::vector<std::string>& arguments);
 int prepare_command(const std::vector<std::string>& arguments);
+int init_model_command(const std::vector<std::string>& arguments);
+int demo_data_command(const std::vector<std::string>& arguments);
 
 }  // namespace n3rlhf
