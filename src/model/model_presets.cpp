@@ -25,7 +25,7 @@ const std::vector<ModelPreset>& model_presets() {
        128, 352, 4, 4, 2, 512, 2048},
       {"small-llama", "~20M parameters; a larger CPU run on the demo data",
        512, 1376, 6, 8, 4, 1024, 2048},
-      {"llama-100m", "~125M parameters with a 32000 vocabulary (~80M with the demo tokenizer); the CPU throughput benchmark",
+      {"llama-100m", "~125M parameters with a 32000 vocabulary (~79M with the demo tokenizer); the CPU throughput benchmark",
        768, 2048, 12, 12, 4, 2048, 32000},
       {"tinyllama-1.1b", "the TinyLlama-1.1B shape (1.1B parameters); GPU benchmarks (--no-weights for config.json only)",
        2048, 5632, 22, 32, 4, 2048, 32000},
