@@ -2,6 +2,7 @@
 // all-reduce; the others must report RLHF014 naming it within the (short) timeout, and the job
 // must end with a non-zero status. Modes: "late" (the skipper is busy for a while, then reaches
 // the end) and "stuck" (the skipper never returns, so the others must end the job themselves).
+#include <string>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -37,14 +38,17 @@ int main(int argc, char** argv) {
         world->all_reduce(tensor)->wait();
         std::cout << "rank " << mpi.rank() << ": all_reduce finished without the skipper\n";
       } catch (const TrainingError& error) {
-        std::cerr << "rank " << mpi.rank() << ": error[" << error_code_string(error.code()) << "]: " << error.what()
-                  << "\n";
+        // One write per line: the ranks share the pipe, and piecewise writes interleave.
+        const std::string line = "rank " + std::to_string(mpi.rank()) + ": error[" + error_code_string(error.code()) +
+                                 "]: " + error.what() + "\n";
+        std::cerr << line << std::flush;
         status = 1;
       }
     }
   }
   // A late rank gets time to reach the end; a stuck one must not hold the job for long.
   status = mpi.agree_on_exit_status(status, stuck ? std::chrono::seconds(3) : std::chrono::seconds(60));
-  std::cerr << "rank " << mpi.rank() << ": exit status " << status << "\n";
+  const std::string line = "rank " + std::to_string(mpi.rank()) + ": exit status " + std::to_string(status) + "\n";
+  std::cerr << line << std::flush;
   return status;
 }
