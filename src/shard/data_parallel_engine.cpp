@@ -94,6 +94,7 @@ DataParallelEngine::DataParallelEngine(torch::nn::Module& module, std::shared_pt
   groups[0].weight_decay = adamw.weight_decay;
   groups[1].weight_decay = 0.0;
   std::vector<torch::Tensor> grads_by_group[2];
+  std::vector<OptimizerSlot> slots_by_group[2];
 
   torch::NoGradGuard no_grad;
   for (size_t index = 0; index < unit_descriptions_.size(); ++index) {
@@ -150,6 +151,7 @@ DataParallelEngine::DataParallelEngine(torch::nn::Module& module, std::shared_pt
       const int group = applies_weight_decay(name) ? 0 : 1;
       groups[group].params.push_back(unit->master.narrow(0, slice.offset_in_range, slice.numel));
       grads_by_group[group].push_back(unit->grad.narrow(0, slice.offset_in_range, slice.numel));
+      slots_by_group[group].push_back({index, slice.offset_in_range, slice.numel});
     }
 
     if (!unit->sharded_parameters) {
@@ -171,6 +173,7 @@ DataParallelEngine::DataParallelEngine(torch::nn::Module& module, std::shared_pt
     if (groups[group].params.empty()) continue;
     used_groups.push_back(groups[group]);
     optimizer_grads_.insert(optimizer_grads_.end(), grads_by_group[group].begin(), grads_by_group[group].end());
+    optimizer_slots_.insert(optimizer_slots_.end(), slots_by_group[group].begin(), slots_by_group[group].end());
   }
   if (!used_groups.empty()) optimizer_ = std::make_unique<AdamW>(used_groups, adamw);
 }
@@ -405,25 +408,14 @@ std::vector<std::pair<std::string, torch::Tensor>> DataParallelEngine::shard_sta
     exp_avg[u] = torch::zeros({units_[u]->owned_numel}, torch::kFloat32);
     exp_avg_sq[u] = torch::zeros({units_[u]->owned_numel}, torch::kFloat32);
   }
-  // The optimizer's parameters are views into the masters; find each one's place by its storage offset.
   double step_count = 0.0;
-  if (optimizer_) {
-    const auto& parameters = optimizer_->parameters();
-    for (size_t i = 0; i < parameters.size(); ++i) {
-      for (size_t u = 0; u < units_.size(); ++u) {
-        const torch::Tensor& master = units_[u]->master;
-        if (parameters[i].storage().data() != master.storage().data()) continue;
-        const int64_t offset = parameters[i].storage_offset() - master.storage_offset();
-        if (offset < 0 || offset + parameters[i].numel() > master.numel()) continue;
-        const std::string prefix = "adamw." + std::to_string(i) + ".";
-        if (optimizer_state.count(prefix + "exp_avg")) {
-          exp_avg[u].narrow(0, offset, parameters[i].numel()).copy_(optimizer_state[prefix + "exp_avg"].reshape(-1));
-          exp_avg_sq[u].narrow(0, offset, parameters[i].numel()).copy_(optimizer_state[prefix + "exp_avg_sq"].reshape(-1));
-          step_count = optimizer_state[prefix + "step"].item<double>();
-        }
-        break;
-      }
-    }
+  for (size_t i = 0; i < optimizer_slots_.size(); ++i) {
+    const OptimizerSlot& slot = optimizer_slots_[i];
+    const std::string prefix = "adamw." + std::to_string(i) + ".";
+    if (!optimizer_state.count(prefix + "exp_avg")) continue;  // no step taken yet
+    exp_avg[slot.unit].narrow(0, slot.offset, slot.numel).copy_(optimizer_state[prefix + "exp_avg"].reshape(-1));
+    exp_avg_sq[slot.unit].narrow(0, slot.offset, slot.numel).copy_(optimizer_state[prefix + "exp_avg_sq"].reshape(-1));
+    step_count = optimizer_state[prefix + "step"].item<double>();
   }
   for (size_t u = 0; u < units_.size(); ++u) {
     const Unit& unit = *units_[u];
@@ -489,18 +481,12 @@ void DataParallelEngine::load_shard_state(const nlohmann::json& saved_layout, in
   if (!optimizer_ || step_count == 0.0) return;
   std::vector<std::pair<std::string, torch::Tensor>> state;
   const auto& parameters = optimizer_->parameters();
-  for (size_t i = 0; i < parameters.size(); ++i) {
-    for (size_t u = 0; u < units_.size(); ++u) {
-      const torch::Tensor& master = units_[u]->master;
-      if (parameters[i].storage().data() != master.storage().data()) continue;
-      const int64_t offset = parameters[i].storage_offset() - master.storage_offset();
-      if (offset < 0 || offset + parameters[i].numel() > master.numel()) continue;
-      const std::string prefix = "adamw." + std::to_string(i) + ".";
-      state.emplace_back(prefix + "step", torch::tensor(step_count, torch::kFloat32));
-      state.emplace_back(prefix + "exp_avg", exp_avg[u].narrow(0, offset, parameters[i].numel()).view(parameters[i].sizes()).clone());
-      state.emplace_back(prefix + "exp_avg_sq", exp_avg_sq[u].narrow(0, offset, parameters[i].numel()).view(parameters[i].sizes()).clone());
-      break;
-    }
+  for (size_t i = 0; i < optimizer_slots_.size(); ++i) {
+    const OptimizerSlot& slot = optimizer_slots_[i];
+    const std::string prefix = "adamw." + std::to_string(i) + ".";
+    state.emplace_back(prefix + "step", torch::tensor(step_count, torch::kFloat32));
+    state.emplace_back(prefix + "exp_avg", exp_avg[slot.unit].narrow(0, slot.offset, slot.numel).view(parameters[i].sizes()).clone());
+    state.emplace_back(prefix + "exp_avg_sq", exp_avg_sq[slot.unit].narrow(0, slot.offset, slot.numel).view(parameters[i].sizes()).clone());
   }
   optimizer_->load_state_tensors(state);
 }

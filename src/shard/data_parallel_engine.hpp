@@ -117,6 +117,13 @@ class DataParallelEngine : public LayerExecutor {
   std::vector<ParameterUnit> unit_descriptions_;
   std::unique_ptr<AdamW> optimizer_;
   std::vector<torch::Tensor> optimizer_grads_;  // explicit gradients in the optimizer's order
+  // Where each optimizer parameter (a view into a master shard) lives: its unit and offset there.
+  struct OptimizerSlot {
+    size_t unit = 0;
+    int64_t offset = 0;
+    int64_t numel = 0;
+  };
+  std::vector<OptimizerSlot> optimizer_slots_;
   bool last_micro_batch_ = true;
   double wait_seconds_ = 0.0;
   double reduce_seconds_ = 0.0;
