@@ -183,7 +183,7 @@ class JobBuilder {
       case FieldType::kFloat:
       case FieldType::kOptionalFloat:
         if (value.kind == DslValue::Kind::kNull && field.type == FieldType::kOptionalFloat) {
-          reset_optional(field);  // null unsets an optional number
+          field.reset(config());  // null unsets an optional number
           job_.origins[field.path] = value.location;
           return;
         }
@@ -234,11 +234,6 @@ class JobBuilder {
     }
     field.assign(config(), coerced);
     job_.origins[field.path] = value.location;
-  }
-
-  void reset_optional(const FieldSpec& field) {
-    if (field.path == "hyperparameters.beta") config().hyperparameters.beta.reset();
-    if (field.path == "dpo.rpo_alpha") config().dpo.rpo_alpha.reset();
   }
 
   static std::string join(const std::vector<std::string>& words) {

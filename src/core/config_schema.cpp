@@ -122,6 +122,7 @@ FieldSpec optional_float_field(std::string path, Accessor<std::optional<double>>
     return value ? nlohmann::json(*value) : nlohmann::json(nullptr);
   };
   spec.numeric = [get](const RLHFConfig& c) { return get(const_cast<RLHFConfig&>(c)); };
+  spec.reset = [get](RLHFConfig& c) { get(c).reset(); };
   return spec;
 }
 

@@ -39,6 +39,8 @@ struct FieldSpec {
   std::function<nlohmann::json(const RLHFConfig&)> read;
   // The numeric value to range-check, when the field is numeric and set.
   std::function<std::optional<double>(const RLHFConfig&)> numeric;
+  // Optional fields only: unsets the field (a `null` value in a job file or override).
+  std::function<void(RLHFConfig&)> reset;
 
   std::string section() const;  // "hyperparameters" for "hyperparameters.learning_rate"; "" at top
   std::string key() const;      // "learning_rate"
