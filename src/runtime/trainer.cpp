@@ -304,19 +304,20 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     const std::vector<CollatedBatch> micro_batches = train_loader.load_step(epoch, state.step % steps_per_epoch);
     double total_units = 0.0;
     std::vector<BatchTensors> batches;
+    std::vector<double> units;  // each micro batch's share of the step, computed once
     for (const CollatedBatch& micro : micro_batches) {
       batches.push_back(to_tensors(micro, device));
-      total_units += objective->weight_units(batches.back());
+      units.push_back(objective->weight_units(batches.back()));
+      total_units += units.back();
     }
     MetricAccumulator accumulator(objective->metric_names());
     int64_t tokens = 0;
     for (size_t i = 0; i < batches.size(); ++i) {
       engine.begin_backward(i + 1 == batches.size());
-      const double units = objective->weight_units(batches[i]);
       LossOutput output = objective->compute(policy, reference, batches[i]);
-      (output.loss * (units / total_units)).backward();
+      (output.loss * (units[i] / total_units)).backward();
       engine.finish_backward();
-      accumulator.add(output, units);
+      accumulator.add(output, units[i]);
       tokens += micro_batches[i].real_tokens;
     }
     const EngineStepResult result = engine.step(schedule.learning_rate(state.step), h.max_grad_norm);
