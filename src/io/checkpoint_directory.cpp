@@ -277,13 +277,17 @@ std::string CheckpointDirectory::checkpoint_path(int64_t step) const {
   return (fs::path(root_) / (kCheckpointPrefix + std::to_string(step))).string();
 }
 
+std::string CheckpointDirectory::pending_directory(int64_t step) const {
+  return (fs::path(root_) / (kTemporaryPrefix + std::to_string(step))).string();
+}
+
 PendingCheckpoint CheckpointDirectory::begin(int64_t step) const {
   if (step < 0) {
     throw TrainingError(ErrorCode::kCheckpointSaveFailure, "a checkpoint's step must not be negative",
                         {{"step", std::to_string(step)}});
   }
   clean_stale();
-  const std::string temporary = (fs::path(root_) / (kTemporaryPrefix + std::to_string(step))).string();
+  const std::string temporary = pending_directory(step);
   if (::mkdir(temporary.c_str(), 0755) != 0) {
     const int error_number = errno;
     if (error_number == EACCES || error_number == EPERM || error_number == EROFS) {

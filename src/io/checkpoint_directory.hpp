@@ -90,6 +90,8 @@ class CheckpointDirectory {
 
   // Starts checkpoint `step` in <root>/.tmp-step-N (a stale one from a killed run is replaced).
   PendingCheckpoint begin(int64_t step) const;
+  // Where begin(step) writes: other ranks of a sharded save write their files there too.
+  std::string pending_directory(int64_t step) const;
 
   // Steps of the directories named checkpoint-N, ascending (whether or not they verify).
   std::vector<int64_t> list_steps() const;

@@ -132,7 +132,7 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, int64_t step, DataP
   std::optional<PendingCheckpoint> pending;
   if (communicator.rank() == 0) pending.emplace(checkpoints.begin(step));
   communicator.barrier()->wait();
-  const std::string directory = checkpoints.root() + "/.tmp-step-" + std::to_string(step);
+  const std::string directory = checkpoints.pending_directory(step);
   const std::string shard = directory + "/shard-" + std::to_string(communicator.rank()) + "-of-" +
                             std::to_string(communicator.size()) + ".safetensors";
   save_safetensors(shard, engine.shard_state());
