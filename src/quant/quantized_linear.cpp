@@ -115,7 +115,10 @@ torch::Tensor QuantizedLinearWeight::dequantize(torch::ScalarType dtype) const {
 }
 
 torch::Tensor QuantizedLinearWeight::forward(const torch::Tensor& input, const torch::Tensor& bias) const {
-  return QuantizedLinearFunction::apply(input, bias, *this);
+  // The bias is added outside the custom function: libtorch's Function cannot take an undefined
+  // tensor argument, and autograd differentiates an add on its own.
+  const torch::Tensor output = QuantizedLinearFunction::apply(input, *this);
+  return bias.defined() ? output + bias.to(output.scalar_type()) : output;
 }
 
 int64_t QuantizedLinearWeight::storage_bytes() const {
@@ -279,28 +282,24 @@ QuantizedLinearWeight QuantizedLinearWeight::from_state_dict(const std::map<std:
 }
 
 torch::Tensor QuantizedLinearFunction::forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
-                                               const torch::Tensor& bias, const QuantizedLinearWeight& weight) {
+                                               const QuantizedLinearWeight& weight) {
   // Only the quantized tensors are saved: the dequantized W is a temporary of this call.
   ctx->save_for_backward(weight.saved_tensors());
   ctx->saved_data["layout"] = weight.saved_layout();
   const torch::Tensor dense = weight.dequantize(input.scalar_type());
-  return torch::linear(input, dense, bias.defined() ? bias.to(input.scalar_type()) : bias);
+  return torch::linear(input, dense);
 }
 
 torch::autograd::variable_list QuantizedLinearFunction::backward(torch::autograd::AutogradContext* ctx,
                                                                  torch::autograd::variable_list grad_outputs) {
   const torch::Tensor& grad_output = grad_outputs[0];
   torch::Tensor grad_input;
-  torch::Tensor grad_bias;
   if (ctx->needs_input_grad(0)) {
     const QuantizedLinearWeight weight =
         QuantizedLinearWeight::from_saved(ctx->get_saved_variables(), ctx->saved_data["layout"].toIntVector());
     grad_input = grad_output.matmul(weight.dequantize(grad_output.scalar_type()));
   }
-  if (ctx->needs_input_grad(1)) {
-    grad_bias = grad_output.reshape({-1, grad_output.size(-1)}).sum(0);
-  }
-  return {grad_input, grad_bias, torch::Tensor()};
+  return {grad_input, torch::Tensor()};
 }
 
 }  // namespace n3rlhf::quant

@@ -84,12 +84,12 @@ class QuantizedLinearWeight {
   torch::Tensor row_absmax_;  // float32 [out]
 };
 
-// The autograd function behind QuantizedLinearWeight::forward (exposed so tests can look at
-// what its graph node saved).
+// The autograd function behind QuantizedLinearWeight::forward: input · dequant(W)ᵀ, without the
+// bias (exposed so tests can look at what its graph node saved).
 class QuantizedLinearFunction : public torch::autograd::Function<QuantizedLinearFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
-                               const torch::Tensor& bias, const QuantizedLinearWeight& weight);
+                               const QuantizedLinearWeight& weight);
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs);
 };
