@@ -13,17 +13,12 @@
 namespace n3rlhf::quant {
 namespace {
 
-// The nearest entry of the sorted code book: the last entry <= value (what bitsandbytes' binary
-// search returns), moved one right only when that neighbour is strictly closer.
-inline uint8_t nearest_code(float value, const float* code, int64_t entries) {
-  const float* upper = std::upper_bound(code, code + entries, value);
-  int64_t index = std::max<int64_t>(0, (upper - code) - 1);
-  if (index < entries - 1) {
-    const float distance_left = std::fabs(value - code[index]);
-    const float distance_right = std::fabs(value - code[index + 1]);
-    if (distance_right < distance_left) index += 1;
-  }
-  return static_cast<uint8_t>(index);
+// The code of a value already scaled into [-1, 1]: the number of decision boundaries (midpoints
+// between neighbouring code values) strictly below it, torch.bucketize(right=False) as in
+// bitsandbytes' reference quantize_blockwise. Ties (a value exactly on a midpoint) take the
+// lower code.
+inline uint8_t code_below_boundaries(float scaled, const std::vector<float>& midpoints) {
+  return static_cast<uint8_t>(std::lower_bound(midpoints.begin(), midpoints.end(), scaled) - midpoints.begin());
 }
 
 }  // namespace
@@ -42,19 +37,26 @@ BlockwiseQuantized8 quantize_blockwise_8bit(const torch::Tensor& values, const t
   result.absmax = torch::empty({num_blocks}, torch::kFloat32);
   const float* src = flat.data_ptr<float>();
   const float* book = result.code.data_ptr<float>();
+  std::vector<float> midpoints(255);
+  for (size_t i = 0; i < midpoints.size(); ++i) midpoints[i] = (book[i] + book[i + 1]) / 2.0f;
   uint8_t* codes = result.codes.data_ptr<uint8_t>();
   float* absmax = result.absmax.data_ptr<float>();
-  const uint8_t zero_code = nearest_code(0.0f, book, 256);
+  const int64_t full_blocks = numel / block_size;
   at::parallel_for(0, num_blocks, 1, [&](int64_t first, int64_t last) {
     for (int64_t block = first; block < last; ++block) {
       const int64_t begin = block * block_size;
       const int64_t end = std::min(begin + block_size, numel);
       float block_max = 0.0f;
       for (int64_t i = begin; i < end; ++i) block_max = std::max(block_max, std::fabs(src[i]));
-      absmax[block] = block_max;
+      // As in NF4 (nf4.cpp): divisor clamped to 1e-38; full blocks store the unclamped absmax and
+      // multiply by the reciprocal, the short last block stores the clamped one and divides.
+      const float safe_max = std::max(block_max, 1e-38f);
+      const bool full = block < full_blocks;
+      absmax[block] = full ? block_max : safe_max;
+      const float reciprocal = 1.0f / safe_max;
       for (int64_t i = begin; i < end; ++i) {
-        // Division, not a reciprocal multiply: bitsandbytes' CPU code divides here.
-        codes[i] = block_max > 0.0f ? nearest_code(src[i] / block_max, book, 256) : zero_code;
+        const float scaled = full ? src[i] * reciprocal : src[i] / safe_max;
+        codes[i] = code_below_boundaries(std::min(1.0f, std::max(-1.0f, scaled)), midpoints);
       }
     }
   });

@@ -18,9 +18,10 @@ struct BlockwiseQuantized8 {
   int64_t block_size = 256;
 };
 
-// bitsandbytes' CPU quantize_blockwise: per block the absmax, then value / absmax mapped to the
-// nearest code (ties to the lower index, as its binary search plus distance check does). A block
-// whose absmax is 0 gets the code of 0 (bitsandbytes would produce NaN and an arbitrary index).
+// bitsandbytes' reference quantize_blockwise (backends/default/ops.py): per block the absmax, the
+// value times its reciprocal clamped to [-1, 1], then the nearest code by the midpoints between
+// codes (ties to the lower one). Its native CPU kernel (0.50.2) does not round to the nearest code
+// for values within ~1% of a step from a midpoint; docs/quantization.md gives the measured share.
 BlockwiseQuantized8 quantize_blockwise_8bit(const torch::Tensor& values, const torch::Tensor& code,
                                             int64_t block_size);
 // code[codes] * absmax[block], float32, on the device of `quantized.codes`.

@@ -8,7 +8,9 @@ Int8Rows quantize_int8_rowwise(const torch::Tensor& weight) {
   const torch::Tensor w = weight.detach().to(torch::kFloat32).contiguous();
   Int8Rows result;
   result.row_absmax = std::get<0>(torch::max(w.abs(), 1));
-  const torch::Tensor scale = 127.0 / result.row_absmax.unsqueeze(-1);
+  // Python's 127.0 / tensor is tensor.reciprocal() * 127 (two roundings); libtorch's C++
+  // operator/ divides once. bitsandbytes writes it in Python, so the reciprocal form it is.
+  const torch::Tensor scale = result.row_absmax.unsqueeze(-1).reciprocal() * 127.0;
   // An all-zero row would give 0 * inf = NaN; its codes are 0 (it dequantizes to 0 either way).
   const torch::Tensor scaled = torch::where(result.row_absmax.unsqueeze(-1) > 0, w * scale, torch::zeros_like(w));
   result.codes = torch::round(scaled).to(torch::kInt8);

@@ -64,7 +64,6 @@ torch::Tensor dynamic_code_tensor() {
   parts.push_back(torch::tensor({0.0f, 1.0f}, torch::kFloat32));
   torch::Tensor code = std::get<0>(torch::sort(torch::cat(parts)));
   TORCH_CHECK(code.numel() == 256, "dynamic map has ", code.numel(), " entries");
-  code[0] = -1.0f;
   return code.contiguous();
 }
 

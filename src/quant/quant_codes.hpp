@@ -20,11 +20,11 @@ const std::array<float, 15>& nf4_code_midpoints();
 // NF4 values as a float32 tensor [16] on the CPU (a fresh tensor each call).
 torch::Tensor nf4_code_tensor();
 
-// bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8), sorted, with
-// code[0] set to -1 as its CPU quantizer sets it before a binary search (the map's own smallest
-// value is -0.99297; bitsandbytes keeps the -1 in the quantization state it returns, and so do we).
-// float32 [256] on the CPU, a fresh tensor each call; built with the same libtorch operations
-// (linspace, midpoints, scaling by powers of ten) so every value is bit-identical.
+// bitsandbytes' create_dynamic_map(signed=True, max_exponent_bits=7, total_bits=8), sorted: 127
+// negative values from -0.99297, an exact 0, 127 positive values and 1. float32 [256] on the CPU,
+// a fresh tensor each call; built with the same libtorch operations (linspace, midpoints, scaling
+// by powers of ten) so every value is bit-identical. (Older bitsandbytes CPU code overwrote
+// code[0] with -1 before its binary search; 0.50 does not, and neither do we.)
 torch::Tensor dynamic_code_tensor();
 
 }  // namespace n3rlhf::quant

@@ -89,6 +89,7 @@ QuantizedLinearWeight QuantizedLinearWeight::from_dense(const torch::Tensor& wei
   const torch::Device device = weight.device();
   const torch::Tensor cpu_weight = weight.detach().to(torch::kCPU, torch::kFloat32);
   if (options.bits == 8) {
+    result.options_.double_quantization = false;  // one float scale per row; nothing to compress
     Int8Rows rows = quantize_int8_rowwise(cpu_weight);
     result.int8_codes_ = rows.codes;
     result.row_absmax_ = rows.row_absmax;
@@ -225,6 +226,7 @@ QuantizedLinearWeight QuantizedLinearWeight::from_state_dict(const std::map<std:
       bad_state(weight_key, "an 8-bit weight is int8 [out, in] with one SCB value per row");
     }
     result.options_.bits = 8;
+    result.options_.double_quantization = false;
     result.out_features_ = weight.size(0);
     result.in_features_ = weight.size(1);
     result.int8_codes_ = weight;
