@@ -23,6 +23,7 @@ const std::vector<CliCommand>& commands() {
       {"prepare", "tokenize a JSONL data set into HDF5 shards: n3rlhf prepare JOB_FILE_OR_JSONL", prepare_command},
       {"init-model", "write a new Llama model directory from a named preset: n3rlhf init-model --preset tiny-llama --out DIR", init_model_command},
       {"demo-data", "write the README demo's preference/KTO/SFT data set: n3rlhf demo-data --out DIR", demo_data_command},
+      {"merge", "fold a PEFT adapter into its base model: n3rlhf merge BASE ADAPTER OUT", merge_command},
   };
   return list;
 }

@@ -26,5 +26,6 @@ int tokenize_command(const std::vector<std::string>& arguments);
 int prepare_command(const std::vector<std::string>& arguments);
 int init_model_command(const std::vector<std::string>& arguments);
 int demo_data_command(const std::vector<std::string>& arguments);
+int merge_command(const std::vector<std::string>& arguments);
 
 }  // namespace n3rlhf

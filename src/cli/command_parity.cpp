@@ -2,6 +2,7 @@
 // fixtures under DIR, one line per check, then "N passed, M failed"; exit 0 only when all pass.
 #include <iostream>
 
+#include "adapters/adapter_parity.hpp"
 #include "cli/cli.hpp"
 #include "model/parity.hpp"
 
@@ -12,12 +13,13 @@ int parity_command(const std::vector<std::string>& arguments) {
     std::ostream& out = arguments.size() == 1 ? std::cout : std::cerr;
     out << "usage: n3rlhf parity DIR\n"
            "  Compares n3rlhf with the Hugging Face reference fixtures under DIR (tokenizers/<family>,\n"
-           "  models/<name>): token ids and greedy generations exactly, logits and log-probs to 1e-4.\n";
+           "  models/<name>, adapters/<name>): token ids and greedy generations exactly, logits and\n"
+           "  log-probs to 1e-4 (adapters: adapted, disabled and merged logits).\n";
     return arguments.size() == 1 ? 0 : 2;
   }
-  const ParityReport report = run_parity_checks(arguments[0], [](const ParityCheck& check) {
-    std::cout << format_parity_check(check) << std::endl;
-  });
+  const ParityReport report = run_parity_checks(
+      arguments[0], [](const ParityCheck& check) { std::cout << format_parity_check(check) << std::endl; },
+      {adapter_parity_suite()});
   std::cout << report.passed() << " passed, " << report.failed() << " failed" << std::endl;
   if (report.checks.empty()) {
     std::cerr << "n3rlhf parity: no reference fixtures found under " << arguments[0] << "\n";

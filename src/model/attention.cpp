@@ -86,17 +86,17 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer_index)
   if (fused_qkv_) {
     if (!config.scale_attn_weights) scale_ = 1.0;
     if (config.scale_attn_by_inverse_layer_idx) scale_ /= static_cast<double>(layer_index + 1);
-    c_attn_ = register_module("c_attn", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, 3 * config.hidden_size)));
-    c_proj_ = register_module("c_proj", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, config.hidden_size)));
+    c_attn_ = register_module("c_attn", AdaptableLinear(torch::nn::LinearOptions(config.hidden_size, 3 * config.hidden_size)));
+    c_proj_ = register_module("c_proj", AdaptableLinear(torch::nn::LinearOptions(config.hidden_size, config.hidden_size)));
     return;
   }
   const bool qkv_bias = config.attention_bias || config.qkv_bias;
   const int64_t q_size = heads_ * head_dim_;
   const int64_t kv_size = kv_heads_ * head_dim_;
-  q_proj_ = register_module("q_proj", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, q_size).bias(qkv_bias)));
-  k_proj_ = register_module("k_proj", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, kv_size).bias(qkv_bias)));
-  v_proj_ = register_module("v_proj", torch::nn::Linear(torch::nn::LinearOptions(config.hidden_size, kv_size).bias(qkv_bias)));
-  o_proj_ = register_module("o_proj", torch::nn::Linear(torch::nn::LinearOptions(q_size, config.hidden_size).bias(config.attention_bias)));
+  q_proj_ = register_module("q_proj", AdaptableLinear(torch::nn::LinearOptions(config.hidden_size, q_size).bias(qkv_bias)));
+  k_proj_ = register_module("k_proj", AdaptableLinear(torch::nn::LinearOptions(config.hidden_size, kv_size).bias(qkv_bias)));
+  v_proj_ = register_module("v_proj", AdaptableLinear(torch::nn::LinearOptions(config.hidden_size, kv_size).bias(qkv_bias)));
+  o_proj_ = register_module("o_proj", AdaptableLinear(torch::nn::LinearOptions(q_size, config.hidden_size).bias(config.attention_bias)));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,

@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include "model/adaptable_linear.hpp"
 #include "model/model_config.hpp"
 
 namespace n3rlhf {
@@ -69,8 +70,9 @@ class AttentionImpl : public torch::nn::Module {
   int64_t head_dim_;
   double scale_;
   bool fused_qkv_;  // GPT-2's c_attn
-  torch::nn::Linear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
-  torch::nn::Linear c_attn_{nullptr}, c_proj_{nullptr};
+  // AdaptableLinear: the projections adapters may target (see adaptable_linear.hpp).
+  AdaptableLinear q_proj_{nullptr}, k_proj_{nullptr}, v_proj_{nullptr}, o_proj_{nullptr};
+  AdaptableLinear c_attn_{nullptr}, c_proj_{nullptr};
 };
 TORCH_MODULE(Attention);
 

@@ -160,7 +160,8 @@ const std::vector<ParitySuite>& parity_suites() {
   return suites;
 }
 
-ParityReport run_parity_checks(const std::string& fixtures_directory, const std::function<void(const ParityCheck&)>& emit) {
+ParityReport run_parity_checks(const std::string& fixtures_directory, const std::function<void(const ParityCheck&)>& emit,
+                               const std::vector<ParitySuite>& more_suites) {
   if (!fs::is_directory(fixtures_directory)) {
     throw ModelError(ErrorCode::kModelNotFound, "parity: no such fixtures directory", {{"path", fixtures_directory}});
   }
@@ -169,7 +170,9 @@ ParityReport run_parity_checks(const std::string& fixtures_directory, const std:
     report.checks.push_back(check);
     if (emit) emit(check);
   };
-  for (const ParitySuite& suite : parity_suites()) {
+  std::vector<ParitySuite> suites = parity_suites();
+  suites.insert(suites.end(), more_suites.begin(), more_suites.end());
+  for (const ParitySuite& suite : suites) {
     try {
       suite.run(fixtures_directory, record);
     } catch (const std::exception& error) {
@@ -178,6 +181,12 @@ ParityReport run_parity_checks(const std::string& fixtures_directory, const std:
   }
   return report;
 }
+
+ParityCheck tolerance_parity_check(const std::string& name, const torch::Tensor& ours, const torch::Tensor& reference) {
+  return tolerance_check(name, ours, reference);
+}
+
+ParityCheck failed_parity_check(const std::string& name, const std::string& detail) { return failed_check(name, detail); }
 
 std::string format_parity_check(const ParityCheck& check) {
   std::string line = (check.passed ? "ok   " : "FAIL ") + check.name + ": ";

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <torch/torch.h>
+
 namespace n3rlhf {
 
 struct ParityCheck {
@@ -36,8 +38,15 @@ struct ParitySuite {
 // models/<name>: logits and seq_logps (float32, 1e-4), reward scores, greedy generation (exact).
 const std::vector<ParitySuite>& parity_suites();
 
-// Runs every suite; a suite that throws becomes one failed check naming the error.
-ParityReport run_parity_checks(const std::string& fixtures_directory, const std::function<void(const ParityCheck&)>& emit = {});
+// Runs every suite, then `more_suites` (those of libraries above src/model, such as the
+// adapters' from src/adapters); a suite that throws becomes one failed check naming the error.
+ParityReport run_parity_checks(const std::string& fixtures_directory, const std::function<void(const ParityCheck&)>& emit = {},
+                               const std::vector<ParitySuite>& more_suites = {});
+
+// A float32 comparison at the fixtures' tolerance (1e-4 max abs error), and a check that failed
+// before it could compare: the building blocks of a suite.
+ParityCheck tolerance_parity_check(const std::string& name, const torch::Tensor& ours, const torch::Tensor& reference);
+ParityCheck failed_parity_check(const std::string& name, const std::string& detail);
 
 // "ok   model llama_tiny logits: max abs error 3.1e-06 (tolerance 1e-04)"
 std::string format_parity_check(const ParityCheck& check);

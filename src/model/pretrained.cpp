@@ -214,6 +214,7 @@ void save_pretrained(CausalTransformer& model, const std::string& directory, con
   config.dtype = model->dtype() == torch::kBFloat16 ? "bfloat16" : model->dtype() == torch::kFloat16 ? "float16" : "float32";
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   for (const auto& item : model->named_parameters()) {
+    if (options.skip_parameter && options.skip_parameter(item.key())) continue;
     torch::Tensor tensor = item.value().detach();
     if (model->stored_transposed_in_checkpoint(item.key())) tensor = tensor.t();
     tensors.emplace_back(item.key(), tensor.contiguous());

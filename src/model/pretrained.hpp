@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,6 +64,9 @@ struct SaveOptions {
   // Tokenizer files (tokenizer.json, tokenizer_config.json, generation_config.json, ...) are copied
   // from here when it is not empty.
   std::string tokenizer_directory;
+  // Parameters for which this returns true are not written: adapter tensors registered on the
+  // layers they adapt (src/adapters), when the merged base is saved. Empty: all are written.
+  std::function<bool(const std::string& parameter_name)> skip_parameter;
 };
 
 // Writes config.json (architecture named after the head), the weights under their Hugging Face

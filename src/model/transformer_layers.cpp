@@ -29,15 +29,14 @@ torch::Tensor apply_activation(Activation activation, const torch::Tensor& x) {
 }
 
 MlpImpl::MlpImpl(const ModelConfig& config) : activation_(config.activation), gated_(config.family != ModelFamily::kGpt2) {
-  using torch::nn::Linear;
   using torch::nn::LinearOptions;
   if (gated_) {
-    gate_proj_ = register_module("gate_proj", Linear(LinearOptions(config.hidden_size, config.intermediate_size).bias(config.mlp_bias)));
-    up_proj_ = register_module("up_proj", Linear(LinearOptions(config.hidden_size, config.intermediate_size).bias(config.mlp_bias)));
-    down_proj_ = register_module("down_proj", Linear(LinearOptions(config.intermediate_size, config.hidden_size).bias(config.mlp_bias)));
+    gate_proj_ = register_module("gate_proj", AdaptableLinear(LinearOptions(config.hidden_size, config.intermediate_size).bias(config.mlp_bias)));
+    up_proj_ = register_module("up_proj", AdaptableLinear(LinearOptions(config.hidden_size, config.intermediate_size).bias(config.mlp_bias)));
+    down_proj_ = register_module("down_proj", AdaptableLinear(LinearOptions(config.intermediate_size, config.hidden_size).bias(config.mlp_bias)));
   } else {
-    c_fc_ = register_module("c_fc", Linear(LinearOptions(config.hidden_size, config.intermediate_size)));
-    c_proj_ = register_module("c_proj", Linear(LinearOptions(config.intermediate_size, config.hidden_size)));
+    c_fc_ = register_module("c_fc", AdaptableLinear(LinearOptions(config.hidden_size, config.intermediate_size)));
+    c_proj_ = register_module("c_proj", AdaptableLinear(LinearOptions(config.intermediate_size, config.hidden_size)));
   }
 }
 

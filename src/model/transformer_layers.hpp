@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include "model/adaptable_linear.hpp"
 #include "model/attention.hpp"
 #include "model/model_config.hpp"
 
@@ -34,8 +35,9 @@ class MlpImpl : public torch::nn::Module {
  private:
   Activation activation_;
   bool gated_;
-  torch::nn::Linear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
-  torch::nn::Linear c_fc_{nullptr}, c_proj_{nullptr};
+  // AdaptableLinear: the projections adapters may target (see adaptable_linear.hpp).
+  AdaptableLinear gate_proj_{nullptr}, up_proj_{nullptr}, down_proj_{nullptr};
+  AdaptableLinear c_fc_{nullptr}, c_proj_{nullptr};
 };
 TORCH_MODULE(Mlp);
 
