@@ -8,7 +8,6 @@
 #include <cstdlib>
 #include <string>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 #include <torch/cuda.h>
 
@@ -17,39 +16,14 @@
 #include "algos/optimizer.hpp"
 #include "algos/preference_losses.hpp"
 #include "model/log_probs.hpp"
-#include "model/model_config.hpp"
 #include "model/transformer.hpp"
+#include "benchmark_models.hpp"
 
 #ifdef N3RLHF_BENCHMARK_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
 namespace {
-
-struct Shape {
-  int64_t hidden, layers, heads, kv_heads, intermediate, vocab;
-};
-
-Shape shape_named(const std::string& name) {
-  if (name == "tinyllama-1.1b") return {2048, 22, 32, 4, 5632, 32000};
-  if (name == "llama-100m") return {768, 12, 12, 4, 2048, 32000};
-  if (name == "tiny") return {128, 4, 4, 2, 352, 2048};
-  std::fprintf(stderr, "unknown shape %s (tinyllama-1.1b, llama-100m, tiny)\n", name.c_str());
-  std::exit(2);
-}
-
-n3rlhf::CausalTransformer build(const Shape& s, torch::Device device, torch::ScalarType dtype) {
-  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"vocab_size", s.vocab},
-                           {"hidden_size", s.hidden}, {"intermediate_size", s.intermediate},
-                           {"num_hidden_layers", s.layers}, {"num_attention_heads", s.heads},
-                           {"num_key_value_heads", s.kv_heads}, {"max_position_embeddings", 4096},
-                           {"rms_norm_eps", 1e-5}, {"hidden_act", "silu"}, {"tie_word_embeddings", false},
-                           {"rope_theta", 10000.0}};
-  n3rlhf::CausalTransformer model(n3rlhf::parse_model_config(config));
-  model->initialise_weights();
-  model->to(device, dtype);
-  return model;
-}
 
 torch::Tensor sequence_logps(n3rlhf::CausalTransformer& model, const torch::Tensor& ids, const torch::Tensor& mask) {
   torch::Tensor hidden = model->hidden_states(ids);
@@ -68,9 +42,9 @@ int main(int argc, char** argv) {
   const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   const torch::ScalarType dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
   torch::manual_seed(0);
-  const Shape shape = shape_named(shape_name);
-  n3rlhf::CausalTransformer policy = build(shape, device, dtype);
-  n3rlhf::CausalTransformer reference = build(shape, device, dtype);
+  const auto shape = n3rlhf::benchmarks::llama_shape_named(shape_name);
+  n3rlhf::CausalTransformer policy = n3rlhf::benchmarks::build_llama(shape, device, dtype);
+  n3rlhf::CausalTransformer reference = n3rlhf::benchmarks::build_llama(shape, device, dtype);
   for (auto& p : reference->parameters()) p.set_requires_grad(false);
   // fp32 master weights for the optimizer on bf16 models, as the sharding engine keeps them; on
   // the CPU the float32 parameters are their own masters.

@@ -1,26 +1,22 @@
 # dpo_step_peer.py: the peer of dpo_step_benchmark: the same DPO training step in PyTorch eager
 # transformers (fp32 master weights under bf16 autocast on CUDA, as a TRL DPOTrainer step runs;
 # float32 on the CPU), with random weights and tokens. Prints one JSON line.
-import json, sys, time
+import json, os, sys, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from benchmark_models import SHAPES, build_llama
 
-SHAPES = {"tinyllama-1.1b": (2048, 22, 32, 4, 5632, 32000), "llama-100m": (768, 12, 12, 4, 2048, 32000),
-          "tiny": (128, 4, 4, 2, 352, 2048)}
 name = sys.argv[1] if len(sys.argv) > 1 else "tiny"
 pairs = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 tokens = int(sys.argv[3]) if len(sys.argv) > 3 else 512
 steps = int(sys.argv[4]) if len(sys.argv) > 4 else 5
 compile_model = len(sys.argv) > 5 and sys.argv[5] == "compile"
-hidden, layers, heads, kv, inter, vocab = SHAPES[name]
+vocab = SHAPES[name][5]
 cuda = torch.cuda.is_available()
 device = "cuda" if cuda else "cpu"
 torch.manual_seed(0)
-config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                     num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
-                     rms_norm_eps=1e-5, tie_word_embeddings=False, attn_implementation="sdpa")
-policy = LlamaForCausalLM(config).to(device)
-reference = LlamaForCausalLM(config).to(device).eval()
+policy = build_llama(name, device)
+reference = build_llama(name, device).eval()
 reference.requires_grad_(False)
 if compile_model:
     policy = torch.compile(policy)

@@ -85,6 +85,7 @@ struct Hyperparameters {
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
   double max_grad_norm = 1.0;      // 0 disables clipping
+  int64_t max_skipped_steps = 0;   // steps with a non-finite loss/gradient skipped before RLHF010
   int64_t seed = 42;
   int64_t max_length = 1024;
   int64_t max_prompt_length = 512;

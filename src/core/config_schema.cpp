@@ -263,6 +263,9 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(float_field("hyperparameters.adam_epsilon", N3RLHF_FIELD(hyperparameters.adam_epsilon), "AdamW epsilon.", {0.0, 1.0, true, false}));
   f.push_back(float_field("hyperparameters.max_grad_norm", N3RLHF_FIELD(hyperparameters.max_grad_norm),
       "Global gradient-norm clipping threshold; 0 disables clipping.", at_least(0)));
+  f.push_back(integer_field("hyperparameters.max_skipped_steps", N3RLHF_FIELD(hyperparameters.max_skipped_steps),
+      "Steps whose loss or gradient is NaN/inf that are skipped (no update, counted in the metric "
+      "skipped_steps) before the run stops with RLHF010; 0 stops at the first.", at_least(0)));
   f.push_back(integer_field("hyperparameters.seed", N3RLHF_FIELD(hyperparameters.seed), "Seed for initialisation, shuffling and sampling.",
       at_least(0), "RLHF_SEED"));
   f.push_back(integer_field("hyperparameters.max_length", N3RLHF_FIELD(hyperparameters.max_length),

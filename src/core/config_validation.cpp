@@ -98,6 +98,13 @@ class Rules {
       error(ErrorCode::kIncompatibleOptions, {"dpo.precompute_ref_log_probs", "dpo.reference_free"},
             "precompute_ref_log_probs has nothing to compute when reference_free is true");
     }
+    if (dpo.precompute_ref_log_probs && algorithm != Algorithm::kDpo && algorithm != Algorithm::kIpo) {
+      // KTO's KL term pairs each prompt with another row's completion of the same batch, so its
+      // reference values depend on the batch and cannot be stored per example.
+      error(ErrorCode::kIncompatibleOptions, {"dpo.precompute_ref_log_probs"},
+            "precompute_ref_log_probs applies to dpo and ipo, not \"" + enum_name(algorithm) + "\"",
+            algorithm == Algorithm::kKto ? "KTO runs its reference model in every step" : "remove it: this algorithm uses no reference");
+    }
     if (config_.hyperparameters.beta) {
       const char* section_beta = algorithm == Algorithm::kKto ? "kto.beta" : algorithm == Algorithm::kOrpo ? "orpo.beta" : "dpo.beta";
       if (set(section_beta)) {

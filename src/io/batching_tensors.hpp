@@ -15,6 +15,9 @@ struct BatchTensors {
   torch::Tensor position_ids;    // int64 [rows, columns], restarting per packed sequence
   torch::Tensor segment_ids;     // int32 [rows, columns], 1.. per packed sequence, 0 on padding
   torch::Tensor row_kinds;       // int8 [rows], the SequenceKind of each row (KTO's labels)
+  // float32 [rows]: the frozen reference's summed response log-probs when they were precomputed
+  // (dpo.precompute_ref_log_probs); undefined when the reference model runs in the step.
+  torch::Tensor reference_logps;
 };
 
 BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device = torch::kCPU);

@@ -5,7 +5,11 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <cstdlib>
 #include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
 
 #include "algos/lr_schedule.hpp"
 #include "comm/communicator_factory.hpp"
@@ -21,6 +25,7 @@
 #include "io/progress.hpp"
 #include "model/pretrained.hpp"
 #include "model/safetensors.hpp"
+#include "runtime/reference_log_probs.hpp"
 #include "runtime/training_objective.hpp"
 #include "shard/data_parallel_engine.hpp"
 
@@ -81,6 +86,20 @@ torch::ScalarType compute_dtype(const RLHFConfig& config, const torch::Device& d
   return torch::kFloat32;
 }
 
+std::string reference_directory(const RLHFConfig& config) {
+  return config.reference_model.empty() ? config.base_model : config.reference_model;
+}
+
+PretrainedModel load_reference(const RLHFConfig& config, const torch::Device& device) {
+  LoadOptions options;
+  options.device = device;
+  options.dtype = compute_dtype(config, device);
+  PretrainedModel reference = load_pretrained(reference_directory(config), options);
+  for (auto& parameter : reference.model->parameters()) parameter.set_requires_grad(false);
+  reference.model->eval();
+  return reference;
+}
+
 Models load_models(const RLHFConfig& config, const TrainingObjective& objective, const torch::Device& device) {
   LoadOptions options;
   options.device = device;
@@ -91,12 +110,8 @@ Models load_models(const RLHFConfig& config, const TrainingObjective& objective,
   }
   Models models;
   models.policy = load_pretrained(config.base_model, options);
-  if (objective.needs_reference()) {
-    LoadOptions reference_options = options;
-    models.reference = load_pretrained(config.reference_model.empty() ? config.base_model : config.reference_model, reference_options);
-    for (auto& parameter : models.reference.model->parameters()) parameter.set_requires_grad(false);
-    models.reference.model->eval();
-  }
+  // With precomputed reference log-probs the reference is loaded only if a cache must be made.
+  if (objective.needs_reference() && !config.dpo.precompute_ref_log_probs) models.reference = load_reference(config, device);
   return models;
 }
 
@@ -121,12 +136,28 @@ std::string prepared_directory(const RLHFConfig& config, const std::string& sour
   return fs::is_directory(source) ? source : directory;
 }
 
+// Fault injection for tests and drills: N3RLHF_INJECT_NONFINITE_STEPS="4,5" makes the loss of
+// those (1-based) steps NaN on every rank, as a real divergence would, to exercise
+// max_skipped_steps and RLHF010 without hunting for data that diverges.
+std::set<int64_t> injected_nonfinite_steps() {
+  std::set<int64_t> steps;
+  const char* value = std::getenv("N3RLHF_INJECT_NONFINITE_STEPS");
+  if (value == nullptr) return steps;
+  std::stringstream list(value);
+  for (std::string item; std::getline(list, item, ',');) {
+    if (!item.empty()) steps.insert(std::stoll(item));
+  }
+  return steps;
+}
+
 struct TrainerState {
-  int64_t step = 0;  // optimizer steps done
+  int64_t step = 0;           // optimizer steps done (skipped ones included: their data was used)
+  int64_t skipped_steps = 0;  // steps discarded for a non-finite loss or gradient
 };
 
-void save_checkpoint(const CheckpointDirectory& checkpoints, int64_t step, DataParallelEngine& engine,
+void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState& trainer, DataParallelEngine& engine,
                      Communicator& communicator, const RLHFConfig& config) {
+  const int64_t step = trainer.step;
   // Rank 0 opens the pending directory; every rank writes its shard into it (a shared file
   // system, as for any multi-node checkpoint); rank 0 commits after all have written.
   std::optional<PendingCheckpoint> pending;
@@ -139,6 +170,7 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, int64_t step, DataP
   communicator.barrier()->wait();
   if (pending) {
     nlohmann::json state = {{"step", step},
+                            {"skipped_steps", trainer.skipped_steps},
                             {"world_size", communicator.size()},
                             {"layout", engine.layout_json()},
                             {"job", config_to_json(config)}};
@@ -150,7 +182,7 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, int64_t step, DataP
   communicator.barrier()->wait();
 }
 
-int64_t load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine) {
+TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine) {
   std::ifstream in(info.directory + "/trainer_state.json");
   const nlohmann::json state = nlohmann::json::parse(in);
   const int saved_world = state.at("world_size").get<int>();
@@ -163,18 +195,23 @@ int64_t load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine) 
     }
     return file->load(name);
   });
-  return state.at("step").get<int64_t>();
+  TrainerState trainer;
+  trainer.step = state.at("step").get<int64_t>();
+  trainer.skipped_steps = state.value("skipped_steps", int64_t{0});
+  return trainer;
 }
 
 std::map<std::string, double> evaluate(TrainingObjective& objective, CausalTransformer& policy, CausalTransformer* reference,
-                                       RankBatchLoader& loader, Communicator& communicator, const torch::Device& device) {
+                                       const ReferenceCache* reference_cache, RankBatchLoader& loader,
+                                       Communicator& communicator, const torch::Device& device) {
   torch::NoGradGuard no_grad;
   policy->eval();
   MetricAccumulator accumulator(objective.metric_names());
   for (int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
     for (const CollatedBatch& micro : loader.load_step(0, step)) {
       if (micro.rows == 0) continue;
-      const BatchTensors batch = to_tensors(micro, device);
+      BatchTensors batch = to_tensors(micro, device);
+      if (reference_cache) attach_reference_logps(batch, micro, *reference_cache);
       accumulator.add(objective.compute(policy, reference, batch), objective.weight_units(batch));
     }
   }
@@ -266,6 +303,30 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   const LrSchedule schedule = LrSchedule::from_config(h, total_steps);
   CausalTransformer* reference = models.reference.model ? &models.reference.model : nullptr;
 
+  // Precomputed reference log-probs: made once per prepared data set (or found from an earlier
+  // run), after which no reference model is held.
+  std::shared_ptr<const ReferenceCache> train_reference_cache, eval_reference_cache;
+  if (objective->needs_reference() && config.dpo.precompute_ref_log_probs) {
+    const ReferenceCacheIdentity identity = reference_cache_identity(reference_directory(config), compute_dtype(config, device), device);
+    PretrainedModel loaded_reference;
+    const auto load = [&]() -> CausalTransformer& {
+      if (!loaded_reference.model) {
+        loaded_reference = load_reference(config, device);
+        if (rank == 0) spdlog::info("computing reference log-probs once with {}", reference_directory(config));
+      }
+      return loaded_reference.model;
+    };
+    const int64_t rows = batching.micro_batch_size > 0 ? batching.micro_batch_size : per_rank;
+    train_reference_cache = ensure_reference_cache(train_data, train_directory, load, identity, collate, rows, *communicator, device);
+    eval_reference_cache = eval_data ? ensure_reference_cache(*eval_data, eval_data->directory(), load, identity, collate, rows,
+                                                              *communicator, device)
+                                     : train_reference_cache;
+    if (rank == 0) {
+      spdlog::info("reference log-probs {} from {}", loaded_reference.model ? "precomputed and stored" : "read",
+                   reference_cache_directory(train_directory));
+    }
+  }
+
   // Output, checkpoints, resume.
   const std::string output = config.output.dir;
   const CheckpointDirectory checkpoints(output + "/checkpoints", config.output.keep_last_checkpoints);
@@ -273,7 +334,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   std::optional<int64_t> last_checkpoint;
   if (options.resume) {
     if (const std::optional<CheckpointInfo> latest = checkpoints.latest_valid()) {
-      state.step = load_checkpoint(*latest, engine);
+      state = load_checkpoint(*latest, engine);
       last_checkpoint = state.step;
       spdlog::info("resumed from {} at step {}", latest->directory, state.step);
     } else {
@@ -298,6 +359,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
 
   TrainSummary summary;
   const std::string accuracy_name = objective->accuracy_metric();
+  const std::set<int64_t> nonfinite_steps = injected_nonfinite_steps();
   while (state.step < total_steps) {
     const auto started = std::chrono::steady_clock::now();
     const int64_t epoch = state.step / steps_per_epoch;
@@ -307,6 +369,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     std::vector<double> units;  // each micro batch's share of the step, computed once
     for (const CollatedBatch& micro : micro_batches) {
       batches.push_back(to_tensors(micro, device));
+      if (train_reference_cache) attach_reference_logps(batches.back(), micro, *train_reference_cache);
       units.push_back(objective->weight_units(batches.back()));
       total_units += units.back();
     }
@@ -315,19 +378,36 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     for (size_t i = 0; i < batches.size(); ++i) {
       engine.begin_backward(i + 1 == batches.size());
       LossOutput output = objective->compute(policy, reference, batches[i]);
+      if (nonfinite_steps.count(state.step + 1)) output.loss = output.loss * std::numeric_limits<float>::quiet_NaN();
       (output.loss * (units[i] / total_units)).backward();
       engine.finish_backward();
       accumulator.add(output, units[i]);
       tokens += micro_batches[i].real_tokens;
     }
-    const EngineStepResult result = engine.step(schedule.learning_rate(state.step), h.max_grad_norm);
+    // The metrics first: a non-finite loss (seen by every rank after the reduction) discards
+    // the step even when the gradients happen to be finite.
     std::map<std::string, double> values = accumulator.reduce(*communicator);
-    if (!result.finite || !std::isfinite(values["loss"])) {
-      throw TrainingError(ErrorCode::kTrainingDivergence,
-                          "the loss or the gradient is not finite at step " + std::to_string(state.step + 1),
-                          {{"step", std::to_string(state.step + 1)},
-                           {"grad_norm", std::to_string(result.grad_norm)},
-                           {"last_good_checkpoint", last_checkpoint ? checkpoints.root() + "/checkpoint-" + std::to_string(*last_checkpoint) : "none"}});
+    const bool loss_finite = std::isfinite(values["loss"]);
+    const EngineStepResult result = engine.step(schedule.learning_rate(state.step), h.max_grad_norm, !loss_finite);
+    if (!result.applied) {
+      const std::string last_good =
+          last_checkpoint ? checkpoints.root() + "/checkpoint-" + std::to_string(*last_checkpoint) : "none";
+      if (state.skipped_steps >= h.max_skipped_steps) {
+        throw TrainingError(ErrorCode::kTrainingDivergence,
+                            "the loss or the gradient is not finite at step " + std::to_string(state.step + 1) +
+                                (h.max_skipped_steps > 0 ? " and " + std::to_string(state.skipped_steps) +
+                                                               " step(s) were skipped already (max_skipped_steps)"
+                                                         : ""),
+                            {{"step", std::to_string(state.step + 1)},
+                             {"loss", std::to_string(values["loss"])},
+                             {"grad_norm", std::to_string(result.grad_norm)},
+                             {"last_good_checkpoint", last_good}});
+      }
+      ++state.skipped_steps;
+      if (rank == 0) {
+        spdlog::warn("step {} skipped: loss {} grad norm {} ({} of max_skipped_steps {})", state.step + 1, values["loss"],
+                     result.grad_norm, state.skipped_steps, h.max_skipped_steps);
+      }
     }
     ++state.step;
     ++summary.steps_run;
@@ -341,6 +421,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
       values["grad_norm"] = result.grad_norm;
       values["tokens_per_second"] = step_tokens.item<double>() / std::max(seconds, 1e-9);
       values["epoch"] = static_cast<double>(state.step) / static_cast<double>(steps_per_epoch);
+      if (h.max_skipped_steps > 0) values["skipped_steps"] = static_cast<double>(state.skipped_steps);
       if (state.step % config.logging.log_interval == 0 || state.step == total_steps) metrics->log_scalars(state.step, values);
       std::optional<double> accuracy;
       if (!accuracy_name.empty() && values.count(accuracy_name)) accuracy = values[accuracy_name];
@@ -348,7 +429,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     }
     const bool last = state.step == total_steps;
     if (eval_loader && (state.step % config.logging.eval_interval == 0 || last)) {
-      summary.last_eval = evaluate(*objective, policy, reference, *eval_loader, *communicator, device);
+      summary.last_eval = evaluate(*objective, policy, reference, eval_reference_cache.get(), *eval_loader, *communicator, device);
       if (rank == 0) {
         metrics->log_scalars(state.step, summary.last_eval);
         std::string line;
@@ -357,11 +438,12 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
       }
     }
     if ((config.logging.save_interval > 0 && state.step % config.logging.save_interval == 0) || last) {
-      save_checkpoint(checkpoints, state.step, engine, *communicator, config);
+      save_checkpoint(checkpoints, state, engine, *communicator, config);
       last_checkpoint = state.step;
     }
   }
   summary.final_step = state.step;
+  summary.skipped_steps = state.skipped_steps;
   if (rank == 0 && progress) progress->finish();
 
   // The final model, in Hugging Face format, in output.dir itself.

@@ -21,6 +21,7 @@ struct TrainSummary {
   int64_t steps_run = 0;      // in this process (fewer than max_steps when resumed)
   int64_t final_step = 0;
   double final_loss = 0.0;
+  int64_t skipped_steps = 0;  // non-finite steps discarded (hyperparameters.max_skipped_steps)
   std::map<std::string, double> last_eval;  // eval/ metrics of the last evaluation
   std::string model_directory;
 };

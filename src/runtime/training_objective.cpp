@@ -53,7 +53,9 @@ class PreferenceObjective : public TrainingObjective {
     torch::Tensor lengths;
     const torch::Tensor policy_logps = sequence_log_probs(policy, batch, &lengths);
     torch::Tensor reference_logps;
-    if (needs_reference()) {
+    if (needs_reference() && batch.reference_logps.defined()) {
+      reference_logps = batch.reference_logps;  // precomputed (dpo.precompute_ref_log_probs)
+    } else if (needs_reference()) {
       torch::NoGradGuard no_grad;
       reference_logps = sequence_log_probs(*reference, batch);
     }

@@ -275,7 +275,7 @@ void DataParallelEngine::finish_backward() {
   for (auto& unit : units_) complete_reduction(*unit);
 }
 
-EngineStepResult DataParallelEngine::step(double learning_rate, double max_grad_norm) {
+EngineStepResult DataParallelEngine::step(double learning_rate, double max_grad_norm, bool discard) {
   torch::NoGradGuard no_grad;
   EngineStepResult result;
   std::vector<torch::Tensor> grads;
@@ -292,13 +292,14 @@ EngineStepResult DataParallelEngine::step(double learning_rate, double max_grad_
   }
   result.grad_norm = norm.item<double>();
   result.finite = std::isfinite(result.grad_norm);
-  if (result.finite && optimizer_) {
+  result.applied = result.finite && !discard;
+  if (result.applied && optimizer_) {
     optimizer_->set_learning_rate(learning_rate);
     optimizer_->step(optimizer_grads_);
   }
   for (auto& unit : units_) {
     unit->grad.zero_();
-    if (!result.finite) continue;
+    if (!result.applied) continue;
     torch::Tensor owned = unit->sharded_parameters ? unit->shard : unit->flat.narrow(0, unit->owned_offset, unit->owned_numel);
     if (!unit->master_is_view) owned.copy_(unit->master);
     if (!unit->sharded_parameters && options_.strategy != ShardingStrategy::kDdp && communicator_->size() > 1) {

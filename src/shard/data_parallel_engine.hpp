@@ -40,7 +40,8 @@ struct ShardingOptions {
 
 struct EngineStepResult {
   double grad_norm = 0.0;  // global L2 norm before clipping
-  bool finite = true;      // false: the step was not applied (NaN/inf gradients)
+  bool finite = true;      // false: NaN/inf gradients
+  bool applied = true;     // false: the parameters did not change (non-finite, or discarded)
 };
 
 // Bytes held by this rank, by kind (measured from the tensors, not estimated).
@@ -68,8 +69,10 @@ class DataParallelEngine : public LayerExecutor {
   // and waits for the reductions in flight.
   void finish_backward();
   // Clips by the global norm (max_grad_norm > 0), steps AdamW on what this rank owns, and
-  // gathers the updated parameters; then clears the gradients.
-  EngineStepResult step(double learning_rate, double max_grad_norm);
+  // gathers the updated parameters; then clears the gradients. Non-finite gradients, or
+  // `discard` (the caller saw a non-finite loss; every rank must pass the same value), leave
+  // parameters and optimizer state unchanged.
+  EngineStepResult step(double learning_rate, double max_grad_norm, bool discard = false);
 
   torch::Tensor run_layer(int index, const std::function<torch::Tensor(const torch::Tensor&)>& layer,
                           const torch::Tensor& hidden) override;

@@ -206,6 +206,80 @@ TEST(Trainer, KilledRunResumesBitwiseIdentical) {
   EXPECT_EQ(read_file(dir.path() + "/out/model.safetensors"), read_file(reference_dir.path() + "/out/model.safetensors"));
 }
 
+// N3RLHF_INJECT_NONFINITE_STEPS makes the listed steps' loss NaN. By default the first one stops
+// the run with RLHF010 naming the last good checkpoint; max_skipped_steps lets that many pass
+// without an update, and one more stops it.
+TEST(Trainer, NonFiniteStepsStopTheRunOrAreSkipped) {
+  TempDir dir;
+  const std::string data = dir.path() + "/pairs.jsonl";
+  write_preference_data(data, 24);
+  const std::string job = job_file(dir, "dpo", data, "");
+  const CommandResult stopped = run_command("N3RLHF_INJECT_NONFINITE_STEPS=5 " + binary("n3rlhf-dist") + " " + job);
+  EXPECT_NE(stopped.exit_status, 0);
+  EXPECT_NE(stopped.err.find("RLHF010"), std::string::npos) << stopped.err;
+  EXPECT_NE(stopped.err.find("not finite at step 5"), std::string::npos) << stopped.err;
+  EXPECT_NE(stopped.err.find("checkpoint-3"), std::string::npos) << stopped.err;
+
+  TempDir skip_dir;
+  write_preference_data(skip_dir.path() + "/pairs.jsonl", 24);
+  const std::string skip_job = job_file(skip_dir, "dpo", skip_dir.path() + "/pairs.jsonl", "");
+  const CommandResult skipped = run_command("N3RLHF_INJECT_NONFINITE_STEPS=4,5 " + binary("n3rlhf-dist") + " " + skip_job +
+                                            " --set hyperparameters.max_skipped_steps=2");
+  ASSERT_EQ(skipped.exit_status, 0) << skipped.err;
+  EXPECT_NE(skipped.err.find("step 5 skipped"), std::string::npos) << skipped.err;
+  double last_skipped = -1.0;
+  for (const nlohmann::json& record : metric_records(skip_dir.path() + "/out/logs/metrics.jsonl")) {
+    if (record.contains("skipped_steps")) last_skipped = record["skipped_steps"].get<double>();
+  }
+  EXPECT_EQ(last_skipped, 2.0);
+  // Skipped steps leave the weights alone: steps 4 and 5 of this run changed nothing, so its
+  // model differs from the uninterrupted run's (which did update there).
+  TempDir plain_dir;
+  write_preference_data(plain_dir.path() + "/pairs.jsonl", 24);
+  ASSERT_EQ(run_command(binary("n3rlhf-dist") + " " + job_file(plain_dir, "dpo", plain_dir.path() + "/pairs.jsonl", "")).exit_status, 0);
+  EXPECT_NE(read_file(skip_dir.path() + "/out/model.safetensors"), read_file(plain_dir.path() + "/out/model.safetensors"));
+
+  // A third bad step is one too many; the count survives the checkpoint at step 6 and --resume.
+  const CommandResult too_many = run_command("N3RLHF_INJECT_NONFINITE_STEPS=7 " + binary("n3rlhf-dist") + " " + skip_job +
+                                             " --set hyperparameters.max_skipped_steps=2 --set hyperparameters.max_steps=9 --resume");
+  EXPECT_NE(too_many.exit_status, 0);
+  EXPECT_NE(too_many.err.find("RLHF010"), std::string::npos) << too_many.err;
+  EXPECT_NE(too_many.err.find("2 step(s) were skipped already"), std::string::npos) << too_many.err;
+}
+
+// dpo.precompute_ref_log_probs: the reference runs once and its log-probs are stored beside the
+// prepared data; training then matches the run whose reference model runs in every step, and a
+// second run reads the stored values without loading the reference.
+TEST(Trainer, PrecomputedReferenceLogProbsMatchTheLiveReference) {
+  TempDir live_dir;
+  write_preference_data(live_dir.path() + "/pairs.jsonl", 24);
+  ASSERT_EQ(run_command(mpirun(2) + binary("n3rlhf-dist") + " " + job_file(live_dir, "dpo", live_dir.path() + "/pairs.jsonl", "")).exit_status, 0);
+
+  TempDir dir;
+  write_preference_data(dir.path() + "/pairs.jsonl", 24);
+  const std::string job = job_file(dir, "dpo", dir.path() + "/pairs.jsonl", "  dpo: { precompute_ref_log_probs: true }");
+  const CommandResult first = run_command(mpirun(2) + binary("n3rlhf-dist") + " " + job);
+  ASSERT_EQ(first.exit_status, 0) << first.err;
+  EXPECT_NE(first.err.find("reference log-probs precomputed and stored"), std::string::npos) << first.err;
+  bool cache_found = false;
+  for (const auto& entry : fs::recursive_directory_iterator(dir.path() + "/prepared")) {
+    cache_found = cache_found || entry.path().filename() == "reference_logps";
+  }
+  EXPECT_TRUE(cache_found);
+  const CommandResult compare = run_command(
+      source_dir() + "/.venv/bin/python -c \"import sys; from safetensors.torch import load_file as l; "
+      "a=l(sys.argv[1]); b=l(sys.argv[2]); print(max((a[k]-b[k]).abs().max().item() for k in a))\" " +
+      live_dir.path() + "/out/model.safetensors " + dir.path() + "/out/model.safetensors");
+  ASSERT_EQ(compare.exit_status, 0) << compare.err;
+  EXPECT_LT(std::stod(compare.out), 1e-5) << compare.out;
+
+  const CommandResult second = run_command(mpirun(2) + binary("n3rlhf-dist") + " " + job + " --set output.dir=" + dir.path() + "/out2");
+  ASSERT_EQ(second.exit_status, 0) << second.err;
+  EXPECT_NE(second.err.find("reference log-probs read from"), std::string::npos) << second.err;
+  EXPECT_EQ(second.err.find("computing reference log-probs"), std::string::npos) << second.err;
+  EXPECT_EQ(read_file(dir.path() + "/out2/model.safetensors"), read_file(dir.path() + "/out/model.safetensors"));
+}
+
 TEST(Trainer, TransformersLoadsTheTrainedModel) {
   TempDir dir;
   const std::string data = dir.path() + "/pairs.jsonl";
