@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapters.hpp"
+#include "adapters/quantized_base.hpp"
 #include "core/error.hpp"
 #include "model/pretrained.hpp"
 #include "model/safetensors.hpp"
@@ -18,13 +19,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string base_model_of(const fs::path& fixtures, const fs::path& adapter_directory) {
+nlohmann::json fixture_of(const fs::path& adapter_directory) {
   const fs::path fixture_file = adapter_directory / "fixture.json";
-  if (fs::exists(fixture_file)) {
-    std::ifstream in(fixture_file);
-    const nlohmann::json fixture = nlohmann::json::parse(in);
-    if (fixture.contains("base")) return fixture.at("base").get<std::string>();
-  }
+  if (!fs::exists(fixture_file)) return nlohmann::json::object();
+  std::ifstream in(fixture_file);
+  return nlohmann::json::parse(in);
+}
+
+std::string base_model_of(const fs::path& fixtures, const fs::path& adapter_directory) {
+  const nlohmann::json fixture = fixture_of(adapter_directory);
+  if (fixture.contains("base")) return fixture.at("base").get<std::string>();
   const std::string name = adapter_directory.filename().string();
   std::string best;
   if (fs::is_directory(fixtures / "models")) {
@@ -56,6 +60,16 @@ void adapter_suite(const std::string& fixtures_directory, const std::function<vo
       base.model->eval();
       AttachOptions options;
       options.trainable = false;
+      // QLoRA references: the adapted layers' base weights quantized as bitsandbytes did.
+      const nlohmann::json fixture = fixture_of(directory);
+      if (fixture.contains("quantization")) {
+        const nlohmann::json& settings = fixture.at("quantization");
+        quant::QuantizationOptions quantization;
+        quantization.bits = settings.value("bits", 4);
+        quantization.block_size = settings.value("block_size", 64);
+        quantization.double_quantization = settings.value("double_quantization", true);
+        options.make_base = quantized_base_factory(quantization);
+      }
       AdapterSet adapters = load_adapter(base.model, directory.string(), options);
       torch::NoGradGuard no_grad;
       const torch::Tensor ids = expected->load("input_ids");

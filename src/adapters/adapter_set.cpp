@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <set>
 
+#include "adapters/quantized_base.hpp"
 #include "core/error.hpp"
 
 namespace n3rlhf {
@@ -144,7 +145,12 @@ bool is_adapter_parameter_name(const std::string& name) {
 }
 
 AdapterSet attach_adapters(CausalTransformer& model, const PeftConfig& peft, const AttachOptions& options) {
-  return attach_adapters(model, adapter_config_from_job(peft, model->config(), options.total_steps), options);
+  AttachOptions resolved = options;
+  // QLoRA: LoRA over targeted layers whose base weights are quantized (NF4 or int8).
+  if (peft.method == PeftMethod::kQlora && !resolved.make_base) {
+    resolved.make_base = quantized_base_factory(quant::QuantizationOptions::from_peft(peft));
+  }
+  return attach_adapters(model, adapter_config_from_job(peft, model->config(), options.total_steps), resolved);
 }
 
 AdapterSet attach_adapters(CausalTransformer& model, const AdapterConfig& input, const AttachOptions& options) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "adapters/adapters.hpp"
+#include "adapters/quantized_base.hpp"
 #include "core/error.hpp"
 #include "model/pretrained.hpp"
 #include "model/safetensors.hpp"
@@ -428,6 +429,44 @@ TEST(AdaLora, ScheduleWithoutReallocationIsRefused) {
   config.tfinal = 5;
   EXPECT_THROW(attach_adapters(model, config, {.total_steps = 10}), ConfigurationError);
   EXPECT_THROW(attach_adapters(model, config, {.total_steps = 0}), ConfigurationError);
+}
+
+// ---------------------------------------------------------------------------------------------
+// QLoRA
+
+TEST(Qlora, TargetedBasesAreQuantizedTrainOnlyLoraAndMergeBackToDense) {
+  CausalTransformer model = load_llama();
+  torch::NoGradGuard outer;
+  const torch::Tensor dense_logits = model->forward(sample_ids());
+  AdapterSet adapters = attach_adapters(model, peft(PeftMethod::kQlora, {"q_proj", "gate_proj"}), {.seed = 4});
+  int64_t quantized_bytes = 0, quantized_weights = 0;
+  for (const auto& layer : adapters.layers()) {
+    EXPECT_EQ(layer->layer().weight.numel(), 0) << layer->module_path();  // the dense copy is released
+    const auto& base = dynamic_cast<QuantizedBaseLinear&>(layer->base());
+    quantized_bytes += base.quantized_weight().storage_bytes();
+    quantized_weights += base.in_features() * base.out_features();
+  }
+  // NF4: half a byte per weight, one 8-bit scale per 64 weights, a float per 256 scales, and per
+  // layer the two code books (16 + 256 floats) and an offset: at most 0.52 byte per weight + 1.2 kB.
+  EXPECT_LT(quantized_bytes, 0.52 * quantized_weights + 1200 * static_cast<int64_t>(adapters.layers().size()));
+  EXPECT_GT(quantized_bytes, 0.5 * quantized_weights);
+  const torch::Tensor quantized_logits = model->forward(sample_ids());
+  const double quantization_error = max_difference(quantized_logits, dense_logits);
+  EXPECT_GT(quantization_error, 0.0);
+  EXPECT_LT(quantization_error, 0.1);
+  {
+    torch::GradMode::set_enabled(true);
+    randomise(adapters, 8);
+    model->forward(sample_ids()).logsumexp(-1).mean().backward();
+    for (const auto& item : model->named_parameters()) {
+      EXPECT_EQ(item.value().grad().defined(), is_adapter_parameter_name(item.key())) << item.key();
+    }
+    torch::GradMode::set_enabled(false);
+  }
+  const torch::Tensor adapted = model->forward(sample_ids());
+  adapters.merge_into_base();
+  EXPECT_EQ(adapters.layers().front()->layer().weight.sizes(), (std::vector<int64_t>{64, 64}));
+  EXPECT_LT(max_difference(model->forward(sample_ids()), adapted), 1e-4);
 }
 
 // ---------------------------------------------------------------------------------------------
