@@ -13,8 +13,9 @@ namespace n3rlhf::benchmarks {
 LlamaShape llama_shape_named(const std::string& name) {
   if (name == "tinyllama-1.1b") return {2048, 22, 32, 4, 5632, 32000};
   if (name == "llama-100m") return {768, 12, 12, 4, 2048, 32000};
+  if (name == "small") return {512, 6, 8, 4, 1376, 2048};
   if (name == "tiny") return {128, 4, 4, 2, 352, 2048};
-  std::fprintf(stderr, "unknown shape %s (tinyllama-1.1b, llama-100m, tiny)\n", name.c_str());
+  std::fprintf(stderr, "unknown shape %s (tinyllama-1.1b, llama-100m, small, tiny)\n", name.c_str());
   std::exit(2);
 }
 

@@ -17,7 +17,8 @@ struct LlamaShape {
 };
 
 // tinyllama-1.1b: TinyLlama-1.1B; llama-100m: a ~125M Llama with a 32000 vocabulary (the
-// llama-100m preset of `n3rlhf init-model`); tiny: the tiny-llama preset's shape.
+// llama-100m preset of `n3rlhf init-model`); small and tiny: the small-llama (~20M) and
+// tiny-llama presets' shapes.
 // Unknown names end the program with a usage message (exit status 2).
 LlamaShape llama_shape_named(const std::string& name);
 

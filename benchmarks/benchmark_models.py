@@ -5,7 +5,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 # name: (hidden, layers, heads, kv_heads, intermediate, vocab)
 SHAPES = {"tinyllama-1.1b": (2048, 22, 32, 4, 5632, 32000), "llama-100m": (768, 12, 12, 4, 2048, 32000),
-          "tiny": (128, 4, 4, 2, 352, 2048)}
+          "small": (512, 6, 8, 4, 1376, 2048), "tiny": (128, 4, 4, 2, 352, 2048)}
 
 
 def build_llama(name, device="cpu"):

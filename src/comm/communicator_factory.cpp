@@ -1,6 +1,10 @@
 // communicator_factory.cpp: backend choice and device selection.
 #include "comm/communicator_factory.hpp"
 
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
 #include "comm/local_communicator.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "core/error.hpp"
@@ -28,6 +32,14 @@ torch::Device device_for_local_rank(int local_rank, Device preference) {
   if (preference == Device::kCpu || !has_gpu) return torch::Device(torch::kCPU);
   const int count = static_cast<int>(torch::cuda::device_count());
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % count));
+}
+
+int set_cpu_threads_for_rank(int local_size) {
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    torch::set_num_threads(std::max(1, cores / std::max(1, local_size)));
+  }
+  return torch::get_num_threads();
 }
 
 CommBackend resolve_backend(CommBackend requested, int world_size, bool mpi_initialized, const torch::Device& device) {

@@ -21,6 +21,12 @@ bool nccl_backend_available();
 // GPU is RLHF004.
 torch::Device device_for_local_rank(int local_rank, Device preference);
 
+// Intra-op threads for a rank that shares its node's cores with `local_size` ranks: cores /
+// local_size (at least 1), so that N ranks on a node do not each start a thread per core and
+// fight over them (libtorch's default; OpenMP's spin-waiting makes that several times slower).
+// OMP_NUM_THREADS, when set, wins and nothing is changed. Returns the count in effect.
+int set_cpu_threads_for_rank(int local_size);
+
 // The backend that `requested` means for this world and device; RLHF004 when it cannot work
 // (nccl for a CPU device or in a build without NCCL, local for several ranks, mpi without mpirun).
 CommBackend resolve_backend(CommBackend requested, int world_size, bool mpi_initialized, const torch::Device& device);

@@ -226,6 +226,7 @@ std::map<std::string, double> evaluate(TrainingObjective& objective, CausalTrans
 TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, const TrainOptions& options) {
   const torch::Device device = device_for_local_rank(mpi.local_rank(), config.hyperparameters.device);
   std::shared_ptr<Communicator> communicator = make_world_communicator(mpi, config.distributed, device);
+  if (device.is_cpu()) set_cpu_threads_for_rank(mpi.local_size());
   const int rank = communicator->rank();
   const int world = communicator->size();
   torch::manual_seed(static_cast<uint64_t>(config.hyperparameters.seed));
