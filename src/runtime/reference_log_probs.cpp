@@ -7,7 +7,6 @@
 
 #include "core/error.hpp"
 #include "core/sha256.hpp"
-#include "runtime/training_objective.hpp"
 
 namespace n3rlhf {
 
@@ -38,7 +37,7 @@ ReferenceCacheIdentity reference_cache_identity(const std::string& reference_dir
 }
 
 std::shared_ptr<const ReferenceCache> ensure_reference_cache(const PreparedDataset& dataset, const std::string& prepared_dir,
-                                                             const std::function<CausalTransformer&()>& load_reference,
+                                                             const std::function<const ReferenceModel&()>& load_reference,
                                                              const ReferenceCacheIdentity& identity,
                                                              const CollateOptions& collate, int64_t batch_rows,
                                                              Communicator& communicator, const torch::Device& device) {
@@ -63,13 +62,11 @@ std::shared_ptr<const ReferenceCache> ensure_reference_cache(const PreparedDatas
     RankBatchLoader loader(dataset, every_example, batching, collate, communicator.rank());
     ReferenceCacheWriter writer(prepared_dir, kColumns, dataset.example_count(), communicator.rank(), communicator.size());
     {
-      torch::NoGradGuard no_grad;
-      CausalTransformer& reference = load_reference();
-      reference->eval();
+      const ReferenceModel& reference = load_reference();
       for (int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
         for (const CollatedBatch& micro : loader.load_step(0, step)) {
           if (micro.rows == 0) continue;
-          const torch::Tensor logps = sequence_log_probs(reference, to_tensors(micro, device)).to(torch::kCPU);
+          const torch::Tensor logps = reference.sequence_log_probs(to_tensors(micro, device)).to(torch::kCPU);
           const int64_t pairs = static_cast<int64_t>(micro.example_indices.size());
           for (int64_t i = 0; i < pairs; ++i) {
             const int64_t example = micro.example_indices[static_cast<size_t>(i)];

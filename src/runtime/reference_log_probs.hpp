@@ -19,6 +19,7 @@
 #include "io/prepared_dataset.hpp"
 #include "io/reference_cache.hpp"
 #include "model/transformer.hpp"
+#include "runtime/training_objective.hpp"
 
 namespace n3rlhf {
 
@@ -28,12 +29,12 @@ ReferenceCacheIdentity reference_cache_identity(const std::string& reference_dir
                                                 const torch::Device& device);
 
 // The cache for `dataset` (prepared under `prepared_dir`), computing it first when there is
-// none for this identity: each rank runs the reference model (`load_reference` is called only
-// then, so a run that finds its caches never loads it) over its slice of every example in
+// none for this identity: each rank runs the reference (`load_reference` is called only then,
+// so a run that finds its caches never loads a model) over its slice of every example in
 // batches of `batch_rows` pairs, rank 0 checks and finalizes, every rank then opens it. A
 // collective: every rank calls it. Preference data only (pairs); other data is RLHF002.
 std::shared_ptr<const ReferenceCache> ensure_reference_cache(const PreparedDataset& dataset, const std::string& prepared_dir,
-                                                             const std::function<CausalTransformer&()>& load_reference,
+                                                             const std::function<const ReferenceModel&()>& load_reference,
                                                              const ReferenceCacheIdentity& identity,
                                                              const CollateOptions& collate, int64_t batch_rows,
                                                              Communicator& communicator, const torch::Device& device);

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "adapters/adapters.hpp"
 #include "algos/lr_schedule.hpp"
 #include "comm/communicator_factory.hpp"
 #include "core/config_schema.hpp"
@@ -23,6 +24,7 @@
 #include "io/prepare.hpp"
 #include "io/prepared_dataset.hpp"
 #include "io/progress.hpp"
+#include "model/checkpoint.hpp"
 #include "model/pretrained.hpp"
 #include "model/safetensors.hpp"
 #include "runtime/reference_log_probs.hpp"
@@ -110,8 +112,12 @@ Models load_models(const RLHFConfig& config, const TrainingObjective& objective,
   }
   Models models;
   models.policy = load_pretrained(config.base_model, options);
-  // With precomputed reference log-probs the reference is loaded only if a cache must be made.
-  if (objective.needs_reference() && !config.dpo.precompute_ref_log_probs) models.reference = load_reference(config, device);
+  // With precomputed reference log-probs the reference is loaded only if a cache must be made;
+  // under PEFT the reference is the policy with its adapters off unless the job names another.
+  const bool adapter_reference = config.peft.method != PeftMethod::kNone && config.reference_model.empty();
+  if (objective.needs_reference() && !config.dpo.precompute_ref_log_probs && !adapter_reference) {
+    models.reference = load_reference(config, device);
+  }
   return models;
 }
 
@@ -201,7 +207,7 @@ TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& eng
   return trainer;
 }
 
-std::map<std::string, double> evaluate(TrainingObjective& objective, CausalTransformer& policy, CausalTransformer* reference,
+std::map<std::string, double> evaluate(TrainingObjective& objective, CausalTransformer& policy, const ReferenceModel& reference,
                                        const ReferenceCache* reference_cache, RankBatchLoader& loader,
                                        Communicator& communicator, const torch::Device& device) {
   torch::NoGradGuard no_grad;
@@ -290,6 +296,25 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   for (const std::string& note : models.policy.notes) spdlog::info("{}", note);
   CausalTransformer& policy = models.policy.model;
   policy->train();
+  // Adapters go on before the engine is built: it shards what is trainable then (the adapters),
+  // and leaves the frozen base alone.
+  std::optional<AdapterSet> adapters;
+  if (config.peft.method != PeftMethod::kNone) {
+    AttachOptions attach;
+    attach.seed = static_cast<uint64_t>(h.seed);
+    attach.total_steps = total_steps;
+    adapters.emplace(attach_adapters(policy, config.peft, attach));
+    if (adapters->config().type == AdapterType::kAdaLora && world > 1 && config.distributed.strategy != ShardingStrategy::kDdp) {
+      throw ConfigurationError(ErrorCode::kIncompatibleOptions,
+                               "AdaLoRA's rank allocation reads every adapter gradient on every rank: use distributed.strategy "
+                               "\"ddp\" (adapters are small, so ZeRO saves little on them)",
+                               {{"field", "distributed.strategy"}});
+    }
+    if (rank == 0) {
+      spdlog::info("{} adapters on {} layers: {} trainable parameters", enum_name(config.peft.method), adapters->layers().size(),
+                   adapters->parameter_count());
+    }
+  }
   ShardingOptions sharding;
   sharding.strategy = config.distributed.strategy;
   sharding.alignment = config.distributed.alignment;
@@ -302,30 +327,56 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   DataParallelEngine engine(*policy, communicator, sharding, adamw);
   if (sharding.strategy == ShardingStrategy::kFsdp) policy->set_layer_executor(&engine);
   const LrSchedule schedule = LrSchedule::from_config(h, total_steps);
-  CausalTransformer* reference = models.reference.model ? &models.reference.model : nullptr;
+  const auto set_adapters_enabled = [&adapters](bool enabled) { adapters->set_enabled(enabled); };
+  ReferenceModel reference;
+  if (models.reference.model) {
+    reference = ReferenceModel(models.reference.model);
+  } else if (adapters && config.reference_model.empty()) {
+    reference = ReferenceModel(policy, set_adapters_enabled);
+  }
+  int64_t state_step_for_hooks = 0;
+  if (adapters && adapters->config().type == AdapterType::kAdaLora) {
+    engine.set_after_update_hook([&] {
+      adapters->adalora_update_and_allocate(state_step_for_hooks, [&engine](const std::string& name, const torch::Tensor&) {
+        return engine.full_gradient(name);
+      });
+      return true;  // ranks were masked in place
+    });
+  }
 
   // Precomputed reference log-probs: made once per prepared data set (or found from an earlier
   // run), after which no reference model is held.
   std::shared_ptr<const ReferenceCache> train_reference_cache, eval_reference_cache;
   if (objective->needs_reference() && config.dpo.precompute_ref_log_probs) {
     const ReferenceCacheIdentity identity = reference_cache_identity(reference_directory(config), compute_dtype(config, device), device);
+    ReferenceCacheIdentity cache_identity = identity;
+    if (adapters) cache_identity.settings["base"] = enum_name(config.peft.method) + " base with adapters off";
+    bool computed = false;
     PretrainedModel loaded_reference;
-    const auto load = [&]() -> CausalTransformer& {
-      if (!loaded_reference.model) {
-        loaded_reference = load_reference(config, device);
+    ReferenceModel precompute_reference;
+    const auto load = [&]() -> const ReferenceModel& {
+      if (!computed) {
+        computed = true;
+        if (reference.available()) {
+          precompute_reference = reference;  // the adapter-disabled policy
+        } else {
+          loaded_reference = load_reference(config, device);
+          precompute_reference = ReferenceModel(loaded_reference.model);
+        }
         if (rank == 0) spdlog::info("computing reference log-probs once with {}", reference_directory(config));
       }
-      return loaded_reference.model;
+      return precompute_reference;
     };
     const int64_t rows = batching.micro_batch_size > 0 ? batching.micro_batch_size : per_rank;
-    train_reference_cache = ensure_reference_cache(train_data, train_directory, load, identity, collate, rows, *communicator, device);
-    eval_reference_cache = eval_data ? ensure_reference_cache(*eval_data, eval_data->directory(), load, identity, collate, rows,
+    train_reference_cache = ensure_reference_cache(train_data, train_directory, load, cache_identity, collate, rows, *communicator, device);
+    eval_reference_cache = eval_data ? ensure_reference_cache(*eval_data, eval_data->directory(), load, cache_identity, collate, rows,
                                                               *communicator, device)
                                      : train_reference_cache;
     if (rank == 0) {
-      spdlog::info("reference log-probs {} from {}", loaded_reference.model ? "precomputed and stored" : "read",
+      spdlog::info("reference log-probs {} from {}", computed ? "precomputed and stored" : "read",
                    reference_cache_directory(train_directory));
     }
+    reference = ReferenceModel();  // every step reads the cache
   }
 
   // Output, checkpoints, resume.
@@ -380,7 +431,10 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
       engine.begin_backward(i + 1 == batches.size());
       LossOutput output = objective->compute(policy, reference, batches[i]);
       if (nonfinite_steps.count(state.step + 1)) output.loss = output.loss * std::numeric_limits<float>::quiet_NaN();
-      (output.loss * (units[i] / total_units)).backward();
+      torch::Tensor step_loss = output.loss;
+      // AdaLoRA's orthogonality term, once per step over the micro batches (PEFT adds it to the loss).
+      if (adapters && adapters->config().type == AdapterType::kAdaLora) step_loss = step_loss + adapters->adalora_orthogonal_regularizer();
+      (step_loss * (units[i] / total_units)).backward();
       engine.finish_backward();
       accumulator.add(output, units[i]);
       tokens += micro_batches[i].real_tokens;
@@ -389,6 +443,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     // the step even when the gradients happen to be finite.
     std::map<std::string, double> values = accumulator.reduce(*communicator);
     const bool loss_finite = std::isfinite(values["loss"]);
+    state_step_for_hooks = state.step;  // AdaLoRA's global_step, 0-based as in PEFT's training loop
     const EngineStepResult result = engine.step(schedule.learning_rate(state.step), h.max_grad_norm, !loss_finite);
     if (!result.applied) {
       const std::string last_good =
@@ -447,9 +502,18 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   summary.skipped_steps = state.skipped_steps;
   if (rank == 0 && progress) progress->finish();
 
-  // The final model, in Hugging Face format, in output.dir itself.
+  // The final model, in Hugging Face format, in output.dir itself; under PEFT the adapter in
+  // PEFT's format (adapter_config.json + adapter_model.safetensors) with the tokenizer files,
+  // which `n3rlhf merge` folds into the base.
   const auto parameters = engine.gathered_parameters();
-  if (rank == 0) {
+  if (rank == 0 && adapters) {
+    std::map<std::string, torch::Tensor> gathered(parameters.begin(), parameters.end());
+    save_adapter(*adapters, output, [&gathered](const std::string& name) { return gathered.at(name); });
+    copy_tokenizer_files(fs::is_directory(tokenizer_path(config)) ? tokenizer_path(config) : config.base_model, output);
+    summary.model_directory = output;
+    metrics->close(RunOutcome::kFinished);
+    spdlog::info("adapter saved to {} (n3rlhf merge {} {} MERGED_DIR writes the merged model)", output, config.base_model, output);
+  } else if (rank == 0) {
     SaveOptions save;
     save.max_shard_bytes = static_cast<uint64_t>(config.output.max_shard_size_gb * (1ull << 30));
     save.tokenizer_directory = fs::is_directory(tokenizer_path(config)) ? tokenizer_path(config) : config.base_model;

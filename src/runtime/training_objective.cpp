@@ -8,6 +8,7 @@
 #include "algos/preference_losses.hpp"
 #include "algos/reward_loss.hpp"
 #include "algos/sft_loss.hpp"
+#include "core/error.hpp"
 #include "io/prepare_tokenize.hpp"
 #include "model/log_probs.hpp"
 
@@ -20,6 +21,22 @@ torch::Tensor sequence_log_probs(CausalTransformer& model, const BatchTensors& b
   const torch::Tensor mask = batch.loss_mask.narrow(1, 1, batch.loss_mask.size(1) - 1);
   if (lengths != nullptr) *lengths = mask.sum(1);
   return masked_sequence_sums(token_logps, mask);
+}
+
+torch::Tensor ReferenceModel::sequence_log_probs(const BatchTensors& batch) const {
+  if (!available()) {
+    throw ConfigurationError(ErrorCode::kIncompatibleOptions, "the objective needs reference log-probs but the run has no reference");
+  }
+  torch::NoGradGuard no_grad;
+  CausalTransformer model = model_;  // a handle: the module is shared, not copied
+  if (!set_adapters_enabled_) return n3rlhf::sequence_log_probs(model, batch);
+  // Adapters off for this forward only, back on even when it throws.
+  struct Restore {
+    const std::function<void(bool)>& set;
+    ~Restore() { set(true); }
+  } restore{set_adapters_enabled_};
+  set_adapters_enabled_(false);
+  return n3rlhf::sequence_log_probs(model, batch);
 }
 
 namespace {
@@ -49,15 +66,14 @@ class PreferenceObjective : public TrainingObjective {
     return names;
   }
 
-  LossOutput compute(CausalTransformer& policy, CausalTransformer* reference, const BatchTensors& batch) override {
+  LossOutput compute(CausalTransformer& policy, const ReferenceModel& reference, const BatchTensors& batch) override {
     torch::Tensor lengths;
     const torch::Tensor policy_logps = sequence_log_probs(policy, batch, &lengths);
     torch::Tensor reference_logps;
     if (needs_reference() && batch.reference_logps.defined()) {
       reference_logps = batch.reference_logps;  // precomputed (dpo.precompute_ref_log_probs)
     } else if (needs_reference()) {
-      torch::NoGradGuard no_grad;
-      reference_logps = sequence_log_probs(*reference, batch);
+      reference_logps = reference.sequence_log_probs(batch);
     }
     const PreferenceLogps logps = PreferenceLogps::from_concatenated(policy_logps, reference_logps, lengths);
     switch (algorithm_) {
@@ -86,7 +102,7 @@ class RewardModelObjective : public TrainingObjective {
   }
   std::string accuracy_metric() const override { return "accuracy"; }
 
-  LossOutput compute(CausalTransformer& policy, CausalTransformer*, const BatchTensors& batch) override {
+  LossOutput compute(CausalTransformer& policy, const ReferenceModel&, const BatchTensors& batch) override {
     const torch::Tensor hidden = policy->hidden_states(batch.input_ids, batch.attention_mask);
     const torch::Tensor scores = policy->sequence_scores(hidden, batch.input_ids, batch.attention_mask).reshape(-1);
     const int64_t pairs = scores.size(0) / 2;
@@ -108,7 +124,7 @@ class SftObjective : public TrainingObjective {
   std::vector<std::string> metric_names() const override { return {"num_loss_tokens"}; }
   std::string accuracy_metric() const override { return ""; }
 
-  LossOutput compute(CausalTransformer& policy, CausalTransformer*, const BatchTensors& batch) override {
+  LossOutput compute(CausalTransformer& policy, const ReferenceModel&, const BatchTensors& batch) override {
     const torch::Tensor hidden = policy->hidden_states(batch.input_ids, batch.attention_mask);
     const torch::Tensor token_logps = next_token_log_probs(hidden, policy->output_embedding(), batch.input_ids);
     return sft_loss(token_logps, batch.loss_mask.narrow(1, 1, batch.loss_mask.size(1) - 1));
@@ -132,15 +148,15 @@ class KtoObjective : public TrainingObjective {
   }
   std::string accuracy_metric() const override { return ""; }
 
-  LossOutput compute(CausalTransformer& policy, CausalTransformer* reference, const BatchTensors& batch) override {
+  LossOutput compute(CausalTransformer& policy, const ReferenceModel& reference, const BatchTensors& batch) override {
     const torch::Tensor policy_logps = sequence_log_probs(policy, batch);
     KtoInputs inputs;
     inputs.policy_logps = policy_logps;
     {
       torch::NoGradGuard no_grad;
-      inputs.reference_logps = sequence_log_probs(*reference, batch);
+      inputs.reference_logps = reference.sequence_log_probs(batch);
       const BatchTensors mismatched = mismatched_pairs(batch);
-      torch::Tensor kl = kto_kl_estimate(sequence_log_probs(policy, mismatched), sequence_log_probs(*reference, mismatched));
+      torch::Tensor kl = kto_kl_estimate(sequence_log_probs(policy, mismatched), reference.sequence_log_probs(mismatched));
       kl = kl.to(torch::kFloat32).reshape({1}).contiguous();
       AllReduceOptions average;
       average.op = ReduceOp::kAvg;

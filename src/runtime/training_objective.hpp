@@ -3,6 +3,7 @@
 // The trainer weights, backpropagates, reduces and steps; the objective only computes.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,27 @@
 #include "model/transformer.hpp"
 
 namespace n3rlhf {
+
+// Log-probs of the response tokens of every row, summed per row ([rows] float32), and the
+// number of response tokens per row.
+torch::Tensor sequence_log_probs(CausalTransformer& model, const BatchTensors& batch, torch::Tensor* lengths = nullptr);
+
+// The frozen reference of DPO/IPO/KTO: a model of its own, or (under PEFT) the policy itself with
+// its adapters switched off for the reference's forward, so that no second copy is loaded.
+class ReferenceModel {
+ public:
+  ReferenceModel() = default;  // none (reference-free objectives, precomputed log-probs)
+  explicit ReferenceModel(CausalTransformer model, std::function<void(bool)> set_adapters_enabled = {})
+      : model_(std::move(model)), set_adapters_enabled_(std::move(set_adapters_enabled)) {}
+
+  bool available() const { return !model_.is_empty(); }
+  // sequence_log_probs without gradients (adapters off for the call when set_adapters_enabled).
+  torch::Tensor sequence_log_probs(const BatchTensors& batch) const;
+
+ private:
+  CausalTransformer model_{nullptr};
+  std::function<void(bool)> set_adapters_enabled_;
+};
 
 class TrainingObjective {
  public:
@@ -35,17 +57,14 @@ class TrainingObjective {
   virtual std::string accuracy_metric() const { return "rewards/accuracies"; }
 
   // The loss of one micro batch, normalised as a mean over its own examples (SFT: over its own
-  // loss tokens), and its metrics. `reference` is null when needs_reference() is false.
-  virtual LossOutput compute(CausalTransformer& policy, CausalTransformer* reference, const BatchTensors& batch) = 0;
+  // loss tokens), and its metrics. `reference` is unavailable when needs_reference() is false or
+  // the batch carries precomputed reference log-probs.
+  virtual LossOutput compute(CausalTransformer& policy, const ReferenceModel& reference, const BatchTensors& batch) = 0;
 
   // The micro batch's share of the rank's step: its loss is multiplied by this before backward
   // so that the accumulated gradient is the mean over the rank's whole slice. Examples for
   // pairwise and per-row losses, loss tokens for SFT.
   virtual double weight_units(const BatchTensors& batch) const = 0;
 };
-
-// Log-probs of the response tokens of every row, summed per row ([rows] float32), and the
-// number of response tokens per row.
-torch::Tensor sequence_log_probs(CausalTransformer& model, const BatchTensors& batch, torch::Tensor* lengths = nullptr);
 
 }  // namespace n3rlhf

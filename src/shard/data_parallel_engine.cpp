@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 
+#include <ATen/Context.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -52,9 +53,16 @@ struct DataParallelEngine::Unit {
 // FSDP: runs a layer with gathered parameters, keeps only its input, and in backward gathers
 // again, recomputes the layer with gradients, backpropagates and reduce-scatters its gradients.
 struct FsdpLayerFunction : public torch::autograd::Function<FsdpLayerFunction> {
+  static at::Generator generator_for(const torch::Tensor& tensor) {
+    return at::globalContext().defaultGenerator(tensor.device());
+  }
+
   static torch::Tensor forward(torch::autograd::AutogradContext* context, torch::Tensor hidden,
                                DataParallelEngine* engine, int64_t layer) {
     engine->gather_layer(static_cast<int>(layer), +1);
+    // The random state the layer starts from: backward's recomputation replays it, so that
+    // dropout (LoRA's, attention's) draws the same masks as this forward did.
+    context->saved_data["rng"] = generator_for(hidden).get_state();
     torch::Tensor output = engine->layer_unit(static_cast<int>(layer))->layer_function(hidden);
     engine->release_layer(static_cast<int>(layer));
     context->save_for_backward({hidden});
@@ -72,7 +80,11 @@ struct FsdpLayerFunction : public torch::autograd::Function<FsdpLayerFunction> {
     torch::Tensor output;
     {
       torch::AutoGradMode enable(true);
+      at::Generator generator = generator_for(hidden);
+      const torch::Tensor current = generator.get_state();
+      generator.set_state(context->saved_data["rng"].toTensor());
       output = engine->layer_unit(layer)->layer_function(hidden);
+      generator.set_state(current);
     }
     torch::autograd::backward({output}, {grad_outputs[0]});
     engine->reduce_layer_now(layer);
@@ -298,7 +310,6 @@ EngineStepResult DataParallelEngine::step(double learning_rate, double max_grad_
     optimizer_->step(optimizer_grads_);
   }
   for (auto& unit : units_) {
-    unit->grad.zero_();
     if (!result.applied) continue;
     torch::Tensor owned = unit->sharded_parameters ? unit->shard : unit->flat.narrow(0, unit->owned_offset, unit->owned_numel);
     if (!unit->master_is_view) owned.copy_(unit->master);
@@ -309,7 +320,33 @@ EngineStepResult DataParallelEngine::step(double learning_rate, double max_grad_
       communicator_->all_gather(mine, unit->flat)->wait();
     }
   }
+  if (result.applied && after_update_ && after_update_()) {
+    // The hook changed parameters in place (AdaLoRA's rank masking): masters follow.
+    for (auto& unit : units_) {
+      if (unit->master_is_view) continue;
+      torch::Tensor owned = unit->sharded_parameters ? unit->shard : unit->flat.narrow(0, unit->owned_offset, unit->owned_numel);
+      unit->master.copy_(owned);
+    }
+  }
+  for (auto& unit : units_) unit->grad.zero_();
   return result;
+}
+
+torch::Tensor DataParallelEngine::full_gradient(const std::string& parameter_name) const {
+  for (const auto& unit : units_) {
+    for (const FlatSegment& segment : unit->layout.segments()) {
+      if (segment.name != parameter_name) continue;
+      if (unit->owned_offset != 0 || unit->owned_numel < segment.offset + segment.numel) {
+        throw ConfigurationError(ErrorCode::kIncompatibleOptions,
+                                 "the full gradient of " + parameter_name + " is on no single rank under " +
+                                     enum_name(options_.strategy) + " with " + std::to_string(communicator_->size()) +
+                                     " ranks; use strategy ddp",
+                                 {{"parameter", parameter_name}});
+      }
+      return unit->grad.narrow(0, segment.offset, segment.numel).view(segment.shape);
+    }
+  }
+  throw std::out_of_range("full_gradient: no trainable parameter named " + parameter_name);
 }
 
 void DataParallelEngine::start_gather(Unit& unit) {
@@ -355,14 +392,18 @@ torch::Tensor DataParallelEngine::run_layer(int index, const std::function<torch
                                             const torch::Tensor& hidden) {
   Unit* unit = layer_unit(index);
   if (unit == nullptr || !unit->sharded_parameters) return layer(hidden);
-  if (!torch::GradMode::is_enabled() || !hidden.requires_grad()) {
+  if (!torch::GradMode::is_enabled()) {
     gather_layer(index, +1);
     torch::Tensor output = layer(hidden);
     release_layer(index);
     return output;
   }
   unit->layer_function = layer;
-  return FsdpLayerFunction::apply(hidden, this, static_cast<int64_t>(index));
+  // The unit's parameters are trainable even when the input needs no gradient (adapters over
+  // frozen embeddings): an input that requires grad makes autograd call the function's backward,
+  // which regathers, recomputes and reduces them (the input's own gradient is then dropped).
+  const torch::Tensor input = hidden.requires_grad() ? hidden : hidden.detach().requires_grad_(true);
+  return FsdpLayerFunction::apply(input, this, static_cast<int64_t>(index));
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> DataParallelEngine::gathered_parameters() {

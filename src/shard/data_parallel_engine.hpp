@@ -74,6 +74,15 @@ class DataParallelEngine : public LayerExecutor {
   // parameters and optimizer state unchanged.
   EngineStepResult step(double learning_rate, double max_grad_norm, bool discard = false);
 
+  // Called by step() after an applied update and before the gradients are cleared (AdaLoRA's
+  // importance scores read them there). Return true when the hook changed parameters in place,
+  // so that fp32 masters are refreshed from them.
+  void set_after_update_hook(std::function<bool()> hook) { after_update_ = std::move(hook); }
+  // The reduced gradient of one trainable parameter, shaped like it: valid from finish_backward()
+  // of the last micro batch until step() clears it. Only where one rank owns all of it (ddp, or a
+  // world of one); otherwise RLHF004.
+  torch::Tensor full_gradient(const std::string& parameter_name) const;
+
   torch::Tensor run_layer(int index, const std::function<torch::Tensor(const torch::Tensor&)>& layer,
                           const torch::Tensor& hidden) override;
 
@@ -130,6 +139,7 @@ class DataParallelEngine : public LayerExecutor {
   bool last_micro_batch_ = true;
   double wait_seconds_ = 0.0;
   double reduce_seconds_ = 0.0;
+  std::function<bool()> after_update_;
 };
 
 }  // namespace n3rlhf
