@@ -1,5 +1,6 @@
 // log_probs.cpp: the chunked log-prob autograd function. Forward keeps only the logsumexp per
-// token; backward recomputes each chunk's logits, so peak memory is one chunk of logits.
+// token; backward recomputes each chunk's logits, so peak memory is one chunk of logits. Below a
+// byte budget forward keeps every chunk's logits instead and backward skips the recomputation.
 #include "model/log_probs.hpp"
 
 #include "core/error.hpp"
@@ -22,22 +23,27 @@ class ChunkedLogProbs : public torch::autograd::Function<ChunkedLogProbs> {
  public:
   // hidden [N, C], weight [V, C], labels [N] -> [N] float32.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& hidden, const torch::Tensor& weight,
-                               const torch::Tensor& labels, int64_t chunk, double temperature) {
+                               const torch::Tensor& labels, int64_t chunk, double temperature, int64_t saved_logits_budget) {
     const int64_t rows = hidden.size(0);
     torch::Tensor result = torch::zeros({rows}, hidden.options().dtype(torch::kFloat32));
     torch::Tensor logsumexp = torch::zeros({rows}, result.options());
     const torch::Tensor valid = labels.ge(0);
     const torch::Tensor safe_labels = labels.clamp_min(0);
+    // Kept for backward only when gradients will be asked for and all of it fits the budget.
+    const bool keep_logits = torch::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad()) &&
+                             rows * weight.size(0) * static_cast<int64_t>(sizeof(float)) <= saved_logits_budget;
+    torch::Tensor kept = keep_logits ? torch::empty({rows, weight.size(0)}, result.options()) : torch::Tensor();
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t size = std::min(chunk, rows - start);
       const torch::Tensor logits = chunk_logits(hidden.narrow(0, start, size), weight, temperature);
+      if (keep_logits) kept.narrow(0, start, size).copy_(logits);
       const torch::Tensor lse = logits.logsumexp(-1);
       const torch::Tensor picked = logits.gather(1, safe_labels.narrow(0, start, size).unsqueeze(1)).squeeze(1);
       logsumexp.narrow(0, start, size).copy_(lse);
       result.narrow(0, start, size).copy_(picked - lse);
     }
     result.masked_fill_(valid.logical_not(), 0.0);
-    ctx->save_for_backward({hidden, weight, labels, logsumexp});
+    ctx->save_for_backward({hidden, weight, labels, logsumexp, kept});
     ctx->saved_data["chunk"] = chunk;
     ctx->saved_data["temperature"] = temperature;
     return result;
@@ -49,6 +55,7 @@ class ChunkedLogProbs : public torch::autograd::Function<ChunkedLogProbs> {
     const torch::Tensor& weight = saved[1];
     const torch::Tensor& labels = saved[2];
     const torch::Tensor& logsumexp = saved[3];
+    const torch::Tensor& kept = saved[4];
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
     const double temperature = ctx->saved_data["temperature"].toDouble();
     const torch::Tensor grad = grad_outputs[0].to(torch::kFloat32).masked_fill(labels.lt(0), 0.0);
@@ -61,9 +68,11 @@ class ChunkedLogProbs : public torch::autograd::Function<ChunkedLogProbs> {
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t size = std::min(chunk, rows - start);
       const torch::Tensor hidden_rows = hidden.narrow(0, start, size);
-      const torch::Tensor logits = chunk_logits(hidden_rows, weight, temperature);
       // d(logit_label - lse)/d logits = onehot(label) - softmax; times the incoming gradient.
-      torch::Tensor grad_logits = logits.sub_(logsumexp.narrow(0, start, size).unsqueeze(1)).exp_().neg_();
+      torch::Tensor grad_logits =
+          kept.defined() ? kept.narrow(0, start, size).sub(logsumexp.narrow(0, start, size).unsqueeze(1))
+                         : chunk_logits(hidden_rows, weight, temperature).sub_(logsumexp.narrow(0, start, size).unsqueeze(1));
+      grad_logits.exp_().neg_();
       grad_logits.scatter_add_(1, safe_labels.narrow(0, start, size).unsqueeze(1),
                                torch::ones({size, 1}, grad_logits.options()));
       grad_logits.mul_(grad.narrow(0, start, size).unsqueeze(1));
@@ -73,7 +82,7 @@ class ChunkedLogProbs : public torch::autograd::Function<ChunkedLogProbs> {
       if (need_weight) grad_weight.add_(torch::mm(grad_logits_cast.t(), hidden_rows).to(torch::kFloat32));
     }
     if (need_weight) grad_weight = grad_weight.to(weight.scalar_type());
-    return {grad_hidden, grad_weight, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grad_hidden, grad_weight, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -84,13 +93,15 @@ torch::Tensor token_log_probs(const torch::Tensor& hidden, const torch::Tensor& 
   if (hidden.size(-1) != weight.size(1) || labels.sizes() != hidden.sizes().slice(0, hidden.dim() - 1)) {
     throw ModelError(ErrorCode::kIncompatibleArchitecture, "token_log_probs: hidden [..., C], weight [V, C] and labels [...] do not match");
   }
-  if (options.chunk_tokens <= 0 || options.temperature <= 0) {
-    throw ConfigurationError(ErrorCode::kInvalidHyperparameter, "token_log_probs needs chunk_tokens > 0 and temperature > 0");
+  if (options.chunk_tokens <= 0 || options.temperature <= 0 || options.saved_logits_budget_bytes < 0) {
+    throw ConfigurationError(ErrorCode::kInvalidHyperparameter,
+                             "token_log_probs needs chunk_tokens > 0, temperature > 0 and saved_logits_budget_bytes >= 0");
   }
   const auto leading = labels.sizes().vec();
   const torch::Tensor flat_hidden = hidden.reshape({-1, hidden.size(-1)});
   const torch::Tensor flat_labels = labels.reshape({-1}).to(hidden.device()).to(torch::kInt64);
-  const torch::Tensor result = ChunkedLogProbs::apply(flat_hidden, weight, flat_labels, options.chunk_tokens, options.temperature);
+  const torch::Tensor result = ChunkedLogProbs::apply(flat_hidden, weight, flat_labels, options.chunk_tokens, options.temperature,
+                                                       options.saved_logits_budget_bytes);
   return result.view(leading);
 }
 

@@ -27,10 +27,11 @@ Problem make_problem(int64_t batch, int64_t tokens, int64_t channels, int64_t vo
 
 double max_abs_error(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
-class ChunkedLogProbs : public ::testing::TestWithParam<std::tuple<int64_t, double>> {};
+// (chunk rows, temperature, saved-logits budget: 0 recomputes in backward, the default keeps them)
+class ChunkedLogProbs : public ::testing::TestWithParam<std::tuple<int64_t, double, int64_t>> {};
 
 TEST_P(ChunkedLogProbs, ValuesAndGradientsMatchTheNaiveComputation) {
-  const auto [chunk, temperature] = GetParam();
+  const auto [chunk, temperature, budget] = GetParam();
   Problem problem = make_problem(3, 11, 16, 257, 42);
   const torch::Tensor upstream = torch::randn({3, 11});
 
@@ -39,6 +40,7 @@ TEST_P(ChunkedLogProbs, ValuesAndGradientsMatchTheNaiveComputation) {
   LogProbOptions options;
   options.chunk_tokens = chunk;
   options.temperature = temperature;
+  options.saved_logits_budget_bytes = budget;
   const torch::Tensor chunked = token_log_probs(hidden_a, weight_a, problem.labels, options);
   (chunked * upstream).sum().backward();
 
@@ -58,8 +60,10 @@ TEST_P(ChunkedLogProbs, ValuesAndGradientsMatchTheNaiveComputation) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ChunksAndTemperatures, ChunkedLogProbs,
-                         ::testing::Values(std::make_tuple(int64_t{1}, 1.0), std::make_tuple(int64_t{7}, 1.0),
-                                           std::make_tuple(int64_t{1000}, 1.0), std::make_tuple(int64_t{5}, 0.7)));
+                         ::testing::Values(std::make_tuple(int64_t{1}, 1.0, int64_t{0}), std::make_tuple(int64_t{7}, 1.0, int64_t{0}),
+                                           std::make_tuple(int64_t{1000}, 1.0, int64_t{0}), std::make_tuple(int64_t{5}, 0.7, int64_t{0}),
+                                           std::make_tuple(int64_t{7}, 1.0, LogProbOptions{}.saved_logits_budget_bytes),
+                                           std::make_tuple(int64_t{5}, 0.7, LogProbOptions{}.saved_logits_budget_bytes)));
 
 TEST(LogProbs, GradientCheckInDoublePrecision) {
   torch::manual_seed(7);
