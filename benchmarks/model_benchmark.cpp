@@ -9,6 +9,7 @@
 // Prints one JSON line. benchmarks/run_model_benchmark.sh runs it beside model_peer.py (the same
 // work in PyTorch eager transformers, same threads) and prints the ratios.
 // Usage: model_benchmark SHAPE MODE BATCH TOKENS STEPS THREADS
+// N3RLHF_PROFILE=FILE writes a chrome://tracing profile of the timed forward/train steps there.
 #include <time.h>
 
 #include <chrono>
@@ -16,6 +17,9 @@
 #include <cstdlib>
 #include <string>
 
+#include <memory>
+
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include "benchmark_models.hpp"
@@ -63,7 +67,11 @@ int main(int argc, char** argv) {
   if (mode == "forward" || mode == "train") {
     const bool train = mode == "train";
     double seconds = 0.0, cpu_seconds = 0.0;
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
     for (int step = -1; step < steps; ++step) {  // one warm-up step
+      if (step == 0 && std::getenv("N3RLHF_PROFILE") != nullptr) {
+        profile = std::make_unique<torch::autograd::profiler::RecordProfile>(std::string(std::getenv("N3RLHF_PROFILE")));
+      }
       const auto start = Clock::now();
       const double cpu_start = process_cpu_seconds();
       if (train) {
@@ -82,6 +90,7 @@ int main(int argc, char** argv) {
         cpu_seconds += process_cpu_seconds() - cpu_start;
       }
     }
+    profile.reset();
     result = steps * static_cast<double>(batch * tokens) / seconds;
     cpu_result = steps * static_cast<double>(batch * tokens) / cpu_seconds;
   } else if (mode == "generate") {

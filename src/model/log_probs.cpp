@@ -35,8 +35,14 @@ class ChunkedLogProbs : public torch::autograd::Function<ChunkedLogProbs> {
     torch::Tensor kept = keep_logits ? torch::empty({rows, weight.size(0)}, result.options()) : torch::Tensor();
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t size = std::min(chunk, rows - start);
-      const torch::Tensor logits = chunk_logits(hidden.narrow(0, start, size), weight, temperature);
-      if (keep_logits) kept.narrow(0, start, size).copy_(logits);
+      torch::Tensor logits;
+      if (keep_logits && temperature == 1.0 && weight.scalar_type() == torch::kFloat32) {
+        logits = kept.narrow(0, start, size);  // written in place: no copy of the chunk
+        torch::mm_out(logits, hidden.narrow(0, start, size), weight.t());
+      } else {
+        logits = chunk_logits(hidden.narrow(0, start, size), weight, temperature);
+        if (keep_logits) kept.narrow(0, start, size).copy_(logits);
+      }
       const torch::Tensor lse = logits.logsumexp(-1);
       const torch::Tensor picked = logits.gather(1, safe_labels.narrow(0, start, size).unsqueeze(1)).squeeze(1);
       logsumexp.narrow(0, start, size).copy_(lse);
@@ -64,7 +70,10 @@ class ChunkedLogProbs : public torch::autograd::Function<ChunkedLogProbs> {
     const bool need_hidden = ctx->needs_input_grad(0);
     const bool need_weight = ctx->needs_input_grad(1);
     torch::Tensor grad_hidden = need_hidden ? torch::empty_like(hidden) : torch::Tensor();
-    torch::Tensor grad_weight = need_weight ? torch::zeros(weight.sizes(), weight.options().dtype(torch::kFloat32)) : torch::Tensor();
+    // float32 weights accumulate the chunks' products in place (the first one writes it);
+    // others accumulate in a float32 buffer and are cast once at the end.
+    const bool float_weight = weight.scalar_type() == torch::kFloat32;
+    torch::Tensor grad_weight;
     for (int64_t start = 0; start < rows; start += chunk) {
       const int64_t size = std::min(chunk, rows - start);
       const torch::Tensor hidden_rows = hidden.narrow(0, start, size);
@@ -79,8 +88,17 @@ class ChunkedLogProbs : public torch::autograd::Function<ChunkedLogProbs> {
       if (temperature != 1.0) grad_logits.div_(temperature);
       const torch::Tensor grad_logits_cast = grad_logits.to(weight.scalar_type());
       if (need_hidden) grad_hidden.narrow(0, start, size).copy_(torch::mm(grad_logits_cast, weight));
-      if (need_weight) grad_weight.add_(torch::mm(grad_logits_cast.t(), hidden_rows).to(torch::kFloat32));
+      if (need_weight) {
+        if (!grad_weight.defined()) {
+          grad_weight = torch::mm(grad_logits_cast.t(), hidden_rows).to(torch::kFloat32);
+        } else if (float_weight) {
+          grad_weight.addmm_(grad_logits_cast.t(), hidden_rows);
+        } else {
+          grad_weight.add_(torch::mm(grad_logits_cast.t(), hidden_rows).to(torch::kFloat32));
+        }
+      }
     }
+    if (need_weight && !grad_weight.defined()) grad_weight = torch::zeros_like(weight);  // no rows
     if (need_weight) grad_weight = grad_weight.to(weight.scalar_type());
     return {grad_hidden, grad_weight, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
