@@ -7,12 +7,15 @@
 #        [THREADS=2] [BUILD_DIR=build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# N3RLHF_BENCH_LOCK=FILE: each measured run holds an flock on FILE, so that benchmarks started by
+# several people on one machine take turns instead of slowing each other down.
+lock=(); [[ -n "${N3RLHF_BENCH_LOCK:-}" ]] && lock=(flock "$N3RLHF_BENCH_LOCK")
 shape=${1:-llama-100m}; batch=${2:-4}; tokens=${3:-256}; steps=${4:-3}; threads=${5:-2}; build=${6:-build}
 python=${N3RLHF_BENCH_PYTHON:-.venv/bin/python}
 compare() {  # MODE BATCH TOKENS
   local ours peer
-  ours=$("$build/bin/model_benchmark" "$shape" "$1" "$2" "$3" "$steps" "$threads")
-  peer=$("$python" benchmarks/model_peer.py "$shape" "$1" "$2" "$3" "$steps" "$threads")
+  ours=$("${lock[@]}" "$build/bin/model_benchmark" "$shape" "$1" "$2" "$3" "$steps" "$threads")
+  peer=$("${lock[@]}" "$python" benchmarks/model_peer.py "$shape" "$1" "$2" "$3" "$steps" "$threads")
   "$python" - "$ours" "$peer" <<'PY'
 import json, sys
 ours, peer = json.loads(sys.argv[1]), json.loads(sys.argv[2])

@@ -10,6 +10,9 @@
 # (each rank takes the GPU of its node-local rank, bf16, NCCL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# N3RLHF_BENCH_LOCK=FILE: each measured run holds an flock on FILE, so that benchmarks started by
+# several people on one machine take turns instead of slowing each other down.
+lock=(); [[ -n "${N3RLHF_BENCH_LOCK:-}" ]] && lock=(flock "$N3RLHF_BENCH_LOCK")
 shape=${1:-tiny}; rows=${2:-4}; tokens=${3:-256}; steps=${4:-5}; build=${5:-build}
 ranks=${RANKS:-1 2 4}
 python=${N3RLHF_BENCH_PYTHON:-.venv/bin/python}
@@ -18,7 +21,7 @@ results=()
 for strategy in ddp zero2 fsdp; do
   for n in $ranks; do
     # shellcheck disable=SC2086
-    results+=("$(mpirun --oversubscribe ${MPIRUN_ARGS:-} -np "$n" "$build/bin/sharding_benchmark" "$strategy" "$shape" "$rows" "$tokens" "$steps")")
+    results+=("$("${lock[@]}" mpirun --oversubscribe ${MPIRUN_ARGS:-} -np "$n" "$build/bin/sharding_benchmark" "$strategy" "$shape" "$rows" "$tokens" "$steps")")
   done
 done
 "$python" - "${results[@]}" <<'PY'
