@@ -39,12 +39,28 @@ void KVCache::select_rows(const torch::Tensor& rows) {
 
 AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
                                      int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,
-                                     bool need_sliding, torch::Device device) {
+                                     bool need_sliding, torch::Device device, const torch::Tensor& segment_ids) {
   AttentionMasks masks;
   const int64_t key_length = past_length + query_length;
+  // [B, 1, T, T]: query and key in the same packed sequence, the key not padding.
+  torch::Tensor same_segment;
+  if (segment_ids.defined()) {
+    if (past_length != 0) {
+      throw ModelError(ErrorCode::kIncompatibleArchitecture, "packed rows (segment ids) cannot follow cached positions",
+                       {{"cached", std::to_string(past_length)}});
+    }
+    if (segment_ids.dim() != 2 || segment_ids.size(0) != batch_size || segment_ids.size(1) != query_length) {
+      throw ModelError(ErrorCode::kIncompatibleArchitecture, "segment_ids must be [batch, tokens]",
+                       {{"expected", std::to_string(batch_size) + "x" + std::to_string(query_length)},
+                        {"got", c10::str(segment_ids.sizes())}});
+    }
+    const torch::Tensor segments = segment_ids.to(device).to(torch::kInt64);
+    const torch::Tensor key_segments = segments.view({batch_size, 1, 1, key_length});
+    same_segment = segments.view({batch_size, 1, query_length, 1}).eq(key_segments).logical_and(key_segments.ne(0));
+  }
   const bool has_padding = attention_mask.defined() && !attention_mask.to(torch::kBool).all().item<bool>();
-  // Without padding, a cache or a window, SDPA's own causal mask (and flash kernels) apply.
-  const bool plain_causal = !has_padding && past_length == 0;
+  // Without padding, packing, a cache or a window, SDPA's own causal mask (and flash kernels) apply.
+  const bool plain_causal = !has_padding && past_length == 0 && !same_segment.defined();
   const auto index_options = torch::TensorOptions().dtype(torch::kInt64).device(device);
   const torch::Tensor query_index = torch::arange(past_length, key_length, index_options).view({query_length, 1});
   const torch::Tensor key_index = torch::arange(0, key_length, index_options).view({1, key_length});
@@ -55,6 +71,7 @@ AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_
   auto finish = [&](torch::Tensor allowed) {
     allowed = allowed.view({1, 1, query_length, key_length});
     if (key_is_real.defined()) allowed = allowed.logical_and(key_is_real);
+    if (same_segment.defined()) allowed = allowed.logical_and(same_segment);
     allowed = allowed.expand({batch_size, 1, query_length, key_length});
     const torch::Tensor row_is_empty = allowed.any(-1, /*keepdim=*/true).logical_not();
     const torch::Tensor own_position = key_index.eq(query_index).view({1, 1, query_length, key_length});
@@ -74,6 +91,19 @@ torch::Tensor position_ids_from_mask(const torch::Tensor& attention_mask, int64_
   const torch::Tensor index = torch::arange(total, mask.options()).unsqueeze(0).expand_as(mask);
   const torch::Tensor positions = torch::where(mask.to(torch::kBool), counted, index);
   return positions.narrow(1, total - query_length, query_length);
+}
+
+torch::Tensor position_ids_from_segments(const torch::Tensor& segment_ids) {
+  const torch::Tensor segments = segment_ids.to(torch::kInt64);
+  const int64_t tokens = segments.size(1);
+  const torch::Tensor index = torch::arange(tokens, segments.options()).unsqueeze(0).expand_as(segments);
+  // A segment starts where the id differs from the previous token's; each token's start is the
+  // latest start at or before it (a running maximum of the start indices).
+  const torch::Tensor starts_here =
+      torch::cat({torch::ones_like(segments.narrow(1, 0, 1), torch::kBool),
+                  segments.narrow(1, 1, tokens - 1).ne(segments.narrow(1, 0, tokens - 1))}, 1);
+  const torch::Tensor start = std::get<0>(torch::where(starts_here, index, torch::zeros_like(index)).cummax(1));
+  return index - start;
 }
 
 AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer_index)

@@ -46,9 +46,17 @@ struct AttentionMasks {
 // attention_mask: [B, past_length + T] of 0/1 (undefined: no padding). A query row that would see
 // no key at all (a left-padding position) is allowed its own position, so that softmax stays
 // finite; such rows are padding and their outputs are never used.
+// segment_ids: [B, T] integers for packed rows (several sequences laid end to end), 1, 2, ... per
+// sequence and 0 on padding; a query then sees only earlier keys of its own segment (a
+// block-diagonal causal mask, still cut by the sliding window). Undefined: one sequence per row.
+// Packed rows cannot follow cached positions.
 AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
                                      int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,
-                                     bool need_sliding, torch::Device device);
+                                     bool need_sliding, torch::Device device, const torch::Tensor& segment_ids = {});
+
+// Positions that restart at 0 where each segment of `segment_ids` [B, T] begins: what the
+// position ids of a packed row are when the caller does not give them.
+torch::Tensor position_ids_from_segments(const torch::Tensor& segment_ids);
 
 // Position ids as transformers' generate() derives them from the mask: the count of real tokens
 // before each real token; padding positions keep their index (they are masked out anyway).

@@ -37,7 +37,8 @@ CausalTransformerImpl::CausalTransformerImpl(ModelConfig config, HeadKind head)
 }
 
 torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                                                   const torch::Tensor& position_ids, KVCache* cache) {
+                                                   const torch::Tensor& position_ids, KVCache* cache,
+                                                   const torch::Tensor& segment_ids) {
   if (input_ids.dim() != 2) {
     throw ModelError(ErrorCode::kIncompatibleArchitecture, "input_ids must be [batch, tokens]",
                      {{"dims", std::to_string(input_ids.dim())}});
@@ -67,7 +68,9 @@ torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_id
     mask = attention_mask.to(model_device);
   }
   torch::Tensor positions = position_ids;
-  if (!positions.defined()) {
+  if (!positions.defined() && segment_ids.defined()) {
+    positions = position_ids_from_segments(segment_ids.to(model_device));
+  } else if (!positions.defined()) {
     positions = mask.defined() ? position_ids_from_mask(mask, tokens)
                                : torch::arange(past, past + tokens, ids.options()).unsqueeze(0).expand({batch, tokens});
   }
@@ -85,7 +88,7 @@ torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_id
     std::tie(cos, sin) = rotary_->cos_sin(positions, x.scalar_type());
   }
   const AttentionMasks masks = build_attention_masks(mask, batch, tokens, past, config_.sliding_window, any_full_layer_,
-                                                     any_sliding_layer_, model_device);
+                                                     any_sliding_layer_, model_device, segment_ids);
   for (size_t layer = 0; layer < layers_->size(); ++layer) {
     const bool sliding = config_.layer_uses_sliding_window.size() > layer && config_.layer_uses_sliding_window[layer];
     DecoderLayerImpl* decoder = layers_[layer]->as<DecoderLayerImpl>();
@@ -94,7 +97,8 @@ torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_id
       x = decoder->forward(x, cos, sin, layer_mask, cache);
     } else {
       x = layer_executor_->run_layer(static_cast<int>(layer),
-                                     // By value: FSDP calls it again in backward, after this function returned.
+                                     // By value: FSDP calls it again in backward, after this function returned
+                                     // (the mask, packed segments included, travels with it).
                                      [cos, sin, layer_mask, cache, decoder](const torch::Tensor& input) {
                                        return decoder->forward(input, cos, sin, layer_mask, cache);
                                      },

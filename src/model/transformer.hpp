@@ -28,8 +28,12 @@ class CausalTransformerImpl : public torch::nn::Module {
   // The final hidden states [B, T, C] (after the last norm). attention_mask [B, past + T] of 0/1
   // (undefined: no padding); position_ids [B, T] (undefined: derived from the mask as
   // generate() does). With a cache, the new keys and values are appended to it.
+  // segment_ids [B, T] (packed rows, SFT packing): 1, 2, ... per sequence laid end to end in a
+  // row, 0 on padding; each token attends only within its own sequence, and position_ids should
+  // restart at every sequence (undefined: derived from the segments). Not with a cache.
   torch::Tensor hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
-                              const torch::Tensor& position_ids = {}, KVCache* cache = nullptr);
+                              const torch::Tensor& position_ids = {}, KVCache* cache = nullptr,
+                              const torch::Tensor& segment_ids = {});
 
   // [B, T, V] logits of the LM head.
   torch::Tensor lm_logits(const torch::Tensor& hidden);
