@@ -261,7 +261,11 @@ CollatedBatch collate(const std::vector<BatchItem>& items, const std::vector<Pre
         const size_t cell = r * static_cast<size_t>(batch.columns) + column;
         batch.input_ids[cell] = sequence->ids[t];
         batch.attention_mask[cell] = 1;
-        batch.loss_mask[cell] = options.loss_on_prompt || static_cast<int64_t>(t) >= sequence->prompt_length ? 1 : 0;
+        // The first token of a packed sequence after the first is never a label: it would be
+        // predicted from the previous sequence's last token (TRL masks it the same way). The
+        // first sequence's first token has nothing before it; the loss shift drops it anyway.
+        const bool predicted = segment == 1 || t > 0;
+        batch.loss_mask[cell] = predicted && (options.loss_on_prompt || static_cast<int64_t>(t) >= sequence->prompt_length) ? 1 : 0;
         batch.position_ids[cell] = static_cast<int32_t>(t);
         batch.segment_ids[cell] = segment;
       }

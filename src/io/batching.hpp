@@ -85,7 +85,7 @@ struct CollatedBatch {
   int64_t columns = 0;
   std::vector<int32_t> input_ids;       // right padding with pad_token_id
   std::vector<uint8_t> attention_mask;  // 1 on real tokens
-  std::vector<uint8_t> loss_mask;       // 1 on response tokens
+  std::vector<uint8_t> loss_mask;       // 1 on response tokens; 0 on the first token of every packed sequence but the first
   std::vector<int32_t> position_ids;    // 0, 1, ... restarting at each packed sequence
   std::vector<int32_t> segment_ids;     // 1, 2, ... per sequence of a row, 0 on padding
   std::vector<int8_t> row_kinds;        // SequenceKind of each row (of its first sequence when packed)

@@ -1,6 +1,8 @@
 // batching_tensors.cpp: flat arrays copied into CPU tensors, then moved to the device in one go.
 #include "io/batching_tensors.hpp"
 
+#include <algorithm>
+
 namespace n3rlhf {
 
 namespace {
@@ -27,6 +29,7 @@ BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device)
   tensors.position_ids = as_tensor(batch.position_ids, rows, columns, torch::kLong).to(device);
   tensors.segment_ids = as_tensor(batch.segment_ids, rows, columns, torch::kInt).to(device);
   tensors.row_kinds = as_tensor(batch.row_kinds, rows, 1, torch::kChar).reshape({rows}).to(device);
+  tensors.packed = std::any_of(batch.segment_ids.begin(), batch.segment_ids.end(), [](int32_t segment) { return segment > 1; });
   return tensors;
 }
 

@@ -18,6 +18,9 @@ struct BatchTensors {
   // float32 [rows]: the frozen reference's summed response log-probs when they were precomputed
   // (dpo.precompute_ref_log_probs); undefined when the reference model runs in the step.
   torch::Tensor reference_logps;
+  // Whether some row holds several sequences (SFT packing): the model then needs segment_ids and
+  // position_ids; otherwise it runs without them, on SDPA's plain causal path.
+  bool packed = false;
 };
 
 BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device = torch::kCPU);

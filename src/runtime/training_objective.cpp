@@ -125,7 +125,12 @@ class SftObjective : public TrainingObjective {
   std::string accuracy_metric() const override { return ""; }
 
   LossOutput compute(CausalTransformer& policy, const ReferenceModel&, const BatchTensors& batch) override {
-    const torch::Tensor hidden = policy->hidden_states(batch.input_ids, batch.attention_mask);
+    // Packed rows (sft.packing): each sequence attends only to itself, its positions restarting
+    // at 0; the loss mask already leaves out each sequence's first token. Unpacked rows keep the
+    // plain causal path.
+    const torch::Tensor hidden =
+        batch.packed ? policy->hidden_states(batch.input_ids, batch.attention_mask, batch.position_ids, nullptr, batch.segment_ids)
+                     : policy->hidden_states(batch.input_ids, batch.attention_mask);
     const torch::Tensor token_logps = next_token_log_probs(hidden, policy->output_embedding(), batch.input_ids);
     return sft_loss(token_logps, batch.loss_mask.narrow(1, 1, batch.loss_mask.size(1) - 1));
   }

@@ -265,6 +265,26 @@ TEST(Batching, PackingFillsRowsAndRestartsPositions) {
   EXPECT_GT(loader.padding().real_tokens, 0);
 }
 
+TEST(Batching, PackedSequenceStartsAreNeverLabels) {
+  // Two SFT sequences in one row: the second one's first token would be "predicted" from the
+  // first one's last token, so it is out of the loss mask even when the prompt counts.
+  std::vector<PreparedExample> examples(2);
+  examples[0].index = 0;
+  examples[0].sequences = {PreparedSequence{{10, 11, 12}, 0, SequenceKind::kSft}};
+  examples[1].index = 1;
+  examples[1].sequences = {PreparedSequence{{20, 21, 22, 23}, 2, SequenceKind::kSft}};
+  CollateOptions options;
+  options.loss_on_prompt = true;
+  const CollatedBatch packed = collate({{0, 1}}, examples, options);
+  EXPECT_EQ(packed.loss_mask, (std::vector<uint8_t>{1, 1, 1, 0, 1, 1, 1}));
+  EXPECT_EQ(packed.segment_ids, (std::vector<int32_t>{1, 1, 1, 2, 2, 2, 2}));
+  EXPECT_EQ(packed.position_ids, (std::vector<int32_t>{0, 1, 2, 0, 1, 2, 3}));
+  options.loss_on_prompt = false;  // completion only: the second sequence's prompt (2 tokens) is out too
+  EXPECT_EQ(collate({{0, 1}}, examples, options).loss_mask, (std::vector<uint8_t>{1, 1, 1, 0, 0, 1, 1}));
+  // Unpacked, the same sequence keeps its mask (the loss shift drops column 0 by itself).
+  EXPECT_EQ(collate({{1}}, examples, CollateOptions{0, 1, true}).loss_mask, (std::vector<uint8_t>{1, 1, 1, 1}));
+}
+
 TEST(Batching, RankLoaderReadsExactlyItsSliceFromTheShards) {
   testing::TempDir dir;
   const std::vector<int64_t> lengths = varied_lengths(90, 23);
