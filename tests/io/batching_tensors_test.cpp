@@ -19,9 +19,12 @@ TEST(BatchTensors, SameValuesDocumentedTypes) {
   EXPECT_EQ(tensors.position_ids.scalar_type(), torch::kLong);
   EXPECT_EQ(tensors.segment_ids.scalar_type(), torch::kInt);
   EXPECT_TRUE(torch::equal(tensors.input_ids, torch::tensor({{5, 6, 7}, {8, 9, 10}}, torch::kLong)));
-  EXPECT_TRUE(torch::equal(tensors.loss_mask, torch::tensor({{0.f, 1.f, 1.f}, {1.f, 1.f, 1.f}})));
+  // Row 1 packs two sequences: the second one's first token is no label (see collate).
+  EXPECT_TRUE(torch::equal(tensors.loss_mask, torch::tensor({{0.f, 1.f, 1.f}, {1.f, 1.f, 0.f}})));
   EXPECT_TRUE(torch::equal(tensors.position_ids, torch::tensor({{0, 1, 2}, {0, 1, 0}}, torch::kLong)));
   EXPECT_TRUE(torch::equal(tensors.segment_ids, torch::tensor({{1, 1, 1}, {1, 1, 2}}, torch::kInt)));
+  EXPECT_TRUE(tensors.packed);
+  EXPECT_FALSE(to_tensors(collate({{0}}, {a, b}, CollateOptions{-1, 1, false})).packed);
   const CollatedBatch padded = collate({{1}, {0}}, {a, b}, CollateOptions{-1, 4, false});
   const BatchTensors more = to_tensors(padded);
   EXPECT_EQ(more.input_ids.size(1), 4);
