@@ -236,9 +236,6 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   const int rank = communicator->rank();
   const int world = communicator->size();
   torch::manual_seed(static_cast<uint64_t>(config.hyperparameters.seed));
-  if (config.sft.packing && config.algorithm == Algorithm::kSft) {
-    throw ConfigurationError(ErrorCode::kIncompatibleOptions, "sft.packing is not supported by this trainer yet; set it to false");
-  }
   if (config.dataset.path.empty()) {
     throw DatasetError(ErrorCode::kDatasetNotFound, "the job has no dataset path");
   }
@@ -265,6 +262,9 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   batching.world_size = world;
   batching.seed = static_cast<uint64_t>(h.seed);
   batching.group_by_length = config.data.group_by_length;
+  // SFT packing: rows of max_length tokens holding several examples, each attending to itself only.
+  batching.packing = config.algorithm == Algorithm::kSft && config.sft.packing;
+  batching.pack_length = h.max_length;
   const int64_t per_rank = h.batch_size / world;
   if (h.micro_batch_size > 0) {
     batching.micro_batch_size = h.micro_batch_size;
@@ -276,6 +276,11 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   collate.loss_on_prompt = config.algorithm == Algorithm::kSft && !config.sft.completion_only_loss;
   RankBatchLoader train_loader(train_data, train_examples, batching, collate, rank);
   const int64_t steps_per_epoch = train_loader.steps_per_epoch();
+  if (rank == 0) {
+    spdlog::info("batching: {} steps per epoch of {} {}, padding waste {:.1f}%{}", steps_per_epoch, h.batch_size,
+                 batching.packing ? "packed rows" : "examples", 100.0 * plan_padding(train_loader.plan(0), train_data).waste(),
+                 batching.packing ? " (packed)" : batching.group_by_length ? " (grouped by length)" : "");
+  }
   const int64_t total_steps = h.num_epochs > 0 ? h.num_epochs * steps_per_epoch : h.max_steps;
 
   std::optional<RankBatchLoader> eval_loader;
