@@ -22,18 +22,9 @@ using testing::run_command;
 using testing::source_dir;
 using testing::TempDir;
 
-std::string fixture(const std::string& path) { return source_dir() + "/tests/fixtures/hf/" + path; }
+std::string fixture(const std::string& path) { return testing::hf_fixture(path); }
 
-void write_preference_data(const std::string& path, int rows) {
-  std::ofstream out(path);
-  for (int i = 0; i < rows; ++i) {
-    out << nlohmann::json{{"prompt", "Question " + std::to_string(i) + ": is " + std::to_string(i % 7) + " small?"},
-                          {"chosen", " The answer is yes."},
-                          {"rejected", " Maybe no!"}}
-               .dump()
-        << "\n";
-  }
-}
+void write_preference_data(const std::string& path, int rows) { testing::write_preference_pairs(path, rows); }
 
 std::string job_file(const TempDir& dir, const std::string& name, const std::string& peft, const std::string& extra) {
   write_preference_data(dir.path() + "/pairs.jsonl", 24);
@@ -50,10 +41,7 @@ std::string job_file(const TempDir& dir, const std::string& name, const std::str
                    "  output: { dir: \"" + dir.path() + "/" + name + "\" }\n" + extra + "\n}\n");
 }
 
-std::string mpirun(int ranks) {
-  return "env -u RLHF_BASE_MODEL -u RLHF_DATASET_PATH -u RLHF_OUTPUT_DIR mpirun --allow-run-as-root --oversubscribe -np " +
-         std::to_string(ranks) + " ";
-}
+std::string mpirun(int ranks) { return testing::mpirun_command(ranks); }
 
 // "<dir> trained=X merged_error=Y" lines of check_adapter_outputs.py, by directory.
 std::map<std::string, std::pair<double, double>> peer_check(const std::vector<std::string>& arguments) {

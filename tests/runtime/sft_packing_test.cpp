@@ -32,7 +32,7 @@ using testing::run_command;
 using testing::source_dir;
 using testing::TempDir;
 
-std::string fixture(const std::string& path) { return source_dir() + "/tests/fixtures/hf/" + path; }
+std::string fixture(const std::string& path) { return testing::hf_fixture(path); }
 
 double max_abs_difference(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   double largest = 0.0;
@@ -124,10 +124,7 @@ std::string job_file(const TempDir& dir, const std::string& name, const std::str
                                  "  output: { dir: \"" + dir.path() + "/" + name + "\" }\n" + extra + "\n}\n");
 }
 
-std::string mpirun(int ranks) {
-  return "env -u RLHF_BASE_MODEL -u RLHF_DATASET_PATH -u RLHF_OUTPUT_DIR mpirun --allow-run-as-root --oversubscribe -np " +
-         std::to_string(ranks) + " ";
-}
+std::string mpirun(int ranks) { return testing::mpirun_command(ranks); }
 
 // The training losses of metrics.jsonl, step by step.
 std::vector<double> step_losses(const std::string& path) {

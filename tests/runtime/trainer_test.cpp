@@ -28,20 +28,9 @@ using testing::run_command;
 using testing::source_dir;
 using testing::TempDir;
 
-std::string fixture(const std::string& path) { return source_dir() + "/tests/fixtures/hf/" + path; }
+std::string fixture(const std::string& path) { return testing::hf_fixture(path); }
 
-// Preference pairs whose preference is visible in the text: chosen answers end with " yes.",
-// rejected ones with " no!".
-void write_preference_data(const std::string& path, int rows) {
-  std::ofstream out(path);
-  for (int i = 0; i < rows; ++i) {
-    out << nlohmann::json{{"prompt", "Question " + std::to_string(i) + ": is " + std::to_string(i % 7) + " small?"},
-                          {"chosen", " The answer is yes."},
-                          {"rejected", " Maybe no!"}}
-               .dump()
-        << "\n";
-  }
-}
+void write_preference_data(const std::string& path, int rows) { testing::write_preference_pairs(path, rows); }
 
 void write_kto_data(const std::string& path, int rows) {
   std::ofstream out(path);
@@ -73,10 +62,7 @@ std::string job_file(const TempDir& dir, const std::string& algorithm, const std
                              "  output: { dir: \"" + dir.path() + "/out\" }\n" + extra + "\n}\n");
 }
 
-std::string mpirun(int ranks) {
-  return "env -u RLHF_BASE_MODEL -u RLHF_DATASET_PATH -u RLHF_OUTPUT_DIR mpirun --allow-run-as-root --oversubscribe -np " +
-         std::to_string(ranks) + " ";
-}
+std::string mpirun(int ranks) { return testing::mpirun_command(ranks); }
 
 std::vector<nlohmann::json> metric_records(const std::string& path) {
   std::vector<nlohmann::json> records;

@@ -56,3 +56,22 @@ std::string source_dir() { return N3RLHF_SOURCE_DIR; }
 std::string binary(const std::string& name) { return std::string(N3RLHF_BINARY_DIR) + "/bin/" + name; }
 
 }  // namespace n3rlhf::testing
+
+namespace n3rlhf::testing {
+
+std::string hf_fixture(const std::string& path) { return source_dir() + "/tests/fixtures/hf/" + path; }
+
+std::string mpirun_command(int ranks) {
+  return "env -u RLHF_BASE_MODEL -u RLHF_DATASET_PATH -u RLHF_OUTPUT_DIR mpirun --allow-run-as-root --oversubscribe -np " +
+         std::to_string(ranks) + " ";
+}
+
+void write_preference_pairs(const std::string& path, int rows) {
+  std::ofstream out(path);
+  for (int i = 0; i < rows; ++i) {
+    out << "{\"prompt\": \"Question " << i << ": is " << i % 7 << " small?\", \"chosen\": \" The answer is yes.\", "
+        << "\"rejected\": \" Maybe no!\"}\n";
+  }
+}
+
+}  // namespace n3rlhf::testing

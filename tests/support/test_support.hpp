@@ -34,4 +34,13 @@ std::string source_dir();            // the project's source directory
 std::string binary(const std::string& name);  // build/bin/<name>
 std::string read_file(const std::string& path);
 
+// tests/fixtures/hf/<path>: the Hugging Face reference models, tokenizers and outputs.
+std::string hf_fixture(const std::string& path);
+// "mpirun ... -np N " for n3rlhf-dist runs: as root, oversubscribed, and without the RLHF_*
+// variables that would override the test's job file.
+std::string mpirun_command(int ranks);
+// `rows` preference pairs whose preference is visible in the text (chosen answers end with
+// " yes.", rejected ones with " no!"), as JSONL with prompt/chosen/rejected.
+void write_preference_pairs(const std::string& path, int rows);
+
 }  // namespace n3rlhf::testing
