@@ -73,10 +73,22 @@ torch::Tensor gradient_squared_norm(const std::vector<torch::Tensor>& grads) {
   const torch::Tensor first = first_defined(grads);
   if (!first.defined()) return torch::zeros({});
   torch::NoGradGuard no_grad;
-  torch::Tensor total = torch::zeros({}, first.options().dtype(torch::kFloat32));
-  for (const auto& group : group_by_device_and_dtype(grads))
-    for (auto& norm : torch::_foreach_norm(group, 2)) total = total + norm.to(total.device(), torch::kFloat32).square();
-  return total;
+  // Norms of pieces of at most 64Ki elements, squared and summed in float64: libtorch's float32
+  // CPU norm of one long flat buffer (a sharded unit: millions of elements) accumulates with a
+  // relative error of ~1e-4 (6e-4 on a ~100M model's grad_norm against TRL's per-parameter norms),
+  // while short pieces stay exact to float rounding. Splitting makes views, not copies.
+  constexpr int64_t kPiece = int64_t{1} << 16;
+  torch::Tensor total = torch::zeros({}, first.options().dtype(torch::kFloat64));
+  for (const auto& group : group_by_device_and_dtype(grads)) {
+    std::vector<torch::Tensor> pieces;
+    for (const torch::Tensor& grad : group) {
+      for (const torch::Tensor& piece : grad.reshape({-1}).split(kPiece)) pieces.push_back(piece);
+    }
+    if (pieces.empty()) continue;
+    const torch::Tensor norms = torch::stack(torch::_foreach_norm(pieces, 2)).to(total.device(), torch::kFloat64);
+    total = total + norms.square().sum();
+  }
+  return total.to(torch::kFloat32);
 }
 
 torch::Tensor clip_gradients_by_squared_norm(const std::vector<torch::Tensor>& grads,
