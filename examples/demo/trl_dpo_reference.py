@@ -63,7 +63,9 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    config = DPOConfig(output_dir=args.out, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
+    # bf16=False: DPOConfig defaults to bf16, which on the CPU is bfloat16 autocast; n3rlhf trains
+    # the demo in float32.
+    config = DPOConfig(output_dir=args.out, bf16=False, per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=64,
                        learning_rate=args.learning_rate, lr_scheduler_type=args.scheduler,
                        warmup_steps=args.warmup_steps, max_steps=args.steps,
                        beta=args.beta, max_length=args.max_length, eval_strategy="steps", eval_steps=args.eval_every,
