@@ -261,6 +261,8 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"robust_without_smoothing", "dpo", "dpo: { loss_type: \"robust\" }", 0, ErrorCode::kIncompatibleOptions, "needs dpo.label_smoothing"},
         RuleCase{"smoothing_with_hinge", "dpo", "dpo: { loss_type: \"hinge\" label_smoothing: 0.1 }", 0, ErrorCode::kIncompatibleOptions, "label_smoothing applies"},
         RuleCase{"precompute_reference_free", "dpo", "dpo: { reference_free: true precompute_ref_log_probs: true }", 0, ErrorCode::kIncompatibleOptions, "nothing to compute"},
+        RuleCase{"precompute_for_kto", "kto", "dpo: { precompute_ref_log_probs: true }", 0, ErrorCode::kIncompatibleOptions, "applies to dpo and ipo"},
+        RuleCase{"reward_model_with_adapters", "reward_model", "peft: { method: \"lora\" }", 0, ErrorCode::kIncompatibleOptions, "modules_to_save"},
         RuleCase{"beta_twice", "dpo", "hyperparameters: { beta: 0.2 } dpo: { beta: 0.1 }", 0, ErrorCode::kIncompatibleOptions, "beta is given twice"},
         RuleCase{"micro_over_batch", "dpo", "hyperparameters: { batch_size: 4 micro_batch_size: 8 }", 0, ErrorCode::kIncompatibleOptions, "exceeds batch_size"},
         RuleCase{"batch_split", "dpo", "hyperparameters: { batch_size: 10 micro_batch_size: 2 }", 3, ErrorCode::kIncompatibleOptions, "does not split over 3"},
