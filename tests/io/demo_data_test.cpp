@@ -290,7 +290,7 @@ TEST(DemoData, ExampleJobsAreValid) {
     EXPECT_NE(text.find("base_model: \"runs/demo/model\""), std::string::npos) << entry.path();
     EXPECT_NE(text.find("eval_dataset: \"runs/demo/"), std::string::npos) << entry.path();
   }
-  EXPECT_EQ(count, 5);
+  EXPECT_EQ(count, 6);  // dpo, dpo_lora, sft, reward_model, orpo, kto
 }
 
 }  // namespace
