@@ -225,6 +225,18 @@ void DataParallelEngine::launch_reduction(Unit& unit) {
   torch::NoGradGuard no_grad;
   unit.launched = true;
   unit.launched_at = start;
+  if (communicator_->size() == 1) {
+    // A world of one reduces nothing: gradients go straight into the unit's float32 buffer,
+    // without a bucket (one gradient-sized copy less at the peak of backward).
+    for (size_t i = 0; i < unit.parameter_count(); ++i) {
+      const FlatSegment& segment = unit.layout.segments()[i];
+      torch::Tensor& parameter = unit.description.parameters[i].second;
+      if (parameter.grad().defined()) unit.grad.narrow(0, segment.offset, segment.numel).add_(parameter.grad().reshape(-1));
+      parameter.mutable_grad() = torch::Tensor();
+    }
+    reduce_seconds_ += seconds_since(start);
+    return;
+  }
   const torch::TensorOptions reduce_options = unit.compute_options.dtype(options_.reduce_dtype);
   unit.bucket = torch::empty({unit.layout.padded_numel()}, reduce_options);
   const int64_t used = unit.layout.numel();
@@ -251,6 +263,16 @@ void DataParallelEngine::launch_reduction(Unit& unit) {
     unit.pending = communicator_->reduce_scatter(unit.bucket, unit.received, reduce);
   }
   reduce_seconds_ += seconds_since(start);
+  complete_finished_reductions();
+}
+
+void DataParallelEngine::complete_finished_reductions() {
+  // Reductions launched earlier in this backward that have finished are accumulated and their
+  // buckets freed now rather than in finish_backward(): otherwise every unit's gradient would be
+  // held in a bucket until backward ends (a whole model's gradients under ZeRO-2, not a shard).
+  for (auto& unit : units_) {
+    if (unit->pending && unit->pending->is_completed()) complete_reduction(*unit);
+  }
 }
 
 void DataParallelEngine::complete_reduction(Unit& unit) {

@@ -114,6 +114,7 @@ class DataParallelEngine : public LayerExecutor {
   void on_gradient_ready(size_t unit_index);
   void launch_reduction(Unit& unit);
   void complete_reduction(Unit& unit);
+  void complete_finished_reductions();
   void gather_layer(int layer, int direction);
   void start_gather(Unit& unit);
   void release_layer(int layer);
