@@ -124,6 +124,8 @@ def run_trl(args):
         learning_rate=args.learning_rate, lr_scheduler_type="constant", warmup_steps=0, max_steps=args.steps,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, adam_beta1=0.9, adam_beta2=0.999,
         adam_epsilon=1e-8, beta=args.beta, loss_type=["sigmoid"], max_length=args.max_length,
+        # DPOConfig defaults gradient_checkpointing=True in TRL 1.16: off, as n3rlhf recomputes nothing.
+        gradient_checkpointing=False,
         truncation_mode="keep_start", bf16=False, fp16=False, use_cpu=True, seed=args.seed,
         train_sampling_strategy="sequential", dataloader_num_workers=0, disable_dropout=True,
         logging_steps=1, save_strategy="no", report_to=[], num_train_epochs=1)
