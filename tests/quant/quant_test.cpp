@@ -275,9 +275,10 @@ TEST(QuantGpu, KernelEqualsCpuPathBitForBitAndLinearRunsOnTheDevice) {
 
 // --- Bytes per base parameter of the llama-100m preset (printed for docs/quantization.md) ---------
 TEST(QuantMemory, BytesPerParameterOfTheLlama100mLinearsMatchThePaper) {
-  // llama-100m: hidden 768, intermediate 2048, 12 layers; q/k/v/o [768, 768], gate/up [2048, 768],
-  // down [768, 2048] (the linears QLoRA quantizes; embeddings and norms stay in float).
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {{768, 768},  {768, 768},  {768, 768}, {768, 768},
+  // llama-100m: hidden 768, intermediate 2048, 12 layers, 12 heads of 64 and 4 KV heads; q/o
+  // [768, 768], k/v [256, 768], gate/up [2048, 768], down [768, 2048] (the linears QLoRA
+  // quantizes; embeddings and norms stay in float).
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{768, 768},  {256, 768},  {256, 768}, {768, 768},
                                                            {2048, 768}, {2048, 768}, {768, 2048}};
   constexpr int64_t kLayers = 12;
   struct Variant { const char* name; int64_t bits; bool double_quant; double low; double high; };
