@@ -2,6 +2,7 @@
 // FSDP's gather/recompute/reduce around each layer, and resharding of saved state.
 #include "shard/data_parallel_engine.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -467,29 +468,38 @@ std::vector<std::pair<std::string, torch::Tensor>> DataParallelEngine::shard_sta
     for (auto& [name, tensor] : optimizer_->state_tensors()) optimizer_state[name] = tensor;
   }
   std::vector<std::pair<std::string, torch::Tensor>> state;
+  // Only the saved range of each unit is assembled (DDP saves the slice rank r would own under
+  // ZeRO-2), straight into buffers of that size: saving costs one shard of parameters and two of
+  // moments in memory, not copies of everything this rank steps.
+  std::vector<int64_t> from(units_.size()), size(units_.size());
   std::vector<torch::Tensor> exp_avg(units_.size()), exp_avg_sq(units_.size());
   for (size_t u = 0; u < units_.size(); ++u) {
-    exp_avg[u] = torch::zeros({units_[u]->owned_numel}, torch::kFloat32);
-    exp_avg_sq[u] = torch::zeros({units_[u]->owned_numel}, torch::kFloat32);
+    from[u] = options_.strategy == ShardingStrategy::kDdp ? units_[u]->layout.shard_offset(rank) : 0;
+    size[u] = units_[u]->layout.shard_numel();
+    exp_avg[u] = torch::zeros({size[u]}, torch::kFloat32);
+    exp_avg_sq[u] = torch::zeros({size[u]}, torch::kFloat32);
   }
   double step_count = 0.0;
   for (size_t i = 0; i < optimizer_slots_.size(); ++i) {
     const OptimizerSlot& slot = optimizer_slots_[i];
     const std::string prefix = "adamw." + std::to_string(i) + ".";
     if (!optimizer_state.count(prefix + "exp_avg")) continue;  // no step taken yet
-    exp_avg[slot.unit].narrow(0, slot.offset, slot.numel).copy_(optimizer_state[prefix + "exp_avg"].reshape(-1));
-    exp_avg_sq[slot.unit].narrow(0, slot.offset, slot.numel).copy_(optimizer_state[prefix + "exp_avg_sq"].reshape(-1));
     step_count = optimizer_state[prefix + "step"].item<double>();
+    const int64_t begin = std::max(slot.offset, from[slot.unit]);
+    const int64_t end = std::min(slot.offset + slot.numel, from[slot.unit] + size[slot.unit]);
+    if (begin >= end) continue;
+    const auto part = [&](const std::string& key) {
+      return optimizer_state[prefix + key].reshape(-1).narrow(0, begin - slot.offset, end - begin);
+    };
+    exp_avg[slot.unit].narrow(0, begin - from[slot.unit], end - begin).copy_(part("exp_avg"));
+    exp_avg_sq[slot.unit].narrow(0, begin - from[slot.unit], end - begin).copy_(part("exp_avg_sq"));
   }
   for (size_t u = 0; u < units_.size(); ++u) {
     const Unit& unit = *units_[u];
-    // DDP steps the whole buffer; its saved shard is the slice rank r would own under ZeRO-2.
-    const int64_t from = options_.strategy == ShardingStrategy::kDdp ? unit.layout.shard_offset(rank) : 0;
-    const int64_t size = unit.layout.shard_numel();
     const std::string& name = unit.description.name;
-    state.emplace_back(name + "/param", unit.master.narrow(0, from, size).to(torch::kFloat32).clone());
-    state.emplace_back(name + "/exp_avg", exp_avg[u].narrow(0, from, size).clone());
-    state.emplace_back(name + "/exp_avg_sq", exp_avg_sq[u].narrow(0, from, size).clone());
+    state.emplace_back(name + "/param", unit.master.narrow(0, from[u], size[u]).to(torch::kFloat32).clone());
+    state.emplace_back(name + "/exp_avg", exp_avg[u]);
+    state.emplace_back(name + "/exp_avg_sq", exp_avg_sq[u]);
     state.emplace_back(name + "/step", torch::tensor({step_count}, torch::kFloat32));
   }
   return state;
