@@ -64,45 +64,14 @@ import subprocess
 import sys
 import time
 
-MASK64 = (1 << 64) - 1
 LOCK = "/tmp/n3rlhf-bench.lock"
 
 
 # ----------------------------------------------------------------------------------------------
-# n3rlhf's data order
+# n3rlhf's data order: benchmarks/n3rlhf_data_order.py
 
-class SplitMix64:
-    def __init__(self, seed):
-        self.state = seed & MASK64
-
-    def next(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-        return z ^ (z >> 31)
-
-    def below(self, bound):
-        limit = MASK64 - MASK64 % bound
-        value = self.next()
-        while value >= limit:
-            value = self.next()
-        return value % bound
-
-
-def n3rlhf_order(example_count, seed, batch_size, steps):
-    per_epoch = example_count // batch_size
-    order, epoch = [], 0
-    while len(order) < steps * batch_size:
-        plan = list(range(example_count))
-        mix = SplitMix64((seed * 0x2545F4914F6CDD1D + epoch * 0x9E3779B97F4A7C15 + 1) & MASK64).next()
-        random = SplitMix64(mix)
-        for i in range(len(plan), 1, -1):
-            j = random.below(i)
-            plan[i - 1], plan[j] = plan[j], plan[i - 1]
-        order.extend(plan[: per_epoch * batch_size])
-        epoch += 1
-    return order[: steps * batch_size]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from n3rlhf_data_order import n3rlhf_order  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------

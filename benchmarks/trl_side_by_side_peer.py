@@ -47,57 +47,16 @@ import subprocess
 import sys
 import time
 
-MASK64 = (1 << 64) - 1
 # Benchmarks on this shared machine take this lock for each measured run (peft_side_by_side and
 # the model and sharding benchmarks with N3RLHF_BENCH_LOCK do too), so that they never overlap.
 LOCK = os.environ.get("N3RLHF_BENCH_LOCK", "/tmp/n3rlhf-bench.lock")
 
 
 # ----------------------------------------------------------------------------------------------
-# n3rlhf's data order (src/io/batching.cpp: SeededRandom, seeded_shuffle, epoch_seed, EpochPlan)
+# n3rlhf's data order: benchmarks/n3rlhf_data_order.py
 
-class SplitMix64:
-    def __init__(self, seed):
-        self.state = seed & MASK64
-
-    def next(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-        return z ^ (z >> 31)
-
-    def below(self, bound):
-        limit = MASK64 - MASK64 % bound
-        value = self.next()
-        while value >= limit:
-            value = self.next()
-        return value % bound
-
-
-def seeded_shuffle(values, seed):
-    random = SplitMix64(seed)
-    for i in range(len(values), 1, -1):
-        j = random.below(i)
-        values[i - 1], values[j] = values[j], values[i - 1]
-
-
-def epoch_seed(seed, epoch, stream):
-    return SplitMix64((seed * 0x2545F4914F6CDD1D + epoch * 0x9E3779B97F4A7C15 + stream) & MASK64).next()
-
-
-def n3rlhf_order(example_count, seed, batch_size, steps):
-    """Examples in the order n3rlhf-dist trains on them (shuffle on, group_by_length off, no packing,
-    every example in the training split), for `steps` global batches over as many epochs as needed."""
-    per_epoch = example_count // batch_size
-    order = []
-    epoch = 0
-    while len(order) < steps * batch_size:
-        plan = list(range(example_count))
-        seeded_shuffle(plan, epoch_seed(seed, epoch, 1))
-        order.extend(plan[: per_epoch * batch_size])
-        epoch += 1
-    return order[: steps * batch_size]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from n3rlhf_data_order import n3rlhf_order  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
