@@ -190,22 +190,33 @@ torch::Tensor SafetensorsFile::load(const std::string& name) const {
 
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
-  std::vector<SafetensorsTensorInfo> infos;
-  infos.reserve(tensors.size());
-  std::map<std::string, const torch::Tensor*> by_name;
+  std::vector<DeferredTensor> deferred;
+  deferred.reserve(tensors.size());
   for (const auto& [name, tensor] : tensors) {
     if (!tensor.defined()) fail_save(path, "tensor is undefined", name);
     if (tensor.layout() != torch::kStrided) fail_save(path, "only dense tensors can be saved", name);
+    const torch::Tensor* source = &tensor;
+    deferred.push_back({name, tensor.scalar_type(), tensor.sizes().vec(), [source] { return *source; }});
+  }
+  save_safetensors(path, deferred, metadata);
+}
+
+void save_safetensors(const std::string& path, const std::vector<DeferredTensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsTensorInfo> infos;
+  infos.reserve(tensors.size());
+  std::map<std::string, const DeferredTensor*> by_name;
+  for (const DeferredTensor& tensor : tensors) {
     SafetensorsTensorInfo info;
-    info.name = name;
+    info.name = tensor.name;
     try {
-      info.dtype = torch_dtype_to_safetensors(tensor.scalar_type());
+      info.dtype = torch_dtype_to_safetensors(tensor.dtype);
     } catch (const RlhfError& error) {
-      fail_save(path, error.message(), name);
+      fail_save(path, error.message(), tensor.name);
     }
-    info.shape = tensor.sizes().vec();
+    info.shape = tensor.shape;
     infos.push_back(std::move(info));
-    by_name[name] = &tensor;
+    by_name[tensor.name] = &tensor;
   }
   std::vector<SafetensorsTensorInfo> layout;
   std::string header;
@@ -221,8 +232,13 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   TemporaryFile file(path);
   file.write_all(header.data(), header.size(), path);
   for (const SafetensorsTensorInfo& info : layout) {
+    const DeferredTensor& deferred = *by_name.at(info.name);
     // One tensor at a time on the CPU, so saving from a GPU needs no second full copy in host memory.
-    const torch::Tensor cpu = by_name.at(info.name)->detach().to(torch::kCPU).contiguous();
+    const torch::Tensor made = deferred.make();
+    if (!made.defined() || made.scalar_type() != deferred.dtype || made.sizes().vec() != deferred.shape) {
+      fail_save(path, "the tensor produced does not have the dtype and shape announced in the header", info.name);
+    }
+    const torch::Tensor cpu = made.detach().to(torch::kCPU).contiguous();
     file.write_all(cpu.data_ptr(), info.data_end - info.data_begin, path);
   }
   file.commit(path);

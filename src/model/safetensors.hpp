@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,6 +55,18 @@ class SafetensorsFile {
 // Writes a temporary file beside `path`, fsyncs it and renames it over `path`, so a reader never
 // sees a partial file. RLHF012 (naming the path) on I/O failure or a tensor safetensors cannot hold.
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+
+// A tensor described up front and produced only when the writer reaches it, so that a file of
+// many large tensors can be written holding one of them at a time (checkpoint shards assembled
+// from optimizer state). `make` must return exactly `dtype` and `shape`, or the save is RLHF012.
+struct DeferredTensor {
+  std::string name;
+  torch::ScalarType dtype = torch::kFloat32;
+  std::vector<int64_t> shape;
+  std::function<torch::Tensor()> make;
+};
+void save_safetensors(const std::string& path, const std::vector<DeferredTensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
 // Replaces `path` with `contents` the same way (temporary file, fsync, rename); RLHF012 on failure.

@@ -172,7 +172,12 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState&
   const std::string directory = checkpoints.pending_directory(step);
   const std::string shard = directory + "/shard-" + std::to_string(communicator.rank()) + "-of-" +
                             std::to_string(communicator.size()) + ".safetensors";
-  save_safetensors(shard, engine.shard_state());
+  // Written one tensor at a time: the moments are assembled per unit as the writer reaches them.
+  std::vector<DeferredTensor> tensors;
+  for (DeferredShardTensor& entry : engine.deferred_shard_state()) {
+    tensors.push_back({entry.name, torch::kFloat32, entry.shape, std::move(entry.make)});
+  }
+  save_safetensors(shard, tensors);
   communicator.barrier()->wait();
   if (pending) {
     nlohmann::json state = {{"step", step},

@@ -460,47 +460,56 @@ nlohmann::json DataParallelEngine::layout_json() const {
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> DataParallelEngine::shard_state() const {
-  torch::NoGradGuard no_grad;
-  const int rank = communicator_->rank();
-  // AdamW state per optimizer parameter, reassembled into flat per-unit buffers.
-  std::map<std::string, torch::Tensor> optimizer_state;
-  if (optimizer_) {
-    for (auto& [name, tensor] : optimizer_->state_tensors()) optimizer_state[name] = tensor;
-  }
   std::vector<std::pair<std::string, torch::Tensor>> state;
-  // Only the saved range of each unit is assembled (DDP saves the slice rank r would own under
-  // ZeRO-2), straight into buffers of that size: saving costs one shard of parameters and two of
-  // moments in memory, not copies of everything this rank steps.
-  std::vector<int64_t> from(units_.size()), size(units_.size());
-  std::vector<torch::Tensor> exp_avg(units_.size()), exp_avg_sq(units_.size());
-  for (size_t u = 0; u < units_.size(); ++u) {
-    from[u] = options_.strategy == ShardingStrategy::kDdp ? units_[u]->layout.shard_offset(rank) : 0;
-    size[u] = units_[u]->layout.shard_numel();
-    exp_avg[u] = torch::zeros({size[u]}, torch::kFloat32);
-    exp_avg_sq[u] = torch::zeros({size[u]}, torch::kFloat32);
-  }
-  double step_count = 0.0;
-  for (size_t i = 0; i < optimizer_slots_.size(); ++i) {
-    const OptimizerSlot& slot = optimizer_slots_[i];
-    const std::string prefix = "adamw." + std::to_string(i) + ".";
-    if (!optimizer_state.count(prefix + "exp_avg")) continue;  // no step taken yet
-    step_count = optimizer_state[prefix + "step"].item<double>();
-    const int64_t begin = std::max(slot.offset, from[slot.unit]);
-    const int64_t end = std::min(slot.offset + slot.numel, from[slot.unit] + size[slot.unit]);
-    if (begin >= end) continue;
-    const auto part = [&](const std::string& key) {
-      return optimizer_state[prefix + key].reshape(-1).narrow(0, begin - slot.offset, end - begin);
-    };
-    exp_avg[slot.unit].narrow(0, begin - from[slot.unit], end - begin).copy_(part("exp_avg"));
-    exp_avg_sq[slot.unit].narrow(0, begin - from[slot.unit], end - begin).copy_(part("exp_avg_sq"));
-  }
+  for (const DeferredShardTensor& entry : deferred_shard_state()) state.emplace_back(entry.name, entry.make());
+  return state;
+}
+
+std::vector<DeferredShardTensor> DataParallelEngine::deferred_shard_state() const {
+  const int rank = communicator_->rank();
+  std::vector<DeferredShardTensor> state;
   for (size_t u = 0; u < units_.size(); ++u) {
     const Unit& unit = *units_[u];
+    // DDP steps the whole buffer; its saved shard is the slice rank r would own under ZeRO-2.
+    const int64_t from = options_.strategy == ShardingStrategy::kDdp ? unit.layout.shard_offset(rank) : 0;
+    const int64_t size = unit.layout.shard_numel();
     const std::string& name = unit.description.name;
-    state.emplace_back(name + "/param", unit.master.narrow(0, from[u], size[u]).to(torch::kFloat32).clone());
-    state.emplace_back(name + "/exp_avg", exp_avg[u]);
-    state.emplace_back(name + "/exp_avg_sq", exp_avg_sq[u]);
-    state.emplace_back(name + "/step", torch::tensor({step_count}, torch::kFloat32));
+    state.push_back({name + "/param", {size}, [this, u, from, size] {
+                       torch::NoGradGuard no_grad;
+                       return units_[u]->master.narrow(0, from, size).to(torch::kFloat32).clone();
+                     }});
+    // A moment of this unit's saved range, assembled from the optimizer's per-parameter state
+    // only when asked for, so that a caller writing one tensor at a time holds one at a time.
+    for (const std::string key : {"exp_avg", "exp_avg_sq"}) {
+      state.push_back({name + "/" + key, {size}, [this, u, from, size, key] {
+                         torch::NoGradGuard no_grad;
+                         torch::Tensor assembled = torch::zeros({size}, torch::kFloat32);
+                         if (!optimizer_) return assembled;
+                         const auto tensors = optimizer_->state_tensors();
+                         const std::map<std::string, torch::Tensor> by_name(tensors.begin(), tensors.end());
+                         for (size_t i = 0; i < optimizer_slots_.size(); ++i) {
+                           const OptimizerSlot& slot = optimizer_slots_[i];
+                           if (slot.unit != u) continue;
+                           const auto found = by_name.find("adamw." + std::to_string(i) + "." + key);
+                           if (found == by_name.end()) continue;  // no step taken yet
+                           const int64_t begin = std::max(slot.offset, from);
+                           const int64_t end = std::min(slot.offset + slot.numel, from + size);
+                           if (begin >= end) continue;
+                           assembled.narrow(0, begin - from, end - begin)
+                               .copy_(found->second.reshape(-1).narrow(0, begin - slot.offset, end - begin));
+                         }
+                         return assembled;
+                       }});
+    }
+    state.push_back({name + "/step", {1}, [this] {
+                       double step_count = 0.0;
+                       if (optimizer_) {
+                         for (auto& [key, tensor] : optimizer_->state_tensors()) {
+                           if (key.size() > 5 && key.compare(key.size() - 5, 5, ".step") == 0) step_count = tensor.item<double>();
+                         }
+                       }
+                       return torch::tensor({step_count}, torch::kFloat32);
+                     }});
   }
   return state;
 }

@@ -54,6 +54,13 @@ struct EngineMemory {
   int64_t largest_unit_bytes = 0;    // a gathered unit (fsdp's transient peak)
 };
 
+// One entry of a rank's checkpoint state: its name, 1-D float32 shape and how to make it.
+struct DeferredShardTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::function<torch::Tensor()> make;
+};
+
 class DataParallelEngine : public LayerExecutor {
  public:
   DataParallelEngine(torch::nn::Module& module, std::shared_ptr<Communicator> communicator, ShardingOptions options,
@@ -89,6 +96,10 @@ class DataParallelEngine : public LayerExecutor {
   // This rank's shard of every unit: "<unit>/param", "<unit>/exp_avg", "<unit>/exp_avg_sq" (flat
   // float32 [shard_numel]) and "<unit>/step"; with layout_json() it is world-size independent.
   std::vector<std::pair<std::string, torch::Tensor>> shard_state() const;
+  // The same entries, each made only when called (float32, 1-D): a writer that takes them one at
+  // a time holds one unit's tensor at a time instead of this rank's whole state. Valid until the
+  // next step.
+  std::vector<DeferredShardTensor> deferred_shard_state() const;
   nlohmann::json layout_json() const;
   // Loads a state saved by shard_state() on `saved_world_size` ranks: `read` returns the saved
   // tensor `name` of saved rank k. Each rank reads only the ranges it now owns. RLHF053 when a

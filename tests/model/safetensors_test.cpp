@@ -306,6 +306,29 @@ TEST(SafetensorsFile, SaveIsAtomicAndLeavesNoTemporaryFiles) {
   EXPECT_EQ(entries, 1u);
 }
 
+TEST(SafetensorsFile, DeferredTensorsAreMadeOneAtATimeAndWriteTheSameBytes) {
+  TempDir dir;
+  const torch::Tensor a = torch::arange(6, torch::kFloat32).reshape({2, 3});
+  const torch::Tensor b = torch::ones({4}, torch::kBFloat16);
+  save_safetensors(dir.path() + "/eager.safetensors", {{"a", a}, {"b", b}});
+  int made = 0;
+  std::vector<DeferredTensor> deferred = {{"a", torch::kFloat32, {2, 3}, [&] { ++made; return a.clone(); }},
+                                          {"b", torch::kBFloat16, {4}, [&] { ++made; return b.clone(); }}};
+  save_safetensors(dir.path() + "/deferred.safetensors", deferred);
+  EXPECT_EQ(made, 2);
+  EXPECT_EQ(testing::read_file(dir.path() + "/deferred.safetensors"), testing::read_file(dir.path() + "/eager.safetensors"));
+  // A tensor that is not what the header announced fails the save and leaves no file.
+  std::vector<DeferredTensor> wrong = {{"a", torch::kFloat32, {2, 3}, [&] { return torch::zeros({3, 2}); }}};
+  try {
+    save_safetensors(dir.path() + "/wrong.safetensors", wrong);
+    ADD_FAILURE() << "saved a tensor of another shape";
+  } catch (const TrainingError& error) {
+    EXPECT_EQ(error.code(), ErrorCode::kCheckpointSaveFailure);
+    EXPECT_EQ(context_value(error, "tensor"), "a");
+  }
+  EXPECT_FALSE(fs::exists(dir.path() + "/wrong.safetensors"));
+}
+
 TEST(SafetensorsFile, SaveFailuresAreRlhf012NamingThePath) {
   TempDir dir;
   const std::string missing_dir = dir.path() + "/no/such/dir/w.safetensors";
