@@ -117,17 +117,7 @@ std::string batching_report(const RLHFConfig& config, const std::string& directo
   } else {
     for (int64_t e = 0; e < data.example_count(); ++e) train.push_back(e);
   }
-  BatchingOptions batching;
-  batching.global_batch_size = h.batch_size;
-  batching.world_size = world_size;
-  batching.seed = static_cast<uint64_t>(h.seed);
-  batching.group_by_length = config.data.group_by_length;
-  batching.packing = config.algorithm == Algorithm::kSft && config.sft.packing;
-  batching.pack_length = h.max_length;
-  const int64_t per_rank = h.batch_size / world_size;
-  batching.micro_batch_size = h.micro_batch_size > 0 ? h.micro_batch_size
-                              : h.gradient_accumulation_steps > 0 ? std::max<int64_t>(1, per_rank / h.gradient_accumulation_steps)
-                                                                  : 0;
+  const BatchingOptions batching = batching_options_from_config(config, world_size);
   std::vector<int64_t> lengths = data.example_lengths();
   if (batching.packing) {
     for (int64_t e = 0; e < data.example_count(); ++e) lengths[static_cast<size_t>(e)] = data.example_tokens(e);

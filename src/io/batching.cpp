@@ -364,4 +364,23 @@ std::vector<CollatedBatch> RankBatchLoader::load_step(int64_t epoch, int64_t ste
   return batches;
 }
 
+BatchingOptions batching_options_from_config(const RLHFConfig& config, int world_size) {
+  const Hyperparameters& h = config.hyperparameters;
+  BatchingOptions batching;
+  batching.global_batch_size = h.batch_size;
+  batching.world_size = world_size;
+  batching.seed = static_cast<uint64_t>(h.seed);
+  batching.group_by_length = config.data.group_by_length;
+  // SFT packing: rows of max_length tokens holding several examples, each attending to itself only.
+  batching.packing = config.algorithm == Algorithm::kSft && config.sft.packing;
+  batching.pack_length = h.max_length;
+  const int64_t per_rank = h.batch_size / world_size;
+  if (h.micro_batch_size > 0) {
+    batching.micro_batch_size = h.micro_batch_size;
+  } else if (h.gradient_accumulation_steps > 0) {
+    batching.micro_batch_size = std::max<int64_t>(1, per_rank / h.gradient_accumulation_steps);
+  }
+  return batching;
+}
+
 }  // namespace n3rlhf

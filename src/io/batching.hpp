@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/config.hpp"
 #include "io/prepared_dataset.hpp"
 
 namespace n3rlhf {
@@ -38,6 +39,11 @@ struct BatchingOptions {
   bool packing = false;           // several examples per row (SFT)
   int64_t pack_length = 0;        // tokens per packed row (max_length)
 };
+
+// The job's batching for `world_size` data-parallel ranks (batch and micro batch sizes, seed,
+// grouping by length, SFT packing to max_length): what the trainer loads and what `n3rlhf
+// prepare JOB_FILE` reports the padding of.
+BatchingOptions batching_options_from_config(const RLHFConfig& config, int world_size);
 
 // An item of a batch: one example, or the examples packed into one row.
 using BatchItem = std::vector<int64_t>;

@@ -262,20 +262,8 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     eval_examples = std::move(split.eval);
   }
   const Hyperparameters& h = config.hyperparameters;
-  BatchingOptions batching;
-  batching.global_batch_size = h.batch_size;
-  batching.world_size = world;
-  batching.seed = static_cast<uint64_t>(h.seed);
-  batching.group_by_length = config.data.group_by_length;
-  // SFT packing: rows of max_length tokens holding several examples, each attending to itself only.
-  batching.packing = config.algorithm == Algorithm::kSft && config.sft.packing;
-  batching.pack_length = h.max_length;
+  const BatchingOptions batching = batching_options_from_config(config, world);
   const int64_t per_rank = h.batch_size / world;
-  if (h.micro_batch_size > 0) {
-    batching.micro_batch_size = h.micro_batch_size;
-  } else if (h.gradient_accumulation_steps > 0) {
-    batching.micro_batch_size = std::max<int64_t>(1, per_rank / h.gradient_accumulation_steps);
-  }
   CollateOptions collate;
   collate.pad_token_id = train_data.pad_token_id();
   collate.loss_on_prompt = config.algorithm == Algorithm::kSft && !config.sft.completion_only_loss;
