@@ -332,15 +332,6 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   } else if (adapters && config.reference_model.empty()) {
     reference = ReferenceModel(policy, set_adapters_enabled);
   }
-  int64_t state_step_for_hooks = 0;
-  if (adapters && adapters->config().type == AdapterType::kAdaLora) {
-    engine.set_after_update_hook([&] {
-      adapters->adalora_update_and_allocate(state_step_for_hooks, [&engine](const std::string& name, const torch::Tensor&) {
-        return engine.full_gradient(name);
-      });
-      return true;  // ranks were masked in place
-    });
-  }
 
   // Precomputed reference log-probs: made once per prepared data set (or found from an earlier
   // run), after which no reference model is held.
@@ -392,6 +383,17 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     }
   }
 
+  if (adapters && adapters->config().type == AdapterType::kAdaLora) {
+    // Runs inside engine.step(), before state.step counts that step: AdaLoRA's global_step is
+    // 0-based as in PEFT's training loop.
+    engine.set_after_update_hook([&] {
+      adapters->adalora_update_and_allocate(state.step, [&engine](const std::string& name, const torch::Tensor&) {
+        return engine.full_gradient(name);
+      });
+      return true;  // ranks were masked in place
+    });
+  }
+
   std::unique_ptr<MetricsLogger> metrics;
   std::optional<ProgressDisplay> progress;
   if (rank == 0) {
@@ -441,7 +443,6 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     // the step even when the gradients happen to be finite.
     std::map<std::string, double> values = accumulator.reduce(*communicator);
     const bool loss_finite = std::isfinite(values["loss"]);
-    state_step_for_hooks = state.step;  // AdaLoRA's global_step, 0-based as in PEFT's training loop
     const EngineStepResult result = engine.step(schedule.learning_rate(state.step), h.max_grad_norm, !loss_finite);
     if (!result.applied) {
       const std::string last_good =
