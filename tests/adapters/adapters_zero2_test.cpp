@@ -109,17 +109,3 @@ TEST(AdaptersZero2, TrainsOnlyTheAdaptersAndMatchesOneProcess) {
 
 }  // namespace
 }  // namespace n3rlhf
-
-int main(int argc, char** argv) {
-  int provided = 0;
-  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) ::testing::GTEST_FLAG(output) = "";
-  int status = RUN_ALL_TESTS();
-  int worst = 0;
-  MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Finalize();
-  return worst;
-}
