@@ -1,6 +1,6 @@
-// benchmark_models.hpp: the Llama shapes the benchmarks share with their Python peers
-// (benchmarks/benchmark_models.py holds the same table) and a builder for a randomly initialised
-// n3rlhf model of one of them.
+// benchmark_models.hpp: the Llama shapes the benchmarks use, which are `n3rlhf init-model`'s
+// presets (benchmarks/benchmark_models.py holds the same shapes for the Python peers), and a
+// builder for a randomly initialised n3rlhf model of one of them.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +22,7 @@ struct LlamaShape {
 // Unknown names end the program with a usage message (exit status 2).
 LlamaShape llama_shape_named(const std::string& name);
 
-// A Llama of that shape initialised as transformers does, moved to device and dtype.
-CausalTransformer build_llama(const LlamaShape& shape, torch::Device device, torch::ScalarType dtype);
+// The named Llama initialised as transformers does, moved to device and dtype.
+CausalTransformer build_llama(const std::string& name, torch::Device device, torch::ScalarType dtype);
 
 }  // namespace n3rlhf::benchmarks

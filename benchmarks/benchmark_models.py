@@ -1,5 +1,6 @@
-# benchmark_models.py: the Llama shapes of benchmarks/benchmark_models.hpp for the Python peers,
-# and a builder of the same randomly initialised transformers LlamaForCausalLM.
+# benchmark_models.py: the Llama shapes of `n3rlhf init-model`'s presets (which
+# benchmark_models.hpp reads) for the Python peers, and a builder of the same randomly
+# initialised transformers LlamaForCausalLM.
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -43,8 +43,8 @@ int main(int argc, char** argv) {
   const torch::ScalarType dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
   torch::manual_seed(0);
   const auto shape = n3rlhf::benchmarks::llama_shape_named(shape_name);
-  n3rlhf::CausalTransformer policy = n3rlhf::benchmarks::build_llama(shape, device, dtype);
-  n3rlhf::CausalTransformer reference = n3rlhf::benchmarks::build_llama(shape, device, dtype);
+  n3rlhf::CausalTransformer policy = n3rlhf::benchmarks::build_llama(shape_name, device, dtype);
+  n3rlhf::CausalTransformer reference = n3rlhf::benchmarks::build_llama(shape_name, device, dtype);
   for (auto& p : reference->parameters()) p.set_requires_grad(false);
   // fp32 master weights for the optimizer on bf16 models, as the sharding engine keeps them; on
   // the CPU the float32 parameters are their own masters.

@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   torch::set_num_threads(threads);
   torch::manual_seed(0);
   const auto shape = n3rlhf::benchmarks::llama_shape_named(shape_name);
-  n3rlhf::CausalTransformer model = n3rlhf::benchmarks::build_llama(shape, torch::kCPU, torch::kFloat32);
+  n3rlhf::CausalTransformer model = n3rlhf::benchmarks::build_llama(shape_name, torch::kCPU, torch::kFloat32);
   const torch::Tensor ids = torch::randint(shape.vocab, {batch, tokens}, torch::kLong);
 
   double result = 0.0, cpu_result = 0.0;

@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
 
   torch::manual_seed(0);  // every rank starts from the same weights
   const auto shape = n3rlhf::benchmarks::llama_shape_named(shape_name);
-  n3rlhf::CausalTransformer model = n3rlhf::benchmarks::build_llama(shape, device, dtype);
+  n3rlhf::CausalTransformer model = n3rlhf::benchmarks::build_llama(shape_name, device, dtype);
   n3rlhf::ShardingOptions options;
   options.strategy = strategy;
   n3rlhf::AdamWOptions adamw;
