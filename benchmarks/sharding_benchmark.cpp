@@ -45,10 +45,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The strategy by its job-file name (config.hpp's names), or exit status 2.
 n3rlhf::ShardingStrategy strategy_named(const std::string& name) {
-  if (name == "ddp") return n3rlhf::ShardingStrategy::kDdp;
-  if (name == "zero2") return n3rlhf::ShardingStrategy::kZero2;
-  if (name == "fsdp") return n3rlhf::ShardingStrategy::kFsdp;
+  const auto& names = n3rlhf::sharding_strategy_names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == name) return static_cast<n3rlhf::ShardingStrategy>(i);
+  }
   std::fprintf(stderr, "unknown strategy %s (ddp, zero2, fsdp)\n", name.c_str());
   std::exit(2);
 }
