@@ -6,9 +6,10 @@
 # lr, beta, batch, max_length), 1 process each, same threads. Prints tokens/s (wall and per
 # CPU-second) and resident memory of every run, the ratios (LoRA vs full, n3rlhf vs TRL, QLoRA vs
 # LoRA) and the memory the adapter-disabled reference saves against a frozen copy, each beside its
-# expected size. Every run holds `flock /tmp/n3rlhf-bench.lock` (shared with other benchmarks) and
-# runs strictly after the previous one; the load average is printed beside each run.
-# benchmarks/peft_side_by_side_peer.py holds the TRL run, the measurement and the report.
+# expected size. Every run holds `flock /tmp/n3rlhf-bench.lock` (N3RLHF_BENCH_LOCK; shared with other
+# benchmarks) and runs strictly after the previous one; the load average is printed beside each run.
+# benchmarks/peft_side_by_side_peer.py holds the TRL run, the measurement and the report (the parts
+# it shares with trl_side_by_side_peer.py are in benchmarks/trl_peer_common.py).
 #
 # Usage: benchmarks/peft_side_by_side.sh [PRESET=llama-100m] [STEPS=10] [BUILD_DIR=build] [driver options]
 #   PRESET  init-model preset: llama-100m (78.7M parameters with the demo tokenizer), tiny-llama for a quick check

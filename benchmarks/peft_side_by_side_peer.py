@@ -45,16 +45,20 @@
 # and output); "RSS in training" is VmRSS then (what the process holds while it trains, after the
 # loading transients).
 #
-# The machine is shared: every measured run holds `flock /tmp/n3rlhf-bench.lock` (other benchmarks
-# take the same lock), then waits, holding it, until other processes use under --quiet-below cores
-# (a 2-thread run beside a compiler slows by 5-40x: its OpenMP threads spin), runs strictly after
-# the previous one, and is repeated (--tries) when others used more than --max-others cores during
-# its window. The load average when the run started and at its end, and the CPU that other
+# The machine is shared: every measured run holds `flock /tmp/n3rlhf-bench.lock` (N3RLHF_BENCH_LOCK;
+# other benchmarks take the same lock), then waits, holding it, until other processes use under
+# --quiet-below cores (a 2-thread run beside a compiler slows by 5-40x: its OpenMP threads spin),
+# runs strictly after the previous one, and is repeated (--tries) when others used more than
+# --max-others cores during its window. The load average when the run started and at its end, and the CPU that other
 # processes used during the window, are printed beside each run.
 #
 #   peft_side_by_side_peer.py load-memory --model DIR --method full|qlora
 # prints what transformers' from_pretrained leaves resident (anonymous / file-backed) for the fp32
 # model and for the bitsandbytes NF4 one, which explains TRL + PEFT QLoRA's memory on the CPU.
+#
+# The TRL run, the step log, the lock, the contention measures, the process-tree sampling and the
+# rates are shared with trl_side_by_side_peer.py: benchmarks/trl_peer_common.py (n3rlhf's data
+# order: benchmarks/n3rlhf_data_order.py).
 import argparse
 import json
 import math
@@ -64,33 +68,18 @@ import subprocess
 import sys
 import time
 
-LOCK = "/tmp/n3rlhf-bench.lock"
-
-
-# ----------------------------------------------------------------------------------------------
-# n3rlhf's data order: benchmarks/n3rlhf_data_order.py
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from n3rlhf_data_order import n3rlhf_order  # noqa: E402
+import trl_peer_common as common  # noqa: E402
+from trl_peer_common import LOCK, PRESETS  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
 # The TRL side (one process per run)
 
 def run_trl(a):
-    import torch
+    torch, train, tokenizer = common.trl_run_inputs(a)
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(a.seed)
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
-
-    with open(a.data, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    order = n3rlhf_order(len(rows), a.seed, a.batch_size, a.steps)
-    train = Dataset.from_list([{k: rows[i][k] for k in ("prompt", "chosen", "rejected")} for i in order])
-    tokenizer = AutoTokenizer.from_pretrained(a.model)
     load = {"dtype": torch.float32}
     if a.method == "qlora":
         load["quantization_config"] = BitsAndBytesConfig(
@@ -105,43 +94,14 @@ def run_trl(a):
         targets = a.targets if a.targets == "all-linear" else a.targets.split(",")
         peft_config = LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=0.0, target_modules=targets, bias="none",
                                  task_type="CAUSAL_LM")
-    config = DPOConfig(
-        output_dir=a.out, per_device_train_batch_size=a.batch_size, gradient_accumulation_steps=1,
-        learning_rate=a.learning_rate, lr_scheduler_type="constant", warmup_steps=0, max_steps=a.steps,
-        weight_decay=0.0, max_grad_norm=1.0, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, beta=a.beta,
-        loss_type=["sigmoid"], max_length=a.max_length, truncation_mode="keep_start", bf16=False, fp16=False,
-        gradient_checkpointing=False, use_cpu=True, seed=a.seed, train_sampling_strategy="sequential",
-        dataloader_num_workers=0, disable_dropout=True, logging_steps=1, save_strategy="no", report_to=[],
-        num_train_epochs=1)
+    config = common.dpo_config(a, weight_decay=0.0, max_grad_norm=1.0)
 
     captured = {}
-
-    class Trainer(DPOTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            if model.training:
-                value = loss[0] if isinstance(loss, tuple) else loss
-                captured["loss"] = value.detach().item()
-                captured["tokens"] = int(inputs["attention_mask"].sum().item())
-                captured["rows"] = int(inputs["input_ids"].shape[0])
-                for key in ("logps/chosen", "logps/rejected", "rewards/margins"):
-                    if self._metrics["train"].get(key):
-                        captured[key] = self._metrics["train"][key][-1]
-            return loss
-
-    log = open(a.step_log, "w", encoding="utf-8")
-
-    class StepLog(TrainerCallback):
-        def on_step_begin(self, _args, state, control, **kwargs):
-            captured["begin_time"] = time.time()
-
-        def on_step_end(self, _args, state, control, **kwargs):
-            record = dict(captured, step=state.global_step, wall_time=time.time(), cpu_time=time.process_time())
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-
+    Trainer = common.capturing_dpo_trainer(captured, ("logps/chosen", "logps/rejected", "rewards/margins"), "rows")
+    # One record per step, written at its end, with the wall time at its begin.
+    log = common.step_log(a.step_log, captured, with_logs=False)
     trainer = Trainer(model=model, args=config, train_dataset=train, processing_class=tokenizer,
-                      peft_config=peft_config, callbacks=[StepLog()])
+                      peft_config=peft_config, callbacks=[log])
     if a.method == "qlora" and not a.bf16_adapters:
         for _name, p in trainer.model.named_parameters():
             if p.requires_grad and p.dtype != torch.float32:
@@ -199,76 +159,12 @@ def load_memory(a):
 # ----------------------------------------------------------------------------------------------
 # Measurement
 
-def system_busy_seconds():
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + (fields[7] if len(fields) > 7 else 0)
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def load_average():
-    with open("/proc/loadavg") as f:
-        return [float(x) for x in f.read().split()[:3]]
-
-
-class Tree:
-    """The CPU seconds and the resident memory of a process and its descendants (psutil, /proc)."""
-
-    def __init__(self, pid):
-        import psutil
-
-        self.psutil = psutil
-        self.root = psutil.Process(pid)
-        self.procs = {pid: self.root}
-
-    def refresh(self):
-        try:
-            for child in self.root.children(recursive=True):
-                self.procs.setdefault(child.pid, child)
-        except self.psutil.Error:
-            pass
-
-    def cpu_seconds(self):
-        self.refresh()
-        total = 0.0
-        for proc in list(self.procs.values()):
-            try:
-                t = proc.cpu_times()
-                total += t.user + t.system
-            except self.psutil.Error:
-                pass
-        return total
-
-    def memory_kib(self):
-        """The largest VmHWM, VmRSS and RssAnon among the tree's processes (flock and time are small)."""
-        hwm = rss = anon = 0
-        for pid in list(self.procs):
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            hwm = max(hwm, int(line.split()[1]))
-                        elif line.startswith("VmRSS:"):
-                            rss = max(rss, int(line.split()[1]))
-                        elif line.startswith("RssAnon:"):
-                            anon = max(anon, int(line.split()[1]))
-            except OSError:
-                pass
-        return hwm, rss, anon
-
-
 def gate(a):
     """Runs inside the lock: waits up to --quiet-wait seconds until other processes use under
     --quiet-below cores over 2 s, writes the load average and that use to --stamp, execs the run."""
-    deadline = time.time() + a.quiet_wait
-    while True:
-        b0, t0 = system_busy_seconds(), time.time()
-        time.sleep(2.0)
-        used = (system_busy_seconds() - b0) / (time.time() - t0)
-        if used < a.quiet_below or time.time() > deadline:
-            break
+    used = common.wait_for_quiet(a.quiet_wait, a.quiet_below)
     with open(a.stamp, "w") as f:
-        json.dump({"load": load_average(), "others_before": used, "time": time.time()}, f)
+        json.dump({"load": common.load_averages(), "others_before": used, "time": time.time()}, f)
     command = a.command[1:] if a.command[:1] == ["--"] else a.command
     os.execvp(command[0], command)
 
@@ -290,44 +186,18 @@ def run_measured(command, env, step_file, tag, work, quiet_wait=60.0, quiet_belo
     requested = time.time()
     with open(log_path, "w") as out:
         proc = subprocess.Popen(wrapped, env=env, stdout=out, stderr=subprocess.STDOUT)
-    tree = Tree(proc.pid)
-    records, position, pending = [], 0, ""
+    tree = common.ProcessTree(proc.pid)
 
-    def read_new():
-        nonlocal position, pending
-        if not os.path.exists(step_file):
-            return
-        with open(step_file, encoding="utf-8") as f:
-            f.seek(position)
-            chunk = f.read()
-            position = f.tell()
-        if not chunk:
-            return
-        cpu, busy, own = tree.cpu_seconds(), system_busy_seconds(), time.process_time()
+    def sample():
+        cpu, busy, own = tree.cpu_seconds(), common.system_busy_seconds(), time.process_time()
         hwm, rss, anon = tree.memory_kib()
-        pending += chunk
-        *lines, pending = pending.split("\n")
-        for line in lines:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if "step" not in record or "loss" not in record:
-                continue
-            record.update(_cpu=cpu, _busy=busy, _driver_cpu=own, _hwm_kib=hwm, _rss_kib=rss, _anon_kib=anon,
-                          _seen=time.time())
-            records.append(record)
+        return dict(_cpu=cpu, _busy=busy, _driver_cpu=own, _hwm_kib=hwm, _rss_kib=rss, _anon_kib=anon, _seen=time.time())
 
-    while True:
-        pid, status, _usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid == 0 and not os.path.exists(lock_file):
-            time.sleep(poll)
-            continue
-        read_new()
-        if pid != 0:
-            break
-        time.sleep(poll)
+    steps = common.StepRecords(step_file, sample)
+    # Nothing to read before the gate has let the run start.
+    status, _usage = common.follow(proc.pid, steps, poll, ready=lambda: os.path.exists(lock_file))
     code = os.waitstatus_to_exitcode(status)
-    run = {"returncode": code, "records": records, "log": log_path, "load_end": load_average()}
+    run = {"returncode": code, "records": steps.records, "log": log_path, "load_end": common.load_averages()}
     if os.path.exists(lock_file):
         with open(lock_file) as f:
             stamp = json.load(f)
@@ -345,24 +215,18 @@ def run_measured(command, env, step_file, tag, work, quiet_wait=60.0, quiet_belo
 
 
 def window(run, tokens_by_step):
+    """Rates over steps 2..N (step 1 is the warm-up) and the memory when step N-1 ended."""
     records = {r["step"]: r for r in run["records"]}
     if 1 not in records or max(records) < 3:
         return None
     last = max(records)
     a, b = records[1], records[last]
     steps = range(2, last + 1)
-    tokens = sum(tokens_by_step[s] for s in steps)
-    wall = b["wall_time"] - a["wall_time"]
-    cpu = b["_cpu"] - a["_cpu"]
-    driver = b["_driver_cpu"] - a["_driver_cpu"]
-    others = max(0.0, (b["_busy"] - a["_busy"]) - cpu - driver) / wall
-    per_step = sorted(tokens_by_step[s] / (records[s]["wall_time"] - records[s - 1]["wall_time"]) for s in steps)
-    result = {"steps": len(steps), "tokens": tokens, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": tokens / wall,
-              "tokens_per_cpu_s": tokens / cpu if cpu > 0 else float("nan"), "cores": cpu / wall,
-              "median_step_tokens_per_s": per_step[len(per_step) // 2], "others_cores": others,
-              "training_peak_kib": records.get(last - 1, b)["_hwm_kib"],
-              "training_rss_kib": records.get(last - 1, b)["_rss_kib"],
-              "training_anon_kib": records.get(last - 1, b)["_anon_kib"]}
+    result, _driver = common.window_rates(records, tokens_by_step, "_cpu")
+    tokens = result["tokens"]
+    before_last = records.get(last - 1, b)
+    result.update(cores=result["cpu_s"] / result["wall_s"], training_peak_kib=before_last["_hwm_kib"],
+                  training_rss_kib=before_last["_rss_kib"], training_anon_kib=before_last["_anon_kib"])
     if "tokens_per_second" in b:  # n3rlhf's own per-step timer
         result["own_tokens_per_s"] = tokens / sum(tokens_by_step[s] / records[s]["tokens_per_second"] for s in steps)
     elif "begin_time" in b:  # TRL: on_step_begin .. on_step_end (the batch is fetched before on_step_begin)
@@ -374,46 +238,15 @@ def window(run, tokens_by_step):
 # ----------------------------------------------------------------------------------------------
 # The driver
 
-PRESETS = {"tiny": "tiny-llama", "100m": "llama-100m"}
-
-
 def job_text(name, model, data, prepared, out, a, steps, peft=None, reference=None):
-    peft_line = ""
+    peft_block = ""
     if peft:
         targets = '"all-linear"' if a.targets == "all-linear" else "[" + ", ".join(f'"{t}"' for t in a.targets.split(",")) + "]"
-        peft_line = (f'    peft: {{ method: "{peft}"  r: {a.r}  alpha: {a.alpha}  dropout: 0  target_modules: {targets}'
-                     + ('  quantization_bits: 4  quantization_block_size: 64  double_quantization: true' if peft == "qlora" else "")
-                     + " }\n")
-    reference_line = f'    reference_model: "{reference}"\n' if reference else ""
-    return f"""# written by benchmarks/peft_side_by_side_peer.py
-train rlhf "{name}" {{
-    base_model: "{model}"
-{reference_line}    algorithm: "dpo"
-    dataset: "{data}"
-{peft_line}    hyperparameters: {{
-        learning_rate: {a.learning_rate}
-        batch_size: {a.batch_size}
-        max_steps: {steps}
-        warmup_steps: 0
-        lr_scheduler: "constant"
-        weight_decay: 0
-        max_grad_norm: 1.0
-        adam_beta1: 0.9
-        adam_beta2: 0.999
-        adam_epsilon: 1e-8
-        max_length: {a.max_length}
-        max_prompt_length: {a.max_length - 1}
-        truncation_mode: "keep_start"
-        device: "cpu"
-        seed: {a.seed}
-    }}
-    data: {{ group_by_length: false  eval_fraction: 0  prepared_dir: "{prepared}" }}
-    dpo: {{ beta: {a.beta}  loss_type: "sigmoid" }}
-    logging: {{ tracker: "none"  log_interval: 1  eval_interval: 0  save_interval: 0 }}
-    output: {{ dir: "{out}"  keep_last_checkpoints: 1 }}
-    distributed: {{ strategy: "{a.strategy}" }}
-}}
-"""
+        peft_block = (f'    peft: {{ method: "{peft}"  r: {a.r}  alpha: {a.alpha}  dropout: 0  target_modules: {targets}'
+                      + ('  quantization_bits: 4  quantization_block_size: 64  double_quantization: true' if peft == "qlora" else "")
+                      + " }\n")
+    return common.job_text("benchmarks/peft_side_by_side_peer.py", name, model, data, prepared, out, a, steps, 0, 1.0,
+                           a.strategy, reference, peft_block)
 
 
 def nf4_bytes(numel, block=64):
@@ -429,49 +262,28 @@ def mib(kib):
 
 
 def drive(a):
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    bin_dir = os.path.abspath(a.bin)
-    work = os.path.abspath(a.work)
-    os.makedirs(work, exist_ok=True)
-    cores = os.cpu_count()
-    threads = a.threads or cores
+    repo, bin_dir, work, cores, threads = common.driver_places(a)
     preset = PRESETS.get(a.preset, a.preset)
-    lines = []
-
-    def say(text=""):
-        print(text, flush=True)
-        lines.append(text)
-
-    def note(text):
-        print(text, file=sys.stderr, flush=True)
+    report = common.Report()
+    say, note = report.say, report.note
 
     n3rlhf = os.path.join(bin_dir, "n3rlhf")
     for binary in (n3rlhf, os.path.join(bin_dir, "n3rlhf-dist")):
         if not os.path.exists(binary):
             raise SystemExit(f"{binary} is missing: cmake --build build -j2 --target n3rlhf-dist n3rlhf")
-    data_dir = os.path.join(work, "data")
-    if not os.path.exists(os.path.join(data_dir, "train.jsonl")):
-        subprocess.run([n3rlhf, "demo-data", "--out", data_dir, "--seed", "0"], check=True, stdout=subprocess.DEVNULL)
-    train_jsonl = os.path.join(data_dir, "train.jsonl")
-    tokenizer_dir = os.path.join(repo, "assets/tokenizers/n3-demo-bpe")
-    model_dir = os.path.join(work, "models", preset)
-    if not os.path.exists(os.path.join(model_dir, "model.safetensors")):
-        subprocess.run([n3rlhf, "init-model", "--preset", preset, "--tokenizer", tokenizer_dir, "--out", model_dir,
-                        "--seed", "0", "--force"], check=True, stdout=subprocess.DEVNULL)
+    train_jsonl = common.demo_data(bin_dir, work)
+    tokenizer_dir = os.path.join(repo, common.TOKENIZER)
+    model_dir = common.init_model(bin_dir, tokenizer_dir, work, preset)
 
     import torch
     import transformers
     import trl
     import peft as peft_module
     import bitsandbytes
-    from safetensors import safe_open
     from transformers import AutoTokenizer
 
-    with open(os.path.join(model_dir, "config.json")) as f:
-        cfg = json.load(f)
-    with safe_open(os.path.join(model_dir, "model.safetensors"), "pt") as f:
-        shapes = {n: f.get_slice(n).get_shape() for n in f.keys()}
-    params = sum(math.prod(s) for s in shapes.values())
+    cfg, shapes = common.model_shapes(model_dir)
+    params = common.parameter_count(shapes)
     linear_names = [n for n in shapes if n.startswith("model.layers.") and n.endswith("_proj.weight")]
     if a.targets != "all-linear":
         wanted = a.targets.split(",")
@@ -483,19 +295,9 @@ def drive(a):
     # Tokens per step of the batches n3rlhf trains on, with TRL 1.16's tokenization (EOS appended to
     # each response, BOS from the template, keep_start truncation to max_length).
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    with open(train_jsonl, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-
-    def row_tokens(row):
-        total = 0
-        for key in ("chosen", "rejected"):
-            text = row[key] if row[key].endswith(tok.eos_token) else row[key] + tok.eos_token
-            total += min(len(tok(row["prompt"] + text)["input_ids"]), a.max_length)
-        return total
-
-    order = n3rlhf_order(len(rows), a.seed, a.batch_size, a.steps)
-    tokens_by_step = {s + 1: sum(row_tokens(rows[i]) for i in order[s * a.batch_size:(s + 1) * a.batch_size])
-                      for s in range(a.steps)}
+    rows = common.read_jsonl(train_jsonl)
+    tokens_by_step = common.step_tokens(len(rows), a, a.steps,
+                                        lambda i: common.trl_row_tokens(tok, rows[i], a.max_length))
 
     say(f"DPO with adapters: n3rlhf-dist vs TRL + PEFT ({time.strftime('%Y-%m-%d %H:%M')}, {os.uname().nodename}, "
         f"{cores} cores, no GPU used)")
@@ -537,8 +339,7 @@ def drive(a):
             note(f"  {label} try {attempt}: " + (f"{w['tokens_per_s']:,.0f} tok/s, others' CPU {w['others_cores']:.2f} cores, "
                                                 if w else "no window, ")
                  + f"load {run.get('load_start', [0])[0]:.2f} -> {run['load_end'][0]:.2f}")
-            if best is None or (w and best["window"] and w["others_cores"] < best["window"]["others_cores"]):
-                best = run
+            best = common.less_disturbed(best, run)
             if w and w["others_cores"] <= a.max_others:
                 break
         best["contended"] = best["window"] is None or best["window"]["others_cores"] > a.max_others
@@ -723,38 +524,20 @@ def drive(a):
                "infos": infos, "tokens_by_step": tokens_by_step,
                "runs": {label: {k: v for k, v in run.items() if k != "records"} for label, run in runs.items()},
                "records": {label: run.get("records", []) for label, run in runs.items()}}
-    with open(os.path.join(work, "report.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(work, "report.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    say()
-    say(f"report: {work}/report.txt and report.json; job files and run logs in {work}")
+    report.save(work, summary, f"job files and run logs in {work}")
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="mode", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--batch-size", type=int, default=8)
-    common.add_argument("--learning-rate", type=float, default=1e-4)
-    common.add_argument("--beta", type=float, default=0.1)
-    common.add_argument("--max-length", type=int, default=128)
-    common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--threads", type=int, default=0, help="TRL's torch threads (default: all cores)")
-    common.add_argument("--r", type=int, default=16)
-    common.add_argument("--alpha", type=float, default=32)
-    common.add_argument("--targets", default="all-linear", help='"all-linear" or a comma list (q_proj,k_proj,v_proj,o_proj)')
+    parser, sub, options = common.command_line(learning_rate=1e-4, max_length=128)
+    options.add_argument("--r", type=int, default=16)
+    options.add_argument("--alpha", type=float, default=32)
+    options.add_argument("--targets", default="all-linear", help='"all-linear" or a comma list (q_proj,k_proj,v_proj,o_proj)')
 
-    t = sub.add_parser("trl", parents=[common])
-    t.add_argument("--model", required=True)
-    t.add_argument("--data", required=True)
-    t.add_argument("--steps", type=int, required=True)
+    t = common.trl_subcommand(sub, options)
     t.add_argument("--method", choices=["full", "lora", "qlora"], required=True)
-    t.add_argument("--step-log", required=True)
-    t.add_argument("--out", required=True)
     t.add_argument("--bf16-adapters", action="store_true", help="keep TRL's bfloat16 cast of QLoRA adapters")
 
-    d = sub.add_parser("drive", parents=[common])
+    d = sub.add_parser("drive", parents=[options])
     d.add_argument("--bin", default="build/bin")
     d.add_argument("--work", default="/tmp/n3rlhf-peft-side-by-side")
     d.add_argument("--preset", default="llama-100m", help="init-model preset: llama-100m (100m), tiny-llama (tiny), ...")
@@ -783,7 +566,6 @@ def main():
     elif args.mode == "load-memory":
         load_memory(args)
     elif args.mode == "trl":
-        args.threads = args.threads or os.cpu_count()
         run_trl(args)
     else:
         drive(args)

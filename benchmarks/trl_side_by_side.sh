@@ -5,7 +5,8 @@
 # rewards/margins, grad_norm and their differences), the loss and rewards/accuracies curves with the
 # largest difference, and tokens/s (wall and per CPU-second) and peak memory with the ratios
 # n3rlhf / TRL, for the tiny model and the ~100M one. benchmarks/trl_side_by_side_peer.py holds
-# the TRL run, the measurement and the report, and says how each quantity is made comparable.
+# the TRL run, the measurement and the report (the parts it shares with peft_side_by_side_peer.py
+# are in benchmarks/trl_peer_common.py), and says how each quantity is made comparable.
 # The machine is shared: each measured run holds `flock /tmp/n3rlhf-bench.lock` (N3RLHF_BENCH_LOCK;
 # other benchmarks take the same lock), waits for the other processes' CPU use to fall under 0.3
 # cores, and is repeated (up to --tries) when others used more than 0.25 cores during its steps or

@@ -8,10 +8,10 @@
 # on every platform; src/io/batching.cpp) and has no switch to turn that off. With
 # data.group_by_length false and data.eval_fraction 0, epoch e's order is a Fisher-Yates shuffle
 # of 0..N-1 seeded by epoch_seed(seed, e, 1), cut into consecutive global batches (the last
-# partial one dropped). `n3rlhf_order` below reproduces it, the TRL data set is written in that
-# order, and TRL reads it with train_sampling_strategy="sequential" (a SequentialSampler): both see
-# the same 8 pairs at every step. Step 1's log-probs confirm it (a different batch would differ by
-# whole nats).
+# partial one dropped). `n3rlhf_order` (n3rlhf_data_order.py) reproduces it, the TRL data set is
+# written in that order, and TRL reads it with train_sampling_strategy="sequential" (a
+# SequentialSampler): both see the same 8 pairs at every step. Step 1's log-probs confirm it (a
+# different batch would differ by whole nats).
 #
 # Same numbers: fp32 on both sides (DPOConfig defaults to bf16=True, which on the CPU autocasts to
 # bfloat16: it is set False), constant learning rate, no warm-up, beta 0.1, sigmoid loss,
@@ -37,7 +37,10 @@
 # waits for the machine to be quiet, and is repeated while other processes used more than
 # --max-others cores during its window (or the load average ended above --max-load after a
 # window of 30 s or more).
-import argparse
+#
+# The TRL run, the step log, the lock, the contention measures, the process-tree sampling and the
+# rates are shared with peft_side_by_side_peer.py: benchmarks/trl_peer_common.py (n3rlhf's data
+# order: benchmarks/n3rlhf_data_order.py).
 import fcntl
 import json
 import math
@@ -47,64 +50,27 @@ import subprocess
 import sys
 import time
 
-# Benchmarks on this shared machine take this lock for each measured run (peft_side_by_side and
-# the model and sharding benchmarks with N3RLHF_BENCH_LOCK do too), so that they never overlap.
-LOCK = os.environ.get("N3RLHF_BENCH_LOCK", "/tmp/n3rlhf-bench.lock")
-
-
-# ----------------------------------------------------------------------------------------------
-# n3rlhf's data order: benchmarks/n3rlhf_data_order.py
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from n3rlhf_data_order import n3rlhf_order  # noqa: E402
+import trl_peer_common as common  # noqa: E402
+from trl_peer_common import LOCK, PRESETS  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------
 # The TRL side
 
 def run_trl(args):
-    import torch
+    torch, train, tokenizer = common.trl_run_inputs(args)
+    from transformers import AutoModelForCausalLM
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
-
-    with open(args.data, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    order = n3rlhf_order(len(rows), args.seed, args.batch_size, args.steps)
-    train = Dataset.from_list([{k: rows[i][k] for k in ("prompt", "chosen", "rejected")} for i in order])
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    config = DPOConfig(
-        output_dir=args.out, per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=1,
-        learning_rate=args.learning_rate, lr_scheduler_type="constant", warmup_steps=0, max_steps=args.steps,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, adam_beta1=0.9, adam_beta2=0.999,
-        adam_epsilon=1e-8, beta=args.beta, loss_type=["sigmoid"], max_length=args.max_length,
-        # DPOConfig defaults gradient_checkpointing=True in TRL 1.16: off, as n3rlhf recomputes nothing.
-        gradient_checkpointing=False,
-        truncation_mode="keep_start", bf16=False, fp16=False, use_cpu=True, seed=args.seed,
-        train_sampling_strategy="sequential", dataloader_num_workers=0, disable_dropout=True,
-        logging_steps=1, save_strategy="no", report_to=[], num_train_epochs=1)
+    config = common.dpo_config(args, args.weight_decay, args.max_grad_norm)
 
     captured = {}
     keys = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
             "logps/rejected")
 
-    class Trainer(DPOTrainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            if model.training:
-                value = loss[0] if isinstance(loss, tuple) else loss
-                captured["loss"] = value.detach().item()
-                captured["tokens"] = int(inputs["attention_mask"].sum().item())
-                captured["pairs"] = int(inputs["input_ids"].shape[0] // 2)
-                for key in keys:
-                    captured[key] = self._metrics["train"][key][-1]
-            return loss
-
+    class Trainer(common.capturing_dpo_trainer(captured, keys, "pairs")):
         def _clip_grad_norm(self, model):
             if self.state.global_step == 0:
                 # Step 1's gradient norm in float64, against which both sides' float32 norms are read.
@@ -115,25 +81,10 @@ def run_trl(args):
                 del captured["grad_norm_fp64"]
             return super()._clip_grad_norm(model)
 
-    log = open(args.step_log, "w", encoding="utf-8")
-
-    class StepLog(TrainerCallback):
-        def on_step_end(self, _args, state, control, **kwargs):
-            captured["step"] = state.global_step
-            captured["wall_time"] = time.time()
-            captured["cpu_time"] = time.process_time()
-
-        def on_log(self, _args, state, control, logs=None, **kwargs):
-            if logs is None or "loss" not in logs or captured.get("step") != state.global_step:
-                return
-            record = dict(captured)
-            record["grad_norm"] = float(logs.get("grad_norm", float("nan")))
-            record["learning_rate"] = float(logs.get("learning_rate", float("nan")))
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-
+    # One record per step, written with the step's log (grad_norm, learning_rate).
+    log = common.step_log(args.step_log, captured, with_logs=True)
     trainer = Trainer(model=model, ref_model=reference, args=config, train_dataset=train, processing_class=tokenizer,
-                      callbacks=[StepLog()])
+                      callbacks=[log])
     trainer.train()
     log.close()
 
@@ -141,123 +92,27 @@ def run_trl(args):
 # ----------------------------------------------------------------------------------------------
 # Measurement
 
-def system_busy_seconds():
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal (guest time is inside user)
-    busy = fields[0] + fields[1] + fields[2] + fields[5] + fields[6] + (fields[7] if len(fields) > 7 else 0)
-    return busy / os.sysconf("SC_CLK_TCK")
-
-
-def load_average():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
-def wait_for_quiet(max_wait, threshold=0.3, window=2.0):
-    """Waits until the machine's other processes use under `threshold` cores over `window` seconds
-    (compiles by others come and go); returns the last measured use."""
-    deadline = time.time() + max_wait
-    while True:
-        b0, t0 = system_busy_seconds(), time.time()
-        time.sleep(window)
-        used = (system_busy_seconds() - b0) / (time.time() - t0)
-        if used < threshold or time.time() > deadline:
-            return used
-
-
-class TreeCpu:
-    def __init__(self, pid):
-        import psutil
-
-        self.psutil = psutil
-        self.root = psutil.Process(pid)
-        self.procs = {pid: self.root}
-        self.refreshed = 0.0
-
-    def seconds(self):
-        now = time.time()
-        if now - self.refreshed > 0.25:
-            try:
-                for child in self.root.children(recursive=True):
-                    self.procs.setdefault(child.pid, child)
-            except self.psutil.Error:
-                pass
-            self.refreshed = now
-        total = 0.0
-        for proc in list(self.procs.values()):
-            try:
-                t = proc.cpu_times()
-                total += t.user + t.system
-            except self.psutil.Error:
-                pass
-        return total
-
-    def peak_rss_mib(self):
-        """The largest VmHWM (peak resident set so far) of the tree's processes."""
-        peak = 0
-        for pid in list(self.procs):
-            try:
-                with open(f"/proc/{pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            peak = max(peak, int(line.split()[1]))
-            except OSError:
-                pass
-        return peak / 1024.0
-
-
 def run_measured(command, env, step_file, log_path, poll=0.01):
     """Runs `command`, samples the process tree's CPU seconds and the machine's busy seconds when
     each new step record appears in `step_file`, returns the records and wait4's rusage."""
     started = time.time()
-    load_before = load_average()
+    load_before = common.load_averages()[0]
     with open(log_path, "w") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    tree = TreeCpu(proc.pid)
-    records, position, pending = [], 0, ""
-    status, usage = None, None
-
-    def read_new():
-        nonlocal position, pending
-        if not os.path.exists(step_file):
-            return
-        with open(step_file, encoding="utf-8") as f:
-            f.seek(position)
-            chunk = f.read()
-            position = f.tell()
-        if not chunk:
-            return
-        cpu, busy, own, hwm = tree.seconds(), system_busy_seconds(), time.process_time(), tree.peak_rss_mib()
-        pending += chunk
-        *lines, pending = pending.split("\n")
-        for line in lines:
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            if "step" not in record or "loss" not in record:
-                continue
-            record["_tree_cpu"] = cpu
-            record["_busy"] = busy
-            record["_driver_cpu"] = own
-            record["_peak_rss_mib"] = hwm
-            records.append(record)
-
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        read_new()
-        if pid != 0:
-            break
-        time.sleep(poll)
+    tree = common.ProcessTree(proc.pid, refresh_every=0.25)
+    steps = common.StepRecords(step_file, lambda: {
+        "_tree_cpu": tree.cpu_seconds(), "_busy": common.system_busy_seconds(), "_driver_cpu": time.process_time(),
+        "_peak_rss_mib": tree.memory_kib()[0] / 1024.0})
+    status, usage = common.follow(proc.pid, steps, poll)
     code = os.waitstatus_to_exitcode(status)
     return {
-        "records": records,
+        "records": steps.records,
         "returncode": code,
         "peak_rss_mib": usage.ru_maxrss / 1024.0,
         "process_cpu_s": usage.ru_utime + usage.ru_stime,
         "process_wall_s": time.time() - started,
         "load_before": load_before,
-        "load_after": load_average(),
+        "load_after": common.load_averages()[0],
     }
 
 
@@ -267,26 +122,13 @@ def window(run, tokens_by_step, first=1):
     last = max(records)
     if first not in records or last <= first:
         return None
-    a, b = records[first], records[last]
-    tokens = sum(tokens_by_step[s] for s in range(first + 1, last + 1))
-    wall = b["wall_time"] - a["wall_time"]
-    cpu = b["_tree_cpu"] - a["_tree_cpu"]
-    # Other processes' CPU over the window: the machine's busy time less the run's and this driver's.
-    driver = b["_driver_cpu"] - a["_driver_cpu"]
-    others = max(0.0, (b["_busy"] - a["_busy"]) - cpu - driver) / wall if wall > 0 else float("nan")
-    # The median step, robust to a burst of someone else's work during the window.
-    step_rates = sorted(tokens_by_step[s] / (records[s]["wall_time"] - records[s - 1]["wall_time"])
-                        for s in range(first + 1, last + 1)
-                        if s in records and s - 1 in records and records[s]["wall_time"] > records[s - 1]["wall_time"])
-    median = step_rates[len(step_rates) // 2] if step_rates else float("nan")
+    result, driver = common.window_rates(records, tokens_by_step, "_tree_cpu", first)
+    wall, cpu = result["wall_s"], result["cpu_s"]
     # Peak memory of training: VmHWM when step N-1's record appeared (n3rlhf writes a checkpoint and
     # the model after step N, TRL here saves nothing; a save's buffers are not the training's peak).
-    before_last = records.get(last - 1, b)
-    result = {"steps": last - first, "tokens": tokens, "wall_s": wall, "cpu_s": cpu,
-              "training_peak_rss_mib": before_last["_peak_rss_mib"],
-              "tokens_per_s": tokens / wall, "tokens_per_cpu_s": tokens / cpu if cpu > 0 else float("nan"),
-              "median_step_tokens_per_s": median, "cores_used": cpu / wall, "others_cores": others,
-              "driver_cores": driver / wall if wall > 0 else float("nan")}
+    result.update(training_peak_rss_mib=records.get(last - 1, records[last])["_peak_rss_mib"], cores_used=cpu / wall,
+                  driver_cores=driver / wall if wall > 0 else float("nan"))
+    a, b = records[first], records[last]
     if "cpu_time" in a:  # TRL's own process_time, a cross-check of the /proc sampling
         result["in_process_cpu_s"] = b["cpu_time"] - a["cpu_time"]
     return result
@@ -294,41 +136,6 @@ def window(run, tokens_by_step, first=1):
 
 # ----------------------------------------------------------------------------------------------
 # The driver
-
-PRESETS = {"tiny": "tiny-llama", "100m": "llama-100m"}
-
-
-def job_text(name, model, data, prepared, out, a, steps):
-    return f"""# written by benchmarks/trl_side_by_side_peer.py
-train rlhf "{name}" {{
-    base_model: "{model}"
-    algorithm: "dpo"
-    dataset: "{data}"
-    hyperparameters: {{
-        learning_rate: {a.learning_rate}
-        batch_size: {a.batch_size}
-        max_steps: {steps}
-        warmup_steps: 0
-        lr_scheduler: "constant"
-        weight_decay: {a.weight_decay}
-        max_grad_norm: {a.max_grad_norm}
-        adam_beta1: 0.9
-        adam_beta2: 0.999
-        adam_epsilon: 1e-8
-        max_length: {a.max_length}
-        max_prompt_length: {a.max_length - 1}
-        truncation_mode: "keep_start"
-        device: "cpu"
-        seed: {a.seed}
-    }}
-    data: {{ group_by_length: false  eval_fraction: 0  prepared_dir: "{prepared}" }}
-    dpo: {{ beta: {a.beta}  loss_type: "sigmoid" }}
-    logging: {{ tracker: "none"  log_interval: 1  eval_interval: 0  save_interval: 0 }}
-    output: {{ dir: "{out}"  keep_last_checkpoints: 1 }}
-    distributed: {{ strategy: "zero2" }}
-}}
-"""
-
 
 def sh(command):
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -349,7 +156,7 @@ def measured_with_retries(label, make_command, env, step_file, log_path, tokens_
             requested = time.time()
             fcntl.flock(lock, fcntl.LOCK_EX)
             lock_wait = time.time() - requested
-            quiet = wait_for_quiet(a.quiet_wait)
+            quiet = common.wait_for_quiet(a.quiet_wait, 0.3)
             command = make_command()
             run = run_measured(command, env, step_file(), log_path)
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -363,8 +170,7 @@ def measured_with_retries(label, make_command, env, step_file, log_path, tokens_
         note(f"  {label} attempt {attempt}: "
              + (f"{win['tokens_per_s']:,.0f} tok/s, others' CPU {win['others_cores']:.2f} cores, " if win else "")
              + f"load {run['load_before']:.2f} -> {run['load_after']:.2f} (waited {lock_wait:.0f} s for {LOCK})")
-        if best is None or (win and best["window"] and win["others_cores"] < best["window"]["others_cores"]):
-            best = run
+        best = common.less_disturbed(best, run)
         if not contended(run, win, a):
             break
     best["contended"] = contended(best, best["window"], a)
@@ -378,46 +184,19 @@ def fmt_rel(x, y):
 def drive(a):
     if min(a.steps, a.steps_large) < 3:
         raise SystemExit("steps must be at least 3 (step 1 is the warm-up, memory is read at step N-1)")
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    bin_dir = os.path.abspath(a.bin)
-    work = os.path.abspath(a.work)
-    os.makedirs(work, exist_ok=True)
-    cores = os.cpu_count()
-    threads = a.threads or cores
-    lines = []
+    repo, bin_dir, work, cores, threads = common.driver_places(a)
+    report = common.Report()
+    say, note = report.say, report.note
 
-    def say(text=""):
-        print(text, flush=True)
-        lines.append(text)
-
-    def note(text):
-        print(text, file=sys.stderr, flush=True)
-
-    data_dir = os.path.join(work, "data")
-    if not os.path.exists(os.path.join(data_dir, "train.jsonl")):
-        sh([os.path.join(bin_dir, "n3rlhf"), "demo-data", "--out", data_dir, "--seed", "0"])
-    train_jsonl = os.path.join(data_dir, "train.jsonl")
+    train_jsonl = common.demo_data(bin_dir, work)
 
     # Tokenization cross-check: TRL's tokenization of every row against n3rlhf prepare's counts.
     from transformers import AutoTokenizer
 
-    tokenizer_dir = os.path.join(repo, "assets/tokenizers/n3-demo-bpe")
+    tokenizer_dir = os.path.join(repo, common.TOKENIZER)
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    with open(train_jsonl, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-
-    def trl_lengths(row):
-        # TRL 1.16 DPOTrainer._prepare_dataset: EOS appended to each response, prompt and
-        # prompt+response tokenized with special tokens (BOS), response from the divergence point,
-        # then the collator's keep_start truncation to max_length.
-        prompt = tok(row["prompt"])["input_ids"]
-        out = []
-        for key in ("chosen", "rejected"):
-            text = row[key] if row[key].endswith(tok.eos_token) else row[key] + tok.eos_token
-            out.append(min(len(tok(row["prompt"] + text)["input_ids"]), a.max_length))
-        return out, len(prompt)
-
-    row_tokens = [sum(trl_lengths(r)[0]) for r in rows]
+    rows = common.read_jsonl(train_jsonl)
+    row_tokens = [common.trl_row_tokens(tok, r, a.max_length) for r in rows]
     say(f"n3rlhf vs TRL DPOTrainer side by side ({time.strftime('%Y-%m-%d %H:%M')}, {cores} cores, "
         f"{os.uname().nodename})")
     say(f"data: {train_jsonl} ({len(rows)} pairs, n3rlhf demo-data --seed 0); batch {a.batch_size} pairs, "
@@ -435,19 +214,10 @@ def drive(a):
     for key in a.models.split(","):
         preset = PRESETS.get(key, key)
         steps = a.steps if key == "tiny" else a.steps_large
-        model_dir = os.path.join(work, "models", preset)
-        if not os.path.exists(os.path.join(model_dir, "model.safetensors")):
-            sh([os.path.join(bin_dir, "n3rlhf"), "init-model", "--preset", preset, "--tokenizer", tokenizer_dir,
-                "--out", model_dir, "--seed", "0", "--force"])
-        with open(os.path.join(model_dir, "config.json")) as f:
-            cfg = json.load(f)
-        from safetensors import safe_open
-
-        with safe_open(os.path.join(model_dir, "model.safetensors"), "pt") as f:
-            params = sum(math.prod(f.get_slice(n).get_shape()) for n in f.keys())
-        order = n3rlhf_order(len(rows), a.seed, a.batch_size, steps)
-        tokens_by_step = {s + 1: sum(row_tokens[i] for i in order[s * a.batch_size:(s + 1) * a.batch_size])
-                          for s in range(steps)}
+        model_dir = common.init_model(bin_dir, tokenizer_dir, work, preset)
+        cfg, shapes = common.model_shapes(model_dir)
+        params = common.parameter_count(shapes)
+        tokens_by_step = common.step_tokens(len(rows), a, steps, row_tokens.__getitem__)
         say()
         say(f"=== {preset}: {params / 1e6:.2f}M parameters (hidden {cfg['hidden_size']} x {cfg['num_hidden_layers']} "
             f"layers, vocab {cfg['vocab_size']}), {steps} steps ===")
@@ -459,7 +229,9 @@ def drive(a):
             out = os.path.join(work, "out", f"n3rlhf-{preset}-{ranks}")
             job = os.path.join(work, f"job-{preset}-{ranks}.n3")
             with open(job, "w") as f:
-                f.write(job_text("TrlSideBySide", model_dir, train_jsonl, os.path.join(work, "prepared"), out, a, steps))
+                f.write(common.job_text("benchmarks/trl_side_by_side_peer.py", "TrlSideBySide", model_dir, train_jsonl,
+                                        os.path.join(work, "prepared"), out, a, steps, a.weight_decay, a.max_grad_norm,
+                                        "zero2"))
             env = dict(os.environ)
             env.pop("OMP_NUM_THREADS", None)
             binary = os.path.join(bin_dir, "n3rlhf-dist")
@@ -598,35 +370,16 @@ def drive(a):
             "losses": {lbl: [curves[lbl][s]["loss"] for s in range(1, steps + 1)] for lbl in runs},
             "accuracies": {lbl: [curves[lbl][s]["rewards/accuracies"] for s in range(1, steps + 1)] for lbl in runs},
         }
-    with open(os.path.join(work, "report.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(work, "report.txt"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    say()
-    say(f"report: {os.path.join(work, 'report.txt')} and report.json; logs and job files in {work}")
+    report.save(work, summary, f"logs and job files in {work}")
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="mode", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--batch-size", type=int, default=8)
-    common.add_argument("--learning-rate", type=float, default=5e-4)
-    common.add_argument("--beta", type=float, default=0.1)
-    common.add_argument("--max-length", type=int, default=64)
-    common.add_argument("--weight-decay", type=float, default=0.0)
-    common.add_argument("--max-grad-norm", type=float, default=1.0)
-    common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--threads", type=int, default=0, help="TRL's torch threads (default: all cores)")
+    parser, sub, options = common.command_line(learning_rate=5e-4, max_length=64)
+    options.add_argument("--weight-decay", type=float, default=0.0)
+    options.add_argument("--max-grad-norm", type=float, default=1.0)
 
-    t = sub.add_parser("trl", parents=[common])
-    t.add_argument("--model", required=True)
-    t.add_argument("--data", required=True)
-    t.add_argument("--steps", type=int, required=True)
-    t.add_argument("--step-log", required=True)
-    t.add_argument("--out", required=True)
-
-    d = sub.add_parser("drive", parents=[common])
+    common.trl_subcommand(sub, options)
+    d = sub.add_parser("drive", parents=[options])
     d.add_argument("--bin", default="build/bin")
     d.add_argument("--work", default="/tmp/n3rlhf-trl-side-by-side")
     d.add_argument("--models", default="tiny,100m", help="comma list of tiny, 100m (or preset names)")
@@ -640,7 +393,6 @@ def main():
     d.add_argument("--quiet-wait", type=float, default=60, help="seconds to wait for a quiet machine before each run")
     args = parser.parse_args()
     if args.mode == "trl":
-        args.threads = args.threads or os.cpu_count()
         run_trl(args)
     else:
         drive(args)
