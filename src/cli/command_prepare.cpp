@@ -123,13 +123,19 @@ std::string batching_report(const RLHFConfig& config, const std::string& directo
     for (int64_t e = 0; e < data.example_count(); ++e) lengths[static_cast<size_t>(e)] = data.example_tokens(e);
   }
   const EpochPlan plan = EpochPlan::build(train, lengths, batching, 0);
-  const PaddingStats padding = plan_padding(plan, data);
-  char line[200];
-  std::snprintf(line, sizeof line, "  batching on %d rank%s: %lld steps per epoch of %lld %s, padding waste %.1f%%%s\n", world_size,
+  const CollateOptions collate = collate_options_from_config(config, data.pad_token_id());
+  const PaddingStats padding = plan_padding(plan, data, collate);
+  char line[300];
+  std::snprintf(line, sizeof line, "  batching on %d rank%s: %lld steps per epoch of %lld %s, padding waste %.1f%%%s", world_size,
                 world_size == 1 ? "" : "s", static_cast<long long>(plan.global_batch_count()), static_cast<long long>(h.batch_size),
                 batching.packing ? "packed rows" : "examples", 100.0 * padding.waste(),
                 batching.packing ? " (packed)" : batching.group_by_length ? " (grouped by length)" : "");
-  return line;
+  std::string report = line;
+  if (collate.share_prefix) {
+    std::snprintf(line, sizeof line, ", prompts shared: %.1f%% of the tokens computed once", 100.0 * padding.shared());
+    report += line;
+  }
+  return report + "\n";
 }
 
 }  // namespace

@@ -156,6 +156,7 @@ struct DataConfig {
   BadRowPolicy on_bad_rows = BadRowPolicy::kSkip;
   double eval_fraction = 0.05;
   bool group_by_length = true;
+  bool share_prefix = true;  // preference pairs compute their common prefix once (batching.hpp)
   std::string prepared_dir;        // where `n3rlhf prepare` writes HDF5 shards; "" = beside the data
 };
 

@@ -335,6 +335,9 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(float_field("data.eval_fraction", N3RLHF_FIELD(data.eval_fraction),
       "Share of the data held out for evaluation when there is no eval_dataset.", {0.0, 1.0, false, true}));
   f.push_back(bool_field("data.group_by_length", N3RLHF_FIELD(data.group_by_length), "Batch examples of similar length together."));
+  f.push_back(bool_field("data.share_prefix", N3RLHF_FIELD(data.share_prefix),
+                         "DPO/IPO/SimPO/ORPO: compute the common prefix of chosen and rejected (the prompt) once and pack pairs into rows; "
+                         "same log-probs as the padded layout up to float rounding. Off: TRL's padded concatenated batch."));
   f.push_back(string_field("data.prepared_dir", N3RLHF_FIELD(data.prepared_dir), "Where prepared HDF5 shards go; empty means beside the data."));
 
   // logging

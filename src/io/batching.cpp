@@ -47,9 +47,10 @@ int64_t item_length(const BatchItem& item, const std::vector<int64_t>& lengths) 
   return total;
 }
 
-// Best-fit decreasing: longest examples first, each into the row whose free space fits it most
-// tightly. Rows keep their examples longest first.
-std::vector<BatchItem> pack_examples(const std::vector<int64_t>& order, const std::vector<int64_t>& lengths, int64_t capacity) {
+}  // namespace
+
+std::vector<std::vector<int64_t>> pack_best_fit(const std::vector<int64_t>& order, const std::vector<int64_t>& lengths,
+                                                int64_t capacity) {
   std::vector<int64_t> by_length = order;
   std::stable_sort(by_length.begin(), by_length.end(), [&](int64_t a, int64_t b) {
     return lengths[static_cast<size_t>(a)] > lengths[static_cast<size_t>(b)];
@@ -73,8 +74,6 @@ std::vector<BatchItem> pack_examples(const std::vector<int64_t>& order, const st
   return rows;
 }
 
-}  // namespace
-
 EpochPlan EpochPlan::build(const std::vector<int64_t>& examples, const std::vector<int64_t>& lengths,
                            const BatchingOptions& options, int64_t epoch) {
   if (options.global_batch_size < 1 || options.world_size < 1 || options.micro_batch_size < 0) {
@@ -90,7 +89,7 @@ EpochPlan EpochPlan::build(const std::vector<int64_t>& examples, const std::vect
 
   std::vector<BatchItem> items;
   if (options.packing) {
-    items = pack_examples(order, lengths, options.pack_length);
+    items = pack_best_fit(order, lengths, options.pack_length);
     if (options.shuffle) {
       std::vector<int64_t> row_order(items.size());
       for (size_t i = 0; i < row_order.size(); ++i) row_order[i] = static_cast<int64_t>(i);
@@ -195,6 +194,97 @@ double CollatedBatch::padding_waste() const {
   return cells > 0 ? static_cast<double>(padding_tokens) / static_cast<double>(cells) : 0.0;
 }
 
+namespace {
+
+bool is_pair(const PreparedExample& example) {
+  return example.sequences.size() == 2 && example.sequences[0].kind == SequenceKind::kChosen;
+}
+
+size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  const size_t limit = std::min(a.size(), b.size());
+  size_t n = 0;
+  while (n < limit && a[n] == b[n]) ++n;
+  return n;
+}
+
+// The first response token a sequence is scored on: t >= prompt_length, and t >= 1 (the first
+// token has no predictor), as the padded layout's shifted loss mask has it.
+size_t first_label(const PreparedSequence& sequence) {
+  return static_cast<size_t>(std::max<int32_t>(1, sequence.prompt_length));
+}
+
+// share_prefix collation: each pair is [common prefix | chosen rest | rejected rest] with the
+// rests' tokens placed after the prefix in positions (prefix length + offset), packed into rows.
+CollatedBatch collate_shared_prefix(const std::vector<const PreparedExample*>& pairs, const CollateOptions& options) {
+  CollatedBatch batch;
+  const size_t count = pairs.size();
+  std::vector<int64_t> lengths(count), prefixes(count), order(count);
+  int64_t longest = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const std::vector<int32_t>& chosen = pairs[i]->sequences[0].ids;
+    const std::vector<int32_t>& rejected = pairs[i]->sequences[1].ids;
+    prefixes[i] = static_cast<int64_t>(common_prefix(chosen, rejected));
+    lengths[i] = static_cast<int64_t>(chosen.size() + rejected.size()) - prefixes[i];
+    order[i] = static_cast<int64_t>(i);
+    longest = std::max(longest, lengths[i]);
+    batch.real_tokens += static_cast<int64_t>(chosen.size() + rejected.size());
+    batch.shared_tokens += prefixes[i];
+  }
+  const std::vector<std::vector<int64_t>> rows = pack_best_fit(order, lengths, longest);
+  const int64_t multiple = std::max<int64_t>(1, options.pad_to_multiple_of);
+  batch.rows = static_cast<int64_t>(rows.size());
+  batch.columns = (longest + multiple - 1) / multiple * multiple;
+  batch.sequences = static_cast<int64_t>(2 * count);
+  const size_t cells = static_cast<size_t>(batch.rows * batch.columns);
+  batch.input_ids.assign(cells, options.pad_token_id);
+  batch.attention_mask.assign(cells, 0);
+  batch.loss_mask.assign(cells, 0);
+  batch.position_ids.assign(cells, 0);
+  batch.segment_ids.assign(cells, 0);
+  batch.parent_segment_ids.assign(cells, 0);
+  batch.padding_tokens = static_cast<int64_t>(cells) - (batch.real_tokens - batch.shared_tokens);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const size_t row_start = r * static_cast<size_t>(batch.columns);
+    size_t column = 0;
+    int32_t segment = 0;
+    batch.row_kinds.push_back(static_cast<int8_t>(SequenceKind::kChosen));
+    for (int64_t position : rows[r]) {
+      const size_t i = static_cast<size_t>(position);
+      const size_t prefix = static_cast<size_t>(prefixes[i]);
+      const size_t pair_start = column;
+      const int32_t prefix_segment = ++segment;
+      // Where token t of the pair's sequence `half` sits in the row, and its segment.
+      const auto place = [&](size_t half, size_t t) -> size_t {
+        if (t < prefix) return pair_start + t;
+        const size_t chosen_rest = pairs[i]->sequences[0].ids.size() - prefix;
+        return pair_start + prefix + (half == 0 ? 0 : chosen_rest) + (t - prefix);
+      };
+      for (size_t half = 0; half < 2; ++half) {
+        const PreparedSequence& sequence = pairs[i]->sequences[half];
+        const int32_t own_segment = ++segment;
+        for (size_t t = half == 0 ? 0 : prefix; t < sequence.ids.size(); ++t) {
+          const size_t cell = row_start + place(half, t);
+          const bool in_prefix = t < prefix;
+          batch.input_ids[cell] = sequence.ids[t];
+          batch.attention_mask[cell] = 1;
+          batch.position_ids[cell] = static_cast<int32_t>(t);
+          batch.segment_ids[cell] = in_prefix ? prefix_segment : own_segment;
+          batch.parent_segment_ids[cell] = in_prefix ? 0 : prefix_segment;
+        }
+        for (size_t t = first_label(sequence); t < sequence.ids.size(); ++t) {
+          batch.label_sources.push_back(static_cast<int64_t>(row_start + place(half, t - 1)));
+          batch.label_ids.push_back(sequence.ids[t]);
+          batch.label_sequences.push_back(static_cast<int32_t>(half * count + i));
+        }
+      }
+      column = pair_start + static_cast<size_t>(lengths[i]);
+    }
+  }
+  return batch;
+}
+
+}  // namespace
+
 CollatedBatch collate(const std::vector<BatchItem>& items, const std::vector<PreparedExample>& examples,
                       const CollateOptions& options) {
   std::unordered_map<int64_t, const PreparedExample*> by_index;
@@ -205,23 +295,29 @@ CollatedBatch collate(const std::vector<BatchItem>& items, const std::vector<Pre
     return *it->second;
   };
 
+  const bool paired = !items.empty() && !items.front().empty() && is_pair(find(items.front().front()));
+  const auto check_pair_item = [&](const BatchItem& item) -> const PreparedExample& {
+    if (item.size() != 1) {
+      throw ConfigurationError(ErrorCode::kIncompatibleOptions, "preference pairs cannot be packed; set sft.packing only for SFT data");
+    }
+    const PreparedExample& example = find(item.front());
+    if (!is_pair(example)) throw std::invalid_argument("collate: a preference batch holds an example that is not a pair");
+    return example;
+  };
+  if (paired && options.share_prefix) {
+    std::vector<const PreparedExample*> pairs;
+    for (const BatchItem& item : items) pairs.push_back(&check_pair_item(item));
+    CollatedBatch batch = collate_shared_prefix(pairs, options);
+    for (const BatchItem& item : items) batch.example_indices.push_back(item.front());
+    return batch;
+  }
+
   CollatedBatch batch;
   // Each row is a list of sequences laid end to end (one unless packed).
   std::vector<std::vector<const PreparedSequence*>> rows;
-  const auto is_pair = [](const PreparedExample& example) {
-    return example.sequences.size() == 2 && example.sequences[0].kind == SequenceKind::kChosen;
-  };
-  const bool paired = !items.empty() && !items.front().empty() && is_pair(find(items.front().front()));
   if (paired) {
     for (size_t half = 0; half < 2; ++half) {
-      for (const BatchItem& item : items) {
-        if (item.size() != 1) {
-          throw ConfigurationError(ErrorCode::kIncompatibleOptions, "preference pairs cannot be packed; set sft.packing only for SFT data");
-        }
-        const PreparedExample& example = find(item.front());
-        if (!is_pair(example)) throw std::invalid_argument("collate: a preference batch holds an example that is not a pair");
-        rows.push_back({&example.sequences[half]});
-      }
+      for (const BatchItem& item : items) rows.push_back({&check_pair_item(item).sequences[half]});
     }
   } else {
     for (const BatchItem& item : items) {
@@ -277,25 +373,51 @@ CollatedBatch collate(const std::vector<BatchItem>& items, const std::vector<Pre
 void PaddingStats::add(const CollatedBatch& batch) {
   real_tokens += batch.real_tokens;
   padding_tokens += batch.padding_tokens;
+  shared_tokens += batch.shared_tokens;
 }
 
 void PaddingStats::add(const PaddingStats& other) {
   real_tokens += other.real_tokens;
   padding_tokens += other.padding_tokens;
+  shared_tokens += other.shared_tokens;
 }
 
 double PaddingStats::waste() const {
-  const int64_t total = real_tokens + padding_tokens;
+  const int64_t total = real_tokens - shared_tokens + padding_tokens;
   return total > 0 ? static_cast<double>(padding_tokens) / static_cast<double>(total) : 0.0;
 }
 
-PaddingStats plan_padding(const EpochPlan& plan, const PreparedDataset& dataset, int64_t pad_to_multiple_of) {
+double PaddingStats::shared() const {
+  return real_tokens > 0 ? static_cast<double>(shared_tokens) / static_cast<double>(real_tokens) : 0.0;
+}
+
+PaddingStats plan_padding(const EpochPlan& plan, const PreparedDataset& dataset, const CollateOptions& collate) {
   PaddingStats stats;
-  const int64_t multiple = std::max<int64_t>(1, pad_to_multiple_of);
+  const int64_t multiple = std::max<int64_t>(1, collate.pad_to_multiple_of);
   const int64_t per_example = dataset.sequences_per_example();
+  const auto columns_for = [multiple](int64_t longest) { return (longest + multiple - 1) / multiple * multiple; };
   for (int64_t batch = 0; batch < plan.global_batch_count(); ++batch) {
     for (int rank = 0; rank < plan.options().world_size; ++rank) {
       for (const std::vector<BatchItem>& micro : plan.micro_batches(batch, rank)) {
+        if (micro.empty()) continue;
+        if (per_example == 2 && collate.share_prefix) {
+          // Pairs packed into rows as collate_shared_prefix does, the prompt taken as the shared part.
+          std::vector<int64_t> lengths, order;
+          for (const BatchItem& item : micro) {
+            const int64_t chosen = item.front() * 2;
+            const int64_t shared = std::min<int64_t>(dataset.prompt_length(chosen), dataset.prompt_length(chosen + 1));
+            order.push_back(static_cast<int64_t>(lengths.size()));
+            lengths.push_back(dataset.sequence_length(chosen) + dataset.sequence_length(chosen + 1) - shared);
+            stats.real_tokens += lengths.back() + shared;
+            stats.shared_tokens += shared;
+          }
+          const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
+          int64_t computed = 0;
+          for (int64_t length : lengths) computed += length;
+          const int64_t rows = static_cast<int64_t>(pack_best_fit(order, lengths, longest).size());
+          stats.padding_tokens += rows * columns_for(longest) - computed;
+          continue;
+        }
         std::vector<int64_t> row_lengths;
         if (per_example == 2) {
           for (const BatchItem& item : micro) {
@@ -308,9 +430,7 @@ PaddingStats plan_padding(const EpochPlan& plan, const PreparedDataset& dataset,
             row_lengths.push_back(length);
           }
         }
-        if (row_lengths.empty()) continue;
-        const int64_t longest = *std::max_element(row_lengths.begin(), row_lengths.end());
-        const int64_t columns = (longest + multiple - 1) / multiple * multiple;
+        const int64_t columns = columns_for(*std::max_element(row_lengths.begin(), row_lengths.end()));
         for (int64_t length : row_lengths) {
           stats.real_tokens += length;
           stats.padding_tokens += columns - length;
@@ -362,6 +482,16 @@ std::vector<CollatedBatch> RankBatchLoader::load_step(int64_t epoch, int64_t ste
     padding_.add(batches.back());
   }
   return batches;
+}
+
+CollateOptions collate_options_from_config(const RLHFConfig& config, int32_t pad_token_id) {
+  CollateOptions collate;
+  collate.pad_token_id = pad_token_id;
+  collate.loss_on_prompt = config.algorithm == Algorithm::kSft && !config.sft.completion_only_loss;
+  const Algorithm a = config.algorithm;
+  const bool sums_pair_log_probs = a == Algorithm::kDpo || a == Algorithm::kIpo || a == Algorithm::kSimpo || a == Algorithm::kOrpo;
+  collate.share_prefix = config.data.share_prefix && sums_pair_log_probs;
+  return collate;
 }
 
 BatchingOptions batching_options_from_config(const RLHFConfig& config, int world_size) {

@@ -2,7 +2,9 @@
 // shuffle identical on every rank; examples grouped by length within windows, or packed into rows
 // for SFT; global batches in shuffled order) gives each rank the slice [r*B/N, (r+1)*B/N) of
 // every global batch, cut into micro batches; collate() right-pads a micro batch into flat
-// input_ids / attention_mask / loss_mask arrays and counts the padding it cost.
+// input_ids / attention_mask / loss_mask arrays and counts the padding it cost. Preference pairs
+// may instead share their common prefix: one row segment for the prompt, then the chosen and the
+// rejected continuations, several pairs per row.
 #pragma once
 
 #include <cstdint>
@@ -82,10 +84,25 @@ struct CollateOptions {
   int32_t pad_token_id = 0;
   int64_t pad_to_multiple_of = 1;
   bool loss_on_prompt = false;  // SFT without completion_only_loss: every real token counts
+  // Preference pairs: the longest common token prefix of chosen and rejected (the prompt, at
+  // least) is laid out and computed once, followed by the chosen and the rejected remainders,
+  // which both attend to it (parent_segment_ids); pairs are packed first-fit into rows as long as
+  // the micro batch's longest pair. The summed log-probs are the same as the padded layout's
+  // (causal attention makes a token's state depend on its prefix only); only float rounding differs.
+  bool share_prefix = false;
 };
+
+// The job's collation: pad id from the prepared data, loss on prompt tokens for SFT without
+// completion_only_loss, prefix sharing for the objectives that sum response log-probs of pairs
+// (DPO family, SimPO, ORPO) when data.share_prefix is on.
+CollateOptions collate_options_from_config(const RLHFConfig& config, int32_t pad_token_id);
 
 // A micro batch as flat row-major [rows x columns] arrays. Preference items give two rows each:
 // the chosen sequences of all items first, then the rejected ones (TRL's concatenated order).
+// With share_prefix, items are packed into rows instead and the labels are listed explicitly:
+// sequence s (chosen of item i is s = i, its rejected s = items + i, the same order) sums the
+// log-probs of label_ids[k] predicted from the hidden state at flat cell label_sources[k] for
+// every k with label_sequences[k] == s.
 struct CollatedBatch {
   int64_t rows = 0;
   int64_t columns = 0;
@@ -94,12 +111,23 @@ struct CollatedBatch {
   std::vector<uint8_t> loss_mask;       // 1 on response tokens; 0 on the first token of every packed sequence but the first
   std::vector<int32_t> position_ids;    // 0, 1, ... restarting at each packed sequence
   std::vector<int32_t> segment_ids;     // 1, 2, ... per sequence of a row, 0 on padding
+  // share_prefix only (empty otherwise): the segment each token may attend to besides its own
+  // (the shared prefix's, for the chosen and rejected remainders), 0 for none.
+  std::vector<int32_t> parent_segment_ids;
+  std::vector<int64_t> label_sources;    // share_prefix: flat cell (row * columns + column) of each label's predictor
+  std::vector<int32_t> label_ids;        // share_prefix: the token each label asks the log-prob of
+  std::vector<int32_t> label_sequences;  // share_prefix: the sequence each label is summed into
+  int64_t sequences = 0;                 // share_prefix: chosen + rejected sequences (2 x items)
   std::vector<int8_t> row_kinds;        // SequenceKind of each row (of its first sequence when packed)
   std::vector<int64_t> example_indices; // the examples in the batch, item by item
+  // Tokens of the examples (chosen and rejected counted in full, shared or not): what tokens/s
+  // counts, so that it compares with a padded run's.
   int64_t real_tokens = 0;
-  int64_t padding_tokens = 0;
+  int64_t padding_tokens = 0;  // cells holding no token
+  int64_t shared_tokens = 0;   // tokens of the examples not computed twice (share_prefix)
 
   double padding_waste() const;  // padding_tokens / (rows * columns)
+  bool shares_prefix() const { return !parent_segment_ids.empty(); }
 };
 
 // `examples` holds every example the items name (as read_examples returned them).
@@ -110,14 +138,24 @@ CollatedBatch collate(const std::vector<BatchItem>& items, const std::vector<Pre
 struct PaddingStats {
   int64_t real_tokens = 0;
   int64_t padding_tokens = 0;
+  int64_t shared_tokens = 0;
   void add(const CollatedBatch& batch);
   void add(const PaddingStats& other);
-  double waste() const;  // padding / (real + padding)
+  double waste() const;  // padding / (computed tokens + padding)
+  double shared() const;  // shared / real: the part of the examples' tokens not computed
 };
 
 // The padding an epoch plan will cost on every rank together, from the lengths alone (no tokens
-// read): what `n3rlhf prepare JOB_FILE` prints for the job's batch sizes.
-PaddingStats plan_padding(const EpochPlan& plan, const PreparedDataset& dataset, int64_t pad_to_multiple_of = 1);
+// read): what `n3rlhf prepare JOB_FILE` prints for the job's batch sizes. With share_prefix the
+// shared part is taken to be the prompt (the common prefix can only be longer).
+PaddingStats plan_padding(const EpochPlan& plan, const PreparedDataset& dataset, const CollateOptions& collate = {});
+
+// Best-fit decreasing: the `order` entries (indices into `lengths`) packed into rows of at most
+// `capacity` tokens, longest first, each into the row whose free space fits it most tightly.
+// Ties keep `order`'s order, so the packing is deterministic. SFT packs examples with it, and
+// share_prefix collation packs pairs.
+std::vector<std::vector<int64_t>> pack_best_fit(const std::vector<int64_t>& order, const std::vector<int64_t>& lengths,
+                                                int64_t capacity);
 
 // One rank's reader for the trainer: builds each epoch's plan once and reads only this rank's
 // examples of a step.

@@ -39,7 +39,8 @@ void KVCache::select_rows(const torch::Tensor& rows) {
 
 AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
                                      int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,
-                                     bool need_sliding, torch::Device device, const torch::Tensor& segment_ids) {
+                                     bool need_sliding, torch::Device device, const torch::Tensor& segment_ids,
+                                     const torch::Tensor& parent_segment_ids, const torch::Tensor& position_ids) {
   AttentionMasks masks;
   const int64_t key_length = past_length + query_length;
   // [B, 1, T, T]: query and key in the same packed sequence, the key not padding.
@@ -56,7 +57,18 @@ AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_
     }
     const torch::Tensor segments = segment_ids.to(device).to(torch::kInt64);
     const torch::Tensor key_segments = segments.view({batch_size, 1, 1, key_length});
-    same_segment = segments.view({batch_size, 1, query_length, 1}).eq(key_segments).logical_and(key_segments.ne(0));
+    torch::Tensor visible = segments.view({batch_size, 1, query_length, 1}).eq(key_segments);
+    if (parent_segment_ids.defined()) {
+      if (parent_segment_ids.sizes() != segment_ids.sizes()) {
+        throw ModelError(ErrorCode::kIncompatibleArchitecture, "parent_segment_ids must have segment_ids' shape",
+                         {{"segment_ids", c10::str(segment_ids.sizes())}, {"parent_segment_ids", c10::str(parent_segment_ids.sizes())}});
+      }
+      const torch::Tensor parents = parent_segment_ids.to(device).to(torch::kInt64).view({batch_size, 1, query_length, 1});
+      visible = visible.logical_or(parents.eq(key_segments));
+    }
+    same_segment = visible.logical_and(key_segments.ne(0));
+  } else if (parent_segment_ids.defined()) {
+    throw ModelError(ErrorCode::kIncompatibleArchitecture, "parent_segment_ids need segment_ids");
   }
   const bool has_padding = attention_mask.defined() && !attention_mask.to(torch::kBool).all().item<bool>();
   // Without padding, packing, a cache or a window, SDPA's own causal mask (and flash kernels) apply.
@@ -69,7 +81,7 @@ AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_
     key_is_real = attention_mask.to(device).to(torch::kBool).view({batch_size, 1, 1, key_length});
   }
   auto finish = [&](torch::Tensor allowed) {
-    allowed = allowed.view({1, 1, query_length, key_length});
+    if (allowed.dim() == 2) allowed = allowed.view({1, 1, query_length, key_length});
     if (key_is_real.defined()) allowed = allowed.logical_and(key_is_real);
     if (same_segment.defined()) allowed = allowed.logical_and(same_segment);
     allowed = allowed.expand({batch_size, 1, query_length, key_length});
@@ -78,7 +90,15 @@ AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_
     return allowed.logical_or(row_is_empty.logical_and(own_position));
   };
   if (need_full && !plain_causal) masks.full = finish(key_index.le(query_index));
-  if (need_sliding && sliding_window) {
+  if (need_sliding && sliding_window && parent_segment_ids.defined()) {
+    if (!position_ids.defined()) {
+      throw ModelError(ErrorCode::kIncompatibleArchitecture, "a sliding window over shared-prefix rows needs position_ids");
+    }
+    // Columns order the keys (causality); positions measure the distance the window cuts at.
+    const torch::Tensor positions = position_ids.to(device).to(torch::kInt64);
+    const torch::Tensor distance = positions.view({batch_size, 1, query_length, 1}) - positions.view({batch_size, 1, 1, key_length});
+    masks.sliding = finish(key_index.le(query_index).view({1, 1, query_length, key_length}).logical_and(distance.lt(*sliding_window)));
+  } else if (need_sliding && sliding_window) {
     masks.sliding = finish(key_index.le(query_index).logical_and(key_index.gt(query_index - *sliding_window)));
   }
   return masks;

@@ -50,9 +50,14 @@ struct AttentionMasks {
 // sequence and 0 on padding; a query then sees only earlier keys of its own segment (a
 // block-diagonal causal mask, still cut by the sliding window). Undefined: one sequence per row.
 // Packed rows cannot follow cached positions.
+// parent_segment_ids: [B, T] (with segment_ids; shared-prefix preference rows): a query may also
+// see earlier keys of the segment its parent id names (0: none), so the chosen and the rejected
+// continuation both read the prompt computed once. The sliding window is then measured in
+// position_ids [B, T] (the continuations' positions run on from the prefix's, not the columns).
 AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
                                      int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,
-                                     bool need_sliding, torch::Device device, const torch::Tensor& segment_ids = {});
+                                     bool need_sliding, torch::Device device, const torch::Tensor& segment_ids = {},
+                                     const torch::Tensor& parent_segment_ids = {}, const torch::Tensor& position_ids = {});
 
 // Positions that restart at 0 where each segment of `segment_ids` [B, T] begins: what the
 // position ids of a packed row are when the caller does not give them.

@@ -130,6 +130,19 @@ torch::Tensor next_token_log_probs(const torch::Tensor& hidden, const torch::Ten
   return token_log_probs(hidden.narrow(1, 0, length - 1), weight, input_ids.narrow(1, 1, length - 1), options);
 }
 
+torch::Tensor gathered_sequence_log_probs(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& sources,
+                                          const torch::Tensor& labels, const torch::Tensor& sequence_index, int64_t sequences,
+                                          const LogProbOptions& options) {
+  if (sources.dim() != 1 || labels.sizes() != sources.sizes() || sequence_index.sizes() != sources.sizes()) {
+    throw ModelError(ErrorCode::kIncompatibleArchitecture,
+                     "gathered_sequence_log_probs: sources, labels and sequence_index must be [labels] each");
+  }
+  const torch::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, sources.to(hidden.device()));
+  const torch::Tensor logps = token_log_probs(rows, weight, labels, options);
+  const torch::Tensor sums = torch::zeros({sequences}, logps.options());
+  return sums.index_add(0, sequence_index.to(logps.device()), logps);
+}
+
 torch::Tensor masked_sequence_sums(const torch::Tensor& values, const torch::Tensor& mask) {
   return (values.to(torch::kFloat32) * mask.to(values.device()).to(torch::kFloat32)).sum(-1);
 }

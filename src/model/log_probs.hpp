@@ -30,6 +30,14 @@ torch::Tensor token_log_probs(const torch::Tensor& hidden, const torch::Tensor& 
 torch::Tensor next_token_log_probs(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& input_ids,
                                    const LogProbOptions& options = {});
 
+// Summed log-probs of listed labels: row sources[k] of hidden [B, T, C] (flattened to [B*T, C])
+// predicts labels[k], whose log-prob is added to sequence sequence_index[k] of the [sequences]
+// float32 result. Only the listed rows go through the LM head. Shared-prefix preference batches
+// use it: their labels do not sit one column after their predictors.
+torch::Tensor gathered_sequence_log_probs(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& sources,
+                                          const torch::Tensor& labels, const torch::Tensor& sequence_index, int64_t sequences,
+                                          const LogProbOptions& options = {});
+
 // Sum over t of values[b, t] * mask[b, t] (mask of 0/1 or weights): [B] float32.
 torch::Tensor masked_sequence_sums(const torch::Tensor& values, const torch::Tensor& mask);
 

@@ -31,9 +31,11 @@ class CausalTransformerImpl : public torch::nn::Module {
   // segment_ids [B, T] (packed rows, SFT packing): 1, 2, ... per sequence laid end to end in a
   // row, 0 on padding; each token attends only within its own sequence, and position_ids should
   // restart at every sequence (undefined: derived from the segments). Not with a cache.
+  // parent_segment_ids [B, T] (shared-prefix preference rows, with segment_ids and position_ids):
+  // the segment a token sees besides its own, 0 for none (build_attention_masks).
   torch::Tensor hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
                               const torch::Tensor& position_ids = {}, KVCache* cache = nullptr,
-                              const torch::Tensor& segment_ids = {});
+                              const torch::Tensor& segment_ids = {}, const torch::Tensor& parent_segment_ids = {});
 
   // [B, T, V] logits of the LM head.
   torch::Tensor lm_logits(const torch::Tensor& hidden);

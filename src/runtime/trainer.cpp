@@ -264,15 +264,15 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   const Hyperparameters& h = config.hyperparameters;
   const BatchingOptions batching = batching_options_from_config(config, world);
   const int64_t per_rank = h.batch_size / world;
-  CollateOptions collate;
-  collate.pad_token_id = train_data.pad_token_id();
-  collate.loss_on_prompt = config.algorithm == Algorithm::kSft && !config.sft.completion_only_loss;
+  const CollateOptions collate = collate_options_from_config(config, train_data.pad_token_id());
   RankBatchLoader train_loader(train_data, train_examples, batching, collate, rank);
   const int64_t steps_per_epoch = train_loader.steps_per_epoch();
   if (rank == 0) {
-    spdlog::info("batching: {} steps per epoch of {} {}, padding waste {:.1f}%{}", steps_per_epoch, h.batch_size,
-                 batching.packing ? "packed rows" : "examples", 100.0 * plan_padding(train_loader.plan(0), train_data).waste(),
-                 batching.packing ? " (packed)" : batching.group_by_length ? " (grouped by length)" : "");
+    const PaddingStats planned = plan_padding(train_loader.plan(0), train_data, collate);
+    spdlog::info("batching: {} steps per epoch of {} {}, padding waste {:.1f}%{}{}", steps_per_epoch, h.batch_size,
+                 batching.packing ? "packed rows" : "examples", 100.0 * planned.waste(),
+                 batching.packing ? " (packed)" : batching.group_by_length ? " (grouped by length)" : "",
+                 collate.share_prefix ? fmt::format(", prompts shared: {:.1f}% of the tokens computed once", 100.0 * planned.shared()) : "");
   }
   const int64_t total_steps = h.num_epochs > 0 ? h.num_epochs * steps_per_epoch : h.max_steps;
 

@@ -15,6 +15,17 @@
 namespace n3rlhf {
 
 torch::Tensor sequence_log_probs(CausalTransformer& model, const BatchTensors& batch, torch::Tensor* lengths) {
+  if (batch.parent_segment_ids.defined()) {
+    // Shared-prefix pairs: the labels say where each response token's predictor sits.
+    const torch::Tensor hidden = model->hidden_states(batch.input_ids, batch.attention_mask, batch.position_ids, nullptr,
+                                                      batch.segment_ids, batch.parent_segment_ids);
+    if (lengths != nullptr) {
+      *lengths = torch::zeros({batch.sequences}, torch::TensorOptions().dtype(torch::kFloat32).device(batch.label_sequences.device()))
+                     .index_add_(0, batch.label_sequences, torch::ones_like(batch.label_sequences, torch::kFloat32));
+    }
+    return gathered_sequence_log_probs(hidden, model->output_embedding(), batch.label_sources, batch.label_ids,
+                                       batch.label_sequences, batch.sequences);
+  }
   const torch::Tensor hidden = model->hidden_states(batch.input_ids, batch.attention_mask);
   const torch::Tensor token_logps = next_token_log_probs(hidden, model->output_embedding(), batch.input_ids);
   // Token t's log-prob is at t - 1: the loss mask shifts by one.
@@ -83,7 +94,10 @@ class PreferenceObjective : public TrainingObjective {
     }
   }
 
-  double weight_units(const BatchTensors& batch) const override { return batch.input_ids.size(0) / 2.0; }
+  double weight_units(const BatchTensors& batch) const override {
+    // Shared-prefix rows hold several pairs each: count the pairs, not the rows.
+    return batch.sequences > 0 ? batch.sequences / 2.0 : batch.input_ids.size(0) / 2.0;
+  }
 
  private:
   Algorithm algorithm_;

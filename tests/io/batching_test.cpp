@@ -20,8 +20,10 @@ namespace {
 
 // Writes a prepared directory of `lengths.size()` examples without a tokenizer: example e's
 // sequences hold tokens 1000*e + position so that every read can be checked.
+// With `shared_prompt`, chosen and rejected agree on the tokens of their prompts (their common
+// prefix is then exactly the shorter prompt).
 std::string write_prepared(const std::string& directory, const std::vector<int64_t>& lengths, int64_t per_example,
-                           int64_t examples_per_shard) {
+                           int64_t examples_per_shard, bool shared_prompt = false) {
   std::filesystem::create_directories(directory);
   PreparedManifest manifest;
   manifest.dataset_kind = per_example == 2 ? DatasetKind::kPreference : DatasetKind::kSft;
@@ -42,7 +44,10 @@ std::string write_prepared(const std::string& directory, const std::vector<int64
     for (int64_t k = 0; k < per_example; ++k) {
       // The rejected sequence is a little shorter than the chosen one.
       const int64_t length = std::max<int64_t>(2, lengths[e] - k * 3);
-      for (int64_t t = 0; t < length; ++t) shard.tokens.push_back(static_cast<int32_t>(1000 * e + 100 * k + t));
+      for (int64_t t = 0; t < length; ++t) {
+        const bool in_shared_prompt = shared_prompt && t < length / 2;
+        shard.tokens.push_back(static_cast<int32_t>(1000 * e + (in_shared_prompt ? 0 : 100 * k) + t));
+      }
       shard.sequence_offsets.push_back(static_cast<int64_t>(shard.tokens.size()));
       shard.prompt_lengths.push_back(static_cast<int32_t>(length / 2));
       shard.kinds.push_back(static_cast<int8_t>(per_example == 2 ? (k == 0 ? SequenceKind::kChosen : SequenceKind::kRejected)
@@ -182,6 +187,42 @@ TEST(Batching, GroupingByLengthCutsPaddingWasteAndBalancesRanks) {
       EXPECT_GE(data.example_length(rank0[step].back().front()), data.example_length(rank1[step].front().front()));
     }
   }
+}
+
+// share_prefix: plan_padding's estimate (the shorter prompt shared) is what the loader's
+// collation costs when the prompts are the common prefix; rows of several pairs waste less than
+// the padded chosen/rejected rows of the same micro batches, and a quarter of the tokens (half a prompt of each pair) is shared.
+TEST(Batching, SharedPrefixPlanMatchesCollationAndWastesLess) {
+  testing::TempDir dir;
+  const std::vector<int64_t> lengths = varied_lengths(96, 5);
+  const PreparedDataset data = PreparedDataset::open(write_prepared(dir.path() + "/p", lengths, 2, 40, /*shared_prompt=*/true));
+  BatchingOptions options;
+  options.global_batch_size = 16;
+  options.micro_batch_size = 4;
+  options.world_size = 2;
+  options.group_by_length = false;
+  const EpochPlan plan = EpochPlan::build(iota(96), data.example_lengths(), options, 0);
+  const CollateOptions padded{data.pad_token_id(), 1, false, false};
+  const CollateOptions shared{data.pad_token_id(), 1, false, true};
+  const PaddingStats planned = plan_padding(plan, data, shared);
+  const PaddingStats planned_padded = plan_padding(plan, data, padded);
+  PaddingStats loaded;
+  for (int rank = 0; rank < 2; ++rank) {
+    RankBatchLoader loader(data, iota(96), options, shared, rank);
+    for (int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
+      for (const CollatedBatch& micro : loader.load_step(0, step)) {
+        EXPECT_TRUE(micro.shares_prefix());
+        loaded.add(micro);
+      }
+    }
+  }
+  EXPECT_EQ(planned.real_tokens, loaded.real_tokens);
+  EXPECT_EQ(planned.shared_tokens, loaded.shared_tokens);
+  EXPECT_EQ(planned.padding_tokens, loaded.padding_tokens);
+  EXPECT_EQ(planned.real_tokens, planned_padded.real_tokens);
+  EXPECT_LT(planned.waste(), planned_padded.waste());
+  EXPECT_GT(planned.shared(), 0.2);
+  EXPECT_LT(planned.shared(), 0.3);
 }
 
 TEST(Batching, CollatePadsRightChosenThenRejectedWithMasks) {
