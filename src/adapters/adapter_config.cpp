@@ -159,6 +159,7 @@ AdapterConfig adapter_config_from_job(const PeftConfig& peft, const ModelConfig&
   config.lora_alpha = peft.alpha;
   config.lora_dropout = peft.dropout;
   config.use_rslora = peft.use_rslora;
+  config.modules_to_save = peft.modules_to_save;
   require_positive(config.r, "r");
 
   std::vector<std::string> targets = peft.target_modules;
@@ -238,7 +239,6 @@ AdapterConfig adapter_config_from_json(const nlohmann::json& json, const std::st
   };
   if (json.contains("bias")) refuse_unless("bias", json.at("bias") == "none");
   if (json.contains("lora_bias")) refuse_unless("lora_bias", json.at("lora_bias").is_null() || json.at("lora_bias") == false);
-  if (json.contains("modules_to_save")) refuse_unless("modules_to_save", json.at("modules_to_save").is_null());
   if (json.contains("trainable_token_indices")) refuse_unless("trainable_token_indices", json.at("trainable_token_indices").is_null());
   if (json.contains("target_parameters")) refuse_unless("target_parameters", json.at("target_parameters").is_null());
   if (json.contains("layer_replication")) refuse_unless("layer_replication", json.at("layer_replication").is_null());
@@ -265,6 +265,11 @@ AdapterConfig adapter_config_from_json(const nlohmann::json& json, const std::st
         pattern.is_string() ? std::vector<std::string>{pattern.get<std::string>()} : pattern.get<std::vector<std::string>>();
   }
   config.fan_in_fan_out = value_or<bool>(json, "fan_in_fan_out", false);
+  if (json.contains("modules_to_save") && !json.at("modules_to_save").is_null()) {
+    const auto& saved = json.at("modules_to_save");
+    config.modules_to_save = saved.is_string() ? std::vector<std::string>{saved.get<std::string>()} : saved.get<std::vector<std::string>>();
+  }
+  config.task_type = value_or<std::string>(json, "task_type", "");
   if (json.contains("auto_mapping") && json.at("auto_mapping").is_object()) {
     config.base_architecture = value_or<std::string>(json.at("auto_mapping"), "base_model_class", "");
   }
@@ -335,6 +340,8 @@ nlohmann::json adapter_config_to_json(const AdapterConfig& config) {
   json["fan_in_fan_out"] = config.fan_in_fan_out;
   json["target_modules"] = config.all_linear ? nlohmann::json("all-linear") : selector_to_json(config.target_rules.targets);
   json["exclude_modules"] = selector_to_json(config.target_rules.excluded);
+  json["modules_to_save"] = config.modules_to_save.empty() ? nlohmann::json() : nlohmann::json(config.modules_to_save);
+  json["task_type"] = config.task_type.empty() ? nlohmann::json() : nlohmann::json(config.task_type);
   if (config.type == AdapterType::kIa3) {
     json["feedforward_modules"] = selector_to_json(config.feedforward_modules);
     return json;

@@ -58,6 +58,12 @@ struct AdapterConfig {
   // (as PEFT writes it); empty until the first masking.
   std::map<std::string, std::vector<bool>> adalora_rank_pattern;
 
+  // PEFT's modules_to_save: modules trained whole beside the adapters (a module whose path ends
+  // with one of these, PEFT's plain endswith), saved in the adapter file under their own names.
+  std::vector<std::string> modules_to_save;
+  // PEFT's task_type ("SEQ_CLS" for a reward model's adapter); empty is null.
+  std::string task_type;
+
   // The Hugging Face model_type and architecture of the base (auto_mapping), as written.
   std::string base_model_type;
   std::string base_architecture;
@@ -75,7 +81,7 @@ std::vector<std::string> default_ia3_feedforward_modules(ModelFamily family);
 
 // adapter_config.json. Reading: an unknown peft_type is ConfigurationError RLHF002 listing the
 // supported ones; options that change the computation and are not implemented (bias other than
-// "none", modules_to_save, trainable tokens) are RLHF031 naming the key.
+// "none", trainable tokens) are RLHF031 naming the key.
 AdapterConfig adapter_config_from_json(const nlohmann::json& json, const std::string& source);
 AdapterConfig read_adapter_config(const std::string& directory);
 nlohmann::json adapter_config_to_json(const AdapterConfig& config);

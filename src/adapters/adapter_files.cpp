@@ -54,11 +54,17 @@ AdapterSet load_adapter(CausalTransformer& model, const std::string& directory, 
                        "adapter tensor has no matching adapted module in the base model", {{"tensor", info.name}, {"path", weights.string()}});
     }
     torch::Tensor& target = found->second;
-    if (c10::IntArrayRef(info.shape) != target.sizes()) {
+    // A module to save of GPT-2's Conv1D kind is stored as [in, out], as transformers stores it.
+    const SavedParameter* saved = adapters.modules_to_save().find(found->first);
+    const bool transposed = saved != nullptr && saved->transposed_in_file;
+    const std::vector<int64_t> file_shape = transposed ? std::vector<int64_t>(info.shape.rbegin(), info.shape.rend()) : info.shape;
+    if (c10::IntArrayRef(file_shape) != target.sizes()) {
       throw ModelError(ErrorCode::kIncompatibleArchitecture, "adapter tensor shape does not match the base model",
                        {{"tensor", info.name}, {"file_shape", shape_text(info.shape)}, {"model_shape", shape_text(target.sizes())}});
     }
-    target.copy_(file->load(info.name).to(target.device(), target.scalar_type()));
+    torch::Tensor value = file->load(info.name);
+    if (transposed) value = value.t();
+    target.copy_(value.to(target.device(), target.scalar_type()));
     loaded.insert(found->first);
   }
   for (const auto& [name, tensor] : expected) {

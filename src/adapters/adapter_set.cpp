@@ -9,6 +9,7 @@
 
 #include "adapters/quantized_base.hpp"
 #include "core/error.hpp"
+#include "model/pretrained.hpp"
 
 namespace n3rlhf {
 
@@ -41,8 +42,9 @@ std::vector<bool> adalora_kept_ranks(const AdapterConfig& config, const std::str
 }  // namespace
 
 AdapterSet::AdapterSet(AdapterConfig config, std::vector<std::shared_ptr<AdaptedLinear>> layers,
-                       std::shared_ptr<AdapterSwitch> adapter_switch)
-    : config_(std::move(config)), layers_(std::move(layers)), switch_(std::move(adapter_switch)) {
+                       std::shared_ptr<AdapterSwitch> adapter_switch, ModulesToSave modules_to_save)
+    : config_(std::move(config)), layers_(std::move(layers)), switch_(std::move(adapter_switch)),
+      modules_to_save_(std::move(modules_to_save)) {
   if (config_.type == AdapterType::kAdaLora) {
     std::vector<AdaLoraLinear*> adalora;
     for (const auto& layer : layers_) adalora.push_back(static_cast<AdaLoraLinear*>(layer.get()));
@@ -60,7 +62,13 @@ std::vector<std::pair<std::string, torch::Tensor>> AdapterSet::named_parameters(
   for (const auto& layer : layers_) {
     for (const auto& [suffix, tensor] : layer->adapter_parameters()) parameters.emplace_back(layer->module_path() + "." + suffix, tensor);
   }
+  for (const SavedParameter& saved : modules_to_save_.parameters()) parameters.emplace_back(saved.name, saved.parameter);
   return parameters;
+}
+
+void AdapterSet::set_enabled(bool enabled) {
+  switch_->enabled = enabled;
+  modules_to_save_.use_original(!enabled);
 }
 
 int64_t AdapterSet::parameter_count() const {
@@ -102,6 +110,13 @@ std::vector<std::pair<std::string, torch::Tensor>> AdapterSet::peft_state_dict(
       state.emplace_back("base_model.model." + name, tensor.contiguous());
     }
   }
+  // PEFT saves a module to save's copy under the module's own name ("base_model.model.score.weight").
+  for (const SavedParameter& saved : modules_to_save_.parameters()) {
+    torch::Tensor tensor = gathered && !modules_to_save_.using_original() ? gathered(saved.name) : modules_to_save_.trained(saved);
+    tensor = tensor.detach().cpu();
+    if (saved.transposed_in_file) tensor = tensor.t();
+    state.emplace_back("base_model.model." + saved.name, tensor.contiguous());
+  }
   return state;
 }
 
@@ -118,6 +133,7 @@ void AdapterSet::adalora_update_and_allocate(int64_t global_step, const Gradient
 
 void AdapterSet::merge_into_base() {
   if (merged_) return;
+  set_enabled(true);  // the modules to save keep their trained copies
   torch::NoGradGuard no_grad;
   for (const auto& layer : layers_) {
     MergedLinear merged = layer->merged();
@@ -144,13 +160,30 @@ bool is_adapter_parameter_name(const std::string& name) {
   return false;
 }
 
+namespace {
+
+bool add_score_to_save(CausalTransformer& model, AdapterConfig& config) {
+  if (model->head_kind() != HeadKind::kSequenceClassification) return false;
+  if (config.task_type.empty()) config.task_type = "SEQ_CLS";
+  // The base is the classifier (its config.json may name the causal LM it was made from).
+  config.base_architecture = architecture_name(model->config().family, HeadKind::kSequenceClassification);
+  if (std::find(config.modules_to_save.begin(), config.modules_to_save.end(), "score") != config.modules_to_save.end()) return false;
+  config.modules_to_save.push_back("score");
+  return true;
+}
+
+}  // namespace
+
 AdapterSet attach_adapters(CausalTransformer& model, const PeftConfig& peft, const AttachOptions& options) {
   AttachOptions resolved = options;
   // QLoRA: LoRA over targeted layers whose base weights are quantized (NF4 or int8).
   if (peft.method == PeftMethod::kQlora && !resolved.make_base) {
     resolved.make_base = quantized_base_factory(quant::QuantizationOptions::from_peft(peft));
   }
-  return attach_adapters(model, adapter_config_from_job(peft, model->config(), options.total_steps), resolved);
+  AdapterConfig config = adapter_config_from_job(peft, model->config(), options.total_steps);
+  // A new score head trains beside the adapters (PEFT's task_type SEQ_CLS adds it the same way).
+  add_score_to_save(model, config);
+  return attach_adapters(model, config, resolved);
 }
 
 AdapterSet attach_adapters(CausalTransformer& model, const AdapterConfig& input, const AttachOptions& options) {
@@ -226,9 +259,12 @@ AdapterSet attach_adapters(CausalTransformer& model, const AdapterConfig& input,
     layer->set_forward_override(adapted);
     layers.push_back(std::move(adapted));
   }
+  std::vector<std::string> adapted_paths;
+  for (const auto& [path, layer] : targets) adapted_paths.push_back(path);
+  ModulesToSave modules_to_save = ModulesToSave::attach(model, config.modules_to_save, adapted_paths, options.trainable);
   // A loaded AdaLoRA adapter was already resized to its pattern; the pattern now describes
   // the resized layers only through their shapes, so it is kept for saving as it was read.
-  return AdapterSet(std::move(config), std::move(layers), std::move(adapter_switch));
+  return AdapterSet(std::move(config), std::move(layers), std::move(adapter_switch), std::move(modules_to_save));
 }
 
 }  // namespace n3rlhf

@@ -6,8 +6,11 @@
 //       // freezes every base parameter; adapter parameters are the only trainable ones, named
 //       // "model.layers.3.self_attn.q_proj.lora_A.weight" etc., so the sharding engine (built
 //       // AFTER this call) puts each layer's adapters in that layer's unit and leaves the frozen
-//       // base alone. Or load_adapter(policy, adapter_dir) to continue from a PEFT adapter.
-//   Reference log-probs (DPO, KTO, PPO) from the same model with adapters off, no second copy:
+//       // base alone. peft.modules_to_save (a reward model's "score", added for a score head as
+//       // PEFT's SEQ_CLS does) makes whole modules trainable too, under their own names
+//       // ("score.weight"). Or load_adapter(policy, adapter_dir) to continue from a PEFT adapter.
+//   Reference log-probs (DPO, KTO, PPO) from the same model with adapters off, no second copy
+//   (modules_to_save switch to their original values too):
 //       { AdapterDisabledGuard reference_mode(adapters); torch::NoGradGuard no_grad; ref = policy->forward(...); }
 //   AdaLoRA, each optimizer step:
 //       loss = loss + adapters.adalora_orthogonal_regularizer();     // before backward
@@ -30,6 +33,7 @@
 #include "adapters/adalora_allocator.hpp"
 #include "adapters/adapted_linear.hpp"
 #include "adapters/adapter_config.hpp"
+#include "adapters/modules_to_save.hpp"
 #include "core/config.hpp"
 #include "model/transformer.hpp"
 
@@ -48,7 +52,8 @@ struct AttachOptions {
 
 class AdapterSet {
  public:
-  AdapterSet(AdapterConfig config, std::vector<std::shared_ptr<AdaptedLinear>> layers, std::shared_ptr<AdapterSwitch> adapter_switch);
+  AdapterSet(AdapterConfig config, std::vector<std::shared_ptr<AdaptedLinear>> layers, std::shared_ptr<AdapterSwitch> adapter_switch,
+             ModulesToSave modules_to_save = {});
   AdapterSet(AdapterSet&&) noexcept;
   AdapterSet& operator=(AdapterSet&&) noexcept;
   ~AdapterSet();
@@ -57,13 +62,18 @@ class AdapterSet {
 
   const AdapterConfig& config() const { return config_; }
   const std::vector<std::shared_ptr<AdaptedLinear>>& layers() const { return layers_; }
-  // Adapter tensors by model parameter name ("model.layers.0.self_attn.q_proj.lora_A.weight").
+  // The modules trained whole beside the adapters (PEFT's modules_to_save).
+  const ModulesToSave& modules_to_save() const { return modules_to_save_; }
+  // Every tensor the adapter file holds, by model parameter name: the adapter tensors
+  // ("model.layers.0.self_attn.q_proj.lora_A.weight") and the parameters of the modules to save
+  // ("score.weight").
   std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
   int64_t parameter_count() const;
 
-  // false: every adapted layer computes its bare base (AdapterDisabledGuard is the scoped form).
+  // false: every adapted layer computes its bare base and the modules to save hold their original
+  // values (AdapterDisabledGuard is the scoped form).
   bool enabled() const { return switch_->enabled; }
-  void set_enabled(bool enabled) { switch_->enabled = enabled; }
+  void set_enabled(bool enabled);
 
   // What adapter_model.safetensors holds: PEFT keys ("base_model.model.<name>") and tensors, an
   // AdaLoRA layer's pruned ranks removed as PEFT removes them. `gathered`, when given, supplies
@@ -80,9 +90,10 @@ class AdapterSet {
   AdaLoraAllocator* adalora_allocator() { return allocator_.get(); }
 
   // Folds every adapter into its layer's weight (and IA3's bias) as PEFT's merge_and_unload does,
-  // and removes the forward overrides: the model then computes the merged base. The adapter
-  // tensors stay registered (libtorch cannot unregister a parameter); save with
-  // is_adapter_parameter_name as the skip filter.
+  // and removes the forward overrides: the model then computes the merged base, with the trained
+  // copies of the modules to save (PEFT's merge keeps those too). The adapter tensors stay
+  // registered (libtorch cannot unregister a parameter); save with is_adapter_parameter_name as
+  // the skip filter.
   void merge_into_base();
   bool merged() const { return merged_; }
 
@@ -91,12 +102,14 @@ class AdapterSet {
   std::vector<std::shared_ptr<AdaptedLinear>> layers_;
   std::shared_ptr<AdapterSwitch> switch_;
   std::unique_ptr<AdaLoraAllocator> allocator_;
+  ModulesToSave modules_to_save_;
   bool merged_ = false;
 };
 
 // Attaches adapters for a job's peft section (defaults as PEFT's for the model's family). Freezes
-// every base parameter. RLHF031 when no module of the model matches the targets; RLHF004 when
-// the model already has adapters.
+// every base parameter. On a model with a score head (reward models) "score" joins
+// modules_to_save and task_type is SEQ_CLS, as PEFT's task_type SEQ_CLS does. RLHF031 when no
+// module of the model matches the targets; RLHF004 when the model already has adapters.
 AdapterSet attach_adapters(CausalTransformer& model, const PeftConfig& peft, const AttachOptions& options = {});
 AdapterSet attach_adapters(CausalTransformer& model, const AdapterConfig& config, const AttachOptions& options = {});
 
@@ -113,7 +126,8 @@ void save_adapter(const AdapterSet& adapters, const std::string& directory,
 // Whether a model parameter name belongs to an adapter (lora_A/lora_B/lora_E/lora_magnitude_vector/ia3_l).
 bool is_adapter_parameter_name(const std::string& name);
 
-// Switches the adapters off for its scope (the reference model of DPO/KTO/PPO under PEFT).
+// Switches the adapters off for its scope (the reference model of DPO/KTO/PPO under PEFT); the
+// modules to save hold their original values meanwhile.
 class AdapterDisabledGuard {
  public:
   explicit AdapterDisabledGuard(AdapterSet& adapters) : adapters_(adapters), previous_(adapters.enabled()) {

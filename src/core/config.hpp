@@ -56,6 +56,9 @@ struct PeftConfig {
   double alpha = 16.0;
   double dropout = 0.0;
   std::vector<std::string> target_modules;  // empty: the method's default set
+  // Modules trained whole beside the adapters (PEFT's modules_to_save: "score", "lm_head", ...);
+  // a reward model's "score" is added by default (PEFT's task_type SEQ_CLS).
+  std::vector<std::string> modules_to_save;
   int64_t quantization_bits = 4;            // QLoRA: 4 (NF4) or 8
   bool double_quantization = true;
   int64_t quantization_block_size = 64;

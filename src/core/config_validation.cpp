@@ -137,16 +137,8 @@ class Rules {
                   std::to_string(config_.hyperparameters.max_steps) + ")");
       }
     }
-    if (peft.method != PeftMethod::kNone && config_.algorithm == Algorithm::kRewardModel) {
-      // PEFT trains a reward model's new score head beside the adapters (modules_to_save); this
-      // build's adapter files do not carry it, and a frozen random head would train nothing useful.
-      error(ErrorCode::kIncompatibleOptions, {"peft.method"},
-            "reward models with adapters need the score head trained and saved beside them (PEFT's modules_to_save), "
-            "which this build does not do yet",
-            "train the reward model with full fine-tuning (remove the peft block)");
-    }
     if (peft.method == PeftMethod::kNone) {
-      for (const char* path : {"peft.r", "peft.alpha", "peft.dropout", "peft.target_modules"}) {
+      for (const char* path : {"peft.r", "peft.alpha", "peft.dropout", "peft.target_modules", "peft.modules_to_save"}) {
         if (set(path)) {
           sink_.warning(at({path}), std::string(path) + " has no effect without a peft.method",
                         "add method: \"lora\" to the peft block");

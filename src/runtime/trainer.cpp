@@ -308,9 +308,21 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
                                "\"ddp\" (adapters are small, so ZeRO saves little on them)",
                                {{"field", "distributed.strategy"}});
     }
+    // The reference (adapters off) copies the original values into the modules to save, whose
+    // parameters FSDP keeps sharded between a layer's uses (embeddings and heads stay whole).
+    const bool adapter_reference = objective->needs_reference() && config.reference_model.empty();
+    for (const std::string& module : adapters->modules_to_save().module_paths()) {
+      if (adapter_reference && config.distributed.strategy == ShardingStrategy::kFsdp && module_layer_index(module, {})) {
+        throw ConfigurationError(ErrorCode::kIncompatibleOptions,
+                                 "a module to save inside a decoder layer cannot switch to its original for the reference "
+                                 "under distributed.strategy \"fsdp\": use \"zero2\"",
+                                 {{"module", module}, {"field", "distributed.strategy"}});
+      }
+    }
     if (rank == 0) {
-      spdlog::info("{} adapters on {} layers: {} trainable parameters", enum_name(config.peft.method), adapters->layers().size(),
-                   adapters->parameter_count());
+      const size_t saved = adapters->modules_to_save().module_paths().size();
+      spdlog::info("{} adapters on {} layers{}: {} trainable parameters", enum_name(config.peft.method), adapters->layers().size(),
+                   saved == 0 ? "" : fmt::format(" and {} module{} to save", saved, saved == 1 ? "" : "s"), adapters->parameter_count());
     }
   }
   ShardingOptions sharding;

@@ -1,5 +1,6 @@
 // adapters_peer_test.cpp (label peer): adapters n3rlhf saves (LoRA, DoRA, IA3, AdaLoRA with a
-// pruned rank pattern; on Llama and on GPT-2's Conv1D layers) load in pip peft with n3rlhf's
+// pruned rank pattern; on Llama and on GPT-2's Conv1D layers; with modules_to_save, and on a
+// reward model whose score head is saved beside the adapters) load in pip peft with n3rlhf's
 // logits, and `n3rlhf merge` outputs load in transformers with PEFT's adapted logits.
 #include <gtest/gtest.h>
 
@@ -24,6 +25,7 @@ struct PeerCase {
   std::string base;  // fixture model name
   PeftMethod method;
   std::vector<std::string> targets;
+  std::vector<std::string> modules_to_save = {};
 };
 
 TEST(AdaptersPeer, PeftLoadsOurAdaptersAndTransformersOurMerges) {
@@ -40,6 +42,9 @@ TEST(AdaptersPeer, PeftLoadsOurAdaptersAndTransformersOurMerges) {
       {"qwen2_lora", "qwen2_tiny", PeftMethod::kLora, {"all-linear"}},
       {"gpt2_lora", "gpt2_tiny", PeftMethod::kLora, {"c_attn", "c_proj", "c_fc"}},
       {"gpt2_ia3", "gpt2_tiny", PeftMethod::kIa3, {}},
+      {"llama_lora_modules_to_save", "llama_tiny", PeftMethod::kLora, {"q_proj", "v_proj"}, {"lm_head", "embed_tokens", "norm"}},
+      {"gpt2_lora_modules_to_save", "gpt2_tiny", PeftMethod::kLora, {"c_attn"}, {"mlp.c_proj", "ln_f"}},  // a Conv1D copy
+      {"llama_reward_lora", "llama_tiny_reward", PeftMethod::kLora, {}},  // "score" joins modules_to_save
   };
   testing::TempDir work;
   nlohmann::json manifest = nlohmann::json::array();
@@ -52,6 +57,7 @@ TEST(AdaptersPeer, PeftLoadsOurAdaptersAndTransformersOurMerges) {
     peft.alpha = 8;
     peft.use_rslora = peer_case.name == "llama_lora_rslora";
     peft.target_modules = peer_case.targets;
+    peft.modules_to_save = peer_case.modules_to_save;
     peft.init_r = 6;
     peft.target_r = 2;
     AdapterSet adapters = attach_adapters(model, peft, {.seed = 21, .total_steps = 10});
@@ -83,14 +89,15 @@ TEST(AdaptersPeer, PeftLoadsOurAdaptersAndTransformersOurMerges) {
                                                               " " + adapter_dir + " " + merged_dir);
     ASSERT_EQ(merge.exit_status, 0) << merge.err;
     manifest.push_back({{"name", peer_case.name}, {"base", models + peer_case.base}, {"adapter", adapter_dir},
-                        {"ours", adapter_dir + "/ours.safetensors"}, {"merged", merged_dir}});
+                        {"ours", adapter_dir + "/ours.safetensors"}, {"merged", merged_dir},
+                        {"classifier", model->head_kind() == HeadKind::kSequenceClassification}});
   }
   const std::string manifest_path = work.write("cases.json", manifest.dump());
   const testing::CommandResult result =
       testing::run_command(python + " " + testing::source_dir() + "/tests/adapters/adapters_peer.py " + manifest_path + " 2>&1");
   std::cout << result.out;
   EXPECT_EQ(result.exit_status, 0) << result.out << result.err;
-  EXPECT_NE(result.out.find("gpt2_ia3: transformers loads"), std::string::npos) << "not every case ran";
+  EXPECT_NE(result.out.find("llama_reward_lora: transformers loads"), std::string::npos) << "not every case ran";
 }
 
 }  // namespace

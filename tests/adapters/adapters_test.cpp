@@ -1,7 +1,7 @@
 // adapters_test.cpp: target selection as PEFT's, the four adapter kinds against the PEFT fixtures
 // in tests/fixtures/hf/adapters, freezing, the disabled guard, file round trips, merging,
-// AdaLoRA's schedule/masking/regulariser, bad input (RLHF002/RLHF031) and the units the sharding
-// engine groups adapter parameters into.
+// AdaLoRA's schedule/masking/regulariser, modules_to_save, bad input (RLHF002/RLHF031) and the
+// units the sharding engine groups adapter parameters into.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -467,6 +467,147 @@ TEST(Qlora, TargetedBasesAreQuantizedTrainOnlyLoraAndMergeBackToDense) {
   adapters.merge_into_base();
   EXPECT_EQ(adapters.layers().front()->layer().weight.sizes(), (std::vector<int64_t>{64, 64}));
   EXPECT_LT(max_difference(model->forward(sample_ids()), adapted), 1e-4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// modules_to_save
+
+std::vector<std::string> sorted_keys(const std::string& safetensors_path) {
+  std::vector<std::string> keys;
+  const auto file = SafetensorsFile::open(safetensors_path);
+  for (const auto& info : file->tensors()) keys.push_back(info.name);
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+TEST(ModulesToSave, MatchedAsPeftTrainedAndSwitchedToTheOriginalWithTheAdapters) {
+  CausalTransformer model = load_llama();
+  const torch::Tensor ids = sample_ids();
+  torch::Tensor base;
+  {
+    torch::NoGradGuard no_grad;
+    base = model->forward(ids);
+  }
+  PeftConfig config = peft(PeftMethod::kLora, {"q_proj", "v_proj"});
+  config.modules_to_save = {"lm_head", "norm"};
+  AdapterSet adapters = attach_adapters(model, config, {.seed = 5});
+  // PEFT's plain endswith: "norm" is model.norm and every *layernorm.
+  EXPECT_EQ(adapters.modules_to_save().module_paths(),
+            (std::vector<std::string>{"model.layers.0.input_layernorm", "model.layers.0.post_attention_layernorm",
+                                      "model.layers.1.input_layernorm", "model.layers.1.post_attention_layernorm", "model.norm", "lm_head"}));
+  for (const auto& item : model->named_parameters()) {
+    const bool saved = adapters.modules_to_save().find(item.key()) != nullptr;
+    EXPECT_EQ(item.value().requires_grad(), saved || is_adapter_parameter_name(item.key())) << item.key();
+  }
+  EXPECT_EQ(adapters.named_parameters().size(), 8u + 6u);  // A, B of 4 layers; 6 whole modules
+  randomise(adapters, 6);
+  const torch::Tensor adapted = model->forward(ids);
+  EXPECT_GT(max_difference(adapted, base), 0.1);
+  // A graph built before the switch keeps its gradient: the trained values are back before backward.
+  const torch::Tensor loss = adapted.logsumexp(-1).mean();
+  loss.backward({}, /*retain_graph=*/true);
+  std::map<std::string, torch::Tensor> expected_grads;
+  for (auto& [name, tensor] : adapters.named_parameters()) expected_grads[name] = tensor.grad().clone();
+  for (auto& [name, tensor] : adapters.named_parameters()) tensor.mutable_grad().zero_();
+  {
+    AdapterDisabledGuard reference(adapters);
+    torch::NoGradGuard no_grad;
+    EXPECT_LT(max_difference(model->forward(ids), base), 1e-6);
+  }
+  loss.backward();
+  for (auto& [name, tensor] : adapters.named_parameters()) EXPECT_TRUE(torch::equal(tensor.grad(), expected_grads[name])) << name;
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(model->forward(ids), adapted));
+
+  // Saved as PEFT saves a ModulesToSaveWrapper: the copy under the module's own name.
+  testing::TempDir directory;
+  save_adapter(adapters, directory.path());
+  const auto file = SafetensorsFile::open(directory.path() + "/adapter_model.safetensors");
+  ASSERT_NE(file->find("base_model.model.lm_head.weight"), nullptr);
+  EXPECT_NE(file->find("base_model.model.model.layers.1.post_attention_layernorm.weight"), nullptr);
+  std::ifstream in(directory.path() + "/adapter_config.json");
+  EXPECT_EQ(nlohmann::json::parse(in).at("modules_to_save"), nlohmann::json({"lm_head", "norm"}));
+  CausalTransformer fresh = load_llama();
+  AdapterSet loaded = load_adapter(fresh, directory.path(), {.trainable = false});
+  EXPECT_TRUE(torch::equal(fresh->forward(ids), adapted));
+  {
+    AdapterDisabledGuard reference(loaded);
+    EXPECT_LT(max_difference(fresh->forward(ids), base), 1e-6);
+  }
+  loaded.merge_into_base();
+  EXPECT_LT(max_difference(fresh->forward(ids), adapted), 1e-5);
+}
+
+TEST(ModulesToSave, PeftFixturesLoadSaveUnderPeftsKeysAndMerge) {
+  for (const std::string name : {"llama_tiny_lora_modules_to_save", "llama_tiny_reward_lora_score"}) {
+    SCOPED_TRACE(name);
+    const std::string fixture = fixtures() + "/adapters/" + name;
+    const bool reward = name.find("reward") != std::string::npos;
+    CausalTransformer model = load_pretrained(fixtures() + "/models/" + (reward ? "llama_tiny_reward" : "llama_tiny")).model;
+    torch::NoGradGuard no_grad;
+    const auto expected = SafetensorsFile::open(fixture + "/expected.safetensors");
+    const torch::Tensor ids = expected->load("input_ids");
+    const torch::Tensor mask = expected->load("attention_mask");
+    AdapterSet adapters = load_adapter(model, fixture, {.trainable = false});
+    EXPECT_LT(max_difference(model->forward(ids, mask), expected->load("logits")), 1e-4);
+    {
+      AdapterDisabledGuard reference(adapters);
+      EXPECT_LT(max_difference(model->forward(ids, mask), expected->load("base_logits")), 1e-5);
+    }
+    testing::TempDir directory;
+    save_adapter(adapters, directory.path());
+    EXPECT_EQ(sorted_keys(directory.path() + "/adapter_model.safetensors"), sorted_keys(fixture + "/adapter_model.safetensors"));
+    const auto ours = SafetensorsFile::open(directory.path() + "/adapter_model.safetensors");
+    const auto theirs = SafetensorsFile::open(fixture + "/adapter_model.safetensors");
+    for (const auto& info : theirs->tensors()) EXPECT_TRUE(torch::equal(ours->load(info.name), theirs->load(info.name))) << info.name;
+    std::ifstream in(directory.path() + "/adapter_config.json");
+    const nlohmann::json config = nlohmann::json::parse(in);
+    EXPECT_EQ(config.at("modules_to_save"), reward ? nlohmann::json({"classifier", "score"}) : nlohmann::json({"lm_head", "embed_tokens", "norm"}));
+    EXPECT_EQ(config.at("task_type"), reward ? nlohmann::json("SEQ_CLS") : nlohmann::json());
+    adapters.merge_into_base();
+    EXPECT_LT(max_difference(model->forward(ids, mask), expected->load("logits")), 1e-4);
+  }
+}
+
+TEST(ModulesToSave, AScoreHeadIsSavedBesideTheAdaptersAsPeftsSeqCls) {
+  LoadOptions options;
+  options.head = HeadKind::kSequenceClassification;
+  options.num_labels = 1;
+  CausalTransformer model = load_pretrained(llama_tiny(), options).model;
+  AdapterSet adapters = attach_adapters(model, peft(PeftMethod::kLora), {.seed = 2});
+  EXPECT_EQ(adapters.config().modules_to_save, std::vector<std::string>{"score"});
+  EXPECT_EQ(adapters.config().task_type, "SEQ_CLS");
+  EXPECT_EQ(adapters.modules_to_save().module_paths(), std::vector<std::string>{"score"});
+  EXPECT_TRUE(adapters.modules_to_save().find("score.weight")->parameter.requires_grad());
+  testing::TempDir directory;
+  save_adapter(adapters, directory.path());
+  EXPECT_NE(SafetensorsFile::open(directory.path() + "/adapter_model.safetensors")->find("base_model.model.score.weight"), nullptr);
+  std::ifstream in(directory.path() + "/adapter_config.json");
+  const nlohmann::json config = nlohmann::json::parse(in);
+  EXPECT_EQ(config.at("modules_to_save"), nlohmann::json({"score"}));
+  EXPECT_EQ(config.at("auto_mapping").at("base_model_class"), "LlamaForSequenceClassification");
+}
+
+TEST(ModulesToSave, WhatPeftWouldComputeDifferentlyIsRlhf031) {
+  const auto refused = [](CausalTransformer model, std::vector<std::string> targets, std::vector<std::string> saved, const std::string& part) {
+    PeftConfig config = peft(PeftMethod::kLora, std::move(targets));
+    config.modules_to_save = std::move(saved);
+    try {
+      attach_adapters(model, config);
+      ADD_FAILURE() << "expected RLHF031: " << part;
+    } catch (const ModelError& error) {
+      EXPECT_EQ(error.code(), ErrorCode::kIncompatibleArchitecture);
+      EXPECT_NE(std::string(error.what()).find(part), std::string::npos) << error.what();
+    }
+  };
+  refused(load_llama(), {"q_proj"}, {"scroe"}, "matches no module");
+  refused(load_llama(), {"q_proj"}, {"q_proj"}, "is (or holds) an adapted layer");
+  refused(load_llama(), {"q_proj"}, {"self_attn"}, "is (or holds) an adapted layer");
+  refused(load_llama(), {"q_proj"}, {"mlp", "down_proj"}, "a module and one inside it");
+  // qwen2_tiny ties its LM head to the embedding.
+  const std::string qwen2 = fixtures() + "/models/qwen2_tiny";
+  refused(load_pretrained(qwen2).model, {"q_proj"}, {"lm_head"}, "ties to its input embedding");
+  refused(load_pretrained(qwen2).model, {"q_proj"}, {"embed_tokens"}, "ties to its LM head");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -262,7 +262,6 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"smoothing_with_hinge", "dpo", "dpo: { loss_type: \"hinge\" label_smoothing: 0.1 }", 0, ErrorCode::kIncompatibleOptions, "label_smoothing applies"},
         RuleCase{"precompute_reference_free", "dpo", "dpo: { reference_free: true precompute_ref_log_probs: true }", 0, ErrorCode::kIncompatibleOptions, "nothing to compute"},
         RuleCase{"precompute_for_kto", "kto", "dpo: { precompute_ref_log_probs: true }", 0, ErrorCode::kIncompatibleOptions, "applies to dpo and ipo"},
-        RuleCase{"reward_model_with_adapters", "reward_model", "peft: { method: \"lora\" }", 0, ErrorCode::kIncompatibleOptions, "modules_to_save"},
         RuleCase{"beta_twice", "dpo", "hyperparameters: { beta: 0.2 } dpo: { beta: 0.1 }", 0, ErrorCode::kIncompatibleOptions, "beta is given twice"},
         RuleCase{"micro_over_batch", "dpo", "hyperparameters: { batch_size: 4 micro_batch_size: 8 }", 0, ErrorCode::kIncompatibleOptions, "exceeds batch_size"},
         RuleCase{"batch_split", "dpo", "hyperparameters: { batch_size: 10 micro_batch_size: 2 }", 3, ErrorCode::kIncompatibleOptions, "does not split over 3"},
@@ -286,6 +285,13 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(Config, ValidationReportsEveryProblemNotJustTheFirst) {
   const Outcome o = resolve(job("  hyperparameters: { bf16: true fp16: true batch_size: 0 }\n  peft: { method: \"qlora\" quantization_bits: 2 }", "ppo"));
   EXPECT_GE(o.errors.size(), 4u) << o.dump();
+}
+
+TEST(Config, RewardModelsTrainAdaptersWithTheirScoreHead) {
+  const Outcome o = resolve(job("  peft: { method: \"lora\" modules_to_save: [\"score\"] }", "reward_model"));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  EXPECT_EQ(o.file.jobs.front().config.peft.modules_to_save, (std::vector<std::string>{"score"}));
+  EXPECT_TRUE(resolve(job("  peft: { method: \"lora\" }", "reward_model")).ok()) << "score is added by default";
 }
 
 TEST(Config, IgnoredOptionsAreWarningsNotErrors) {
