@@ -141,6 +141,26 @@ std::vector<std::string> default_ia3_feedforward_modules(ModelFamily family) {
   return family == ModelFamily::kGpt2 ? std::vector<std::string>{"mlp.c_proj"} : std::vector<std::string>{"down_proj"};
 }
 
+void set_adalora_schedule(AdapterConfig& config, const PeftConfig& peft, int64_t total_steps) {
+  config.tinit = peft.tinit;
+  config.tfinal = peft.tfinal;
+  config.delta_t = peft.delta_t;
+  config.orth_reg_weight = peft.orth_reg_weight;
+  config.total_step = total_steps;
+  if (total_steps <= 0) {
+    throw ConfigurationError(ErrorCode::kInvalidHyperparameter, "AdaLoRA needs the total number of training steps",
+                             {{"total_steps", std::to_string(total_steps)}});
+  }
+  // PEFT's AdaLoraConfig refuses a schedule with no budget-reduction phase; an adapter already
+  // pruned to a rank pattern has none to run.
+  if (config.adalora_rank_pattern.empty() && config.tinit >= config.total_step - config.tfinal) {
+    throw ConfigurationError(ErrorCode::kInvalidHyperparameter,
+                             "AdaLoRA: tinit must be below total steps - tfinal, or no ranks are ever reallocated",
+                             {{"tinit", std::to_string(config.tinit)}, {"tfinal", std::to_string(config.tfinal)},
+                              {"total_steps", std::to_string(config.total_step)}});
+  }
+}
+
 AdapterConfig adapter_config_from_job(const PeftConfig& peft, const ModelConfig& base, int64_t total_steps) {
   AdapterConfig config;
   switch (peft.method) {
@@ -191,25 +211,28 @@ AdapterConfig adapter_config_from_job(const PeftConfig& peft, const ModelConfig&
   if (config.type == AdapterType::kAdaLora) {
     config.init_r = peft.init_r;
     config.target_r = peft.target_r;
-    config.tinit = peft.tinit;
-    config.tfinal = peft.tfinal;
-    config.delta_t = peft.delta_t;
-    config.orth_reg_weight = peft.orth_reg_weight;
-    config.total_step = total_steps;
     require_positive(config.init_r, "init_r");
-    if (total_steps <= 0) {
-      throw ConfigurationError(ErrorCode::kInvalidHyperparameter, "AdaLoRA needs the total number of training steps",
-                               {{"total_steps", std::to_string(total_steps)}});
-    }
-    // PEFT's AdaLoraConfig refuses a schedule with no budget-reduction phase.
-    if (config.tinit >= config.total_step - config.tfinal) {
-      throw ConfigurationError(ErrorCode::kInvalidHyperparameter,
-                               "AdaLoRA: tinit must be below total steps - tfinal, or no ranks are ever reallocated",
-                               {{"tinit", std::to_string(config.tinit)}, {"tfinal", std::to_string(config.tfinal)},
-                                {"total_steps", std::to_string(config.total_step)}});
-    }
+    set_adalora_schedule(config, peft, total_steps);
   }
   return config;
+}
+
+std::string peft_method_of(const AdapterConfig& config) {
+  switch (config.type) {
+    case AdapterType::kLora: return config.use_dora ? "dora" : "lora";
+    case AdapterType::kIa3: return "ia3";
+    case AdapterType::kAdaLora: return "adalora";
+  }
+  return "lora";
+}
+
+void require_method_fits_adapter(PeftMethod method, const AdapterConfig& config, const std::string& source) {
+  const std::string adapter_method = peft_method_of(config);
+  if (enum_name(method) == adapter_method || (adapter_method == "lora" && method == PeftMethod::kQlora)) return;
+  throw ConfigurationError(ErrorCode::kIncompatibleOptions,
+                           "peft.method \"" + enum_name(method) + "\" does not fit the adapter in peft.adapter_path",
+                           {{"path", source}, {"peft_type", peft_type_name(config.type)}, {"use_dora", config.use_dora ? "true" : "false"},
+                            {"method", adapter_method}});
 }
 
 AdapterConfig adapter_config_from_json(const nlohmann::json& json, const std::string& source) {

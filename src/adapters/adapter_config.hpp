@@ -74,6 +74,11 @@ struct AdapterConfig {
 // max steps). RLHF003 for a value PEFT would refuse (r < 1, AdaLoRA tinit >= total - tfinal, ...).
 AdapterConfig adapter_config_from_job(const PeftConfig& peft, const ModelConfig& base, int64_t total_steps);
 
+// AdaLoRA's schedule for this run: tinit, tfinal, delta_t and orth_reg_weight from the job,
+// total_step = `total_steps`. RLHF003 when it leaves no budget-reduction phase (unless the
+// config already has a rank pattern: a pruned adapter keeps it and runs no schedule).
+void set_adalora_schedule(AdapterConfig& config, const PeftConfig& peft, int64_t total_steps);
+
 // PEFT's defaults: TRANSFORMERS_MODELS_TO_{LORA,IA3,ADALORA}_TARGET_MODULES_MAPPING and the IA3
 // feedforward mapping, for llama, mistral, qwen2 and gpt2.
 std::vector<std::string> default_target_modules(AdapterType type, ModelFamily family);
@@ -82,6 +87,12 @@ std::vector<std::string> default_ia3_feedforward_modules(ModelFamily family);
 // adapter_config.json. Reading: an unknown peft_type is ConfigurationError RLHF002 listing the
 // supported ones; options that change the computation and are not implemented (bias other than
 // "none", trainable tokens) are RLHF031 naming the key.
+// The job's peft.method for an adapter of this config: "lora", "dora", "ia3" or "adalora".
+std::string peft_method_of(const AdapterConfig& config);
+// Whether a job's peft.method fits the adapter (qlora fits a LoRA adapter: it continues over a
+// quantized base). ConfigurationError RLHF004 naming both when it does not.
+void require_method_fits_adapter(PeftMethod method, const AdapterConfig& config, const std::string& source);
+
 AdapterConfig adapter_config_from_json(const nlohmann::json& json, const std::string& source);
 AdapterConfig read_adapter_config(const std::string& directory);
 nlohmann::json adapter_config_to_json(const AdapterConfig& config);

@@ -29,7 +29,11 @@ std::string shape_text(c10::IntArrayRef shape) {
 }  // namespace
 
 AdapterSet load_adapter(CausalTransformer& model, const std::string& directory, const AttachOptions& options) {
-  const AdapterConfig config = read_adapter_config(directory);
+  return load_adapter(model, directory, read_adapter_config(directory), options);
+}
+
+AdapterSet load_adapter(CausalTransformer& model, const std::string& directory, const AdapterConfig& config,
+                        const AttachOptions& options, const std::vector<std::string>& modules_not_in_file) {
   const fs::path weights = fs::path(directory) / kAdapterWeightsFileName;
   if (!fs::exists(weights)) {
     const bool pickle = fs::exists(fs::path(directory) / "adapter_model.bin");
@@ -67,8 +71,17 @@ AdapterSet load_adapter(CausalTransformer& model, const std::string& directory, 
     target.copy_(value.to(target.device(), target.scalar_type()));
     loaded.insert(found->first);
   }
+  const auto may_be_absent = [&](const std::string& name) {
+    for (const std::string& module : adapters.modules_to_save().module_paths()) {
+      if (name.rfind(module + ".", 0) != 0) continue;
+      for (const std::string& absent : modules_not_in_file) {
+        if (module.size() >= absent.size() && module.compare(module.size() - absent.size(), absent.size(), absent) == 0) return true;
+      }
+    }
+    return false;
+  };
   for (const auto& [name, tensor] : expected) {
-    if (loaded.count(name) == 0) {
+    if (loaded.count(name) == 0 && !may_be_absent(name)) {
       throw ModelError(ErrorCode::kIncompatibleArchitecture, "adapter file lacks a tensor that its config implies",
                        {{"tensor", kPeftKeyPrefix + name}, {"path", weights.string()}});
     }

@@ -50,6 +50,9 @@ AdapterSet::AdapterSet(AdapterConfig config, std::vector<std::shared_ptr<Adapted
     for (const auto& layer : layers_) adalora.push_back(static_cast<AdaLoraLinear*>(layer.get()));
     allocator_ = std::make_unique<AdaLoraAllocator>(config_, std::move(adalora));
     allocator_->set_rank_pattern(config_.adalora_rank_pattern);
+    // attach_adapters built the layers at the pattern's kept ranks: the pattern now describes
+    // ranks that are gone, so it stays as it is (and is saved as it was read).
+    adalora_pattern_fixed_ = !config_.adalora_rank_pattern.empty();
   }
 }
 
@@ -128,7 +131,7 @@ torch::Tensor AdapterSet::adalora_orthogonal_regularizer() const {
 }
 
 void AdapterSet::adalora_update_and_allocate(int64_t global_step, const GradientLookup& gradient) {
-  if (allocator_) allocator_->update_and_allocate(global_step, gradient);
+  if (allocator_ && !adalora_pattern_fixed_) allocator_->update_and_allocate(global_step, gradient);
 }
 
 void AdapterSet::merge_into_base() {
@@ -162,6 +165,15 @@ bool is_adapter_parameter_name(const std::string& name) {
 
 namespace {
 
+AttachOptions attach_options_for_job(const PeftConfig& peft, const AttachOptions& options) {
+  AttachOptions resolved = options;
+  // QLoRA: LoRA over targeted layers whose base weights are quantized (NF4 or int8).
+  if (peft.method == PeftMethod::kQlora && !resolved.make_base) {
+    resolved.make_base = quantized_base_factory(quant::QuantizationOptions::from_peft(peft));
+  }
+  return resolved;
+}
+
 bool add_score_to_save(CausalTransformer& model, AdapterConfig& config) {
   if (model->head_kind() != HeadKind::kSequenceClassification) return false;
   if (config.task_type.empty()) config.task_type = "SEQ_CLS";
@@ -174,16 +186,22 @@ bool add_score_to_save(CausalTransformer& model, AdapterConfig& config) {
 
 }  // namespace
 
+AdapterSet continue_adapter(CausalTransformer& model, const PeftConfig& peft, const AttachOptions& options) {
+  AdapterConfig config = read_adapter_config(peft.adapter_path);
+  require_method_fits_adapter(peft.method, config, peft.adapter_path);
+  // The schedule belongs to this run; a pruned adapter keeps its pattern and runs none.
+  if (config.type == AdapterType::kAdaLora) set_adalora_schedule(config, peft, options.total_steps);
+  std::vector<std::string> not_in_file;
+  if (add_score_to_save(model, config)) not_in_file.push_back("score");
+  return load_adapter(model, peft.adapter_path, config, attach_options_for_job(peft, options), not_in_file);
+}
+
 AdapterSet attach_adapters(CausalTransformer& model, const PeftConfig& peft, const AttachOptions& options) {
-  AttachOptions resolved = options;
-  // QLoRA: LoRA over targeted layers whose base weights are quantized (NF4 or int8).
-  if (peft.method == PeftMethod::kQlora && !resolved.make_base) {
-    resolved.make_base = quantized_base_factory(quant::QuantizationOptions::from_peft(peft));
-  }
+  if (!peft.adapter_path.empty()) return continue_adapter(model, peft, options);
   AdapterConfig config = adapter_config_from_job(peft, model->config(), options.total_steps);
   // A new score head trains beside the adapters (PEFT's task_type SEQ_CLS adds it the same way).
   add_score_to_save(model, config);
-  return attach_adapters(model, config, resolved);
+  return attach_adapters(model, config, attach_options_for_job(peft, options));
 }
 
 AdapterSet attach_adapters(CausalTransformer& model, const AdapterConfig& input, const AttachOptions& options) {

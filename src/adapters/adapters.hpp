@@ -8,7 +8,8 @@
 //       // AFTER this call) puts each layer's adapters in that layer's unit and leaves the frozen
 //       // base alone. peft.modules_to_save (a reward model's "score", added for a score head as
 //       // PEFT's SEQ_CLS does) makes whole modules trainable too, under their own names
-//       // ("score.weight"). Or load_adapter(policy, adapter_dir) to continue from a PEFT adapter.
+//       // ("score.weight"). With peft.adapter_path the adapter is read from that directory instead
+//       // (its adapter_config.json says what it is); load_adapter(policy, dir) reads one as it is.
 //   Reference log-probs (DPO, KTO, PPO) from the same model with adapters off, no second copy
 //   (modules_to_save switch to their original values too):
 //       { AdapterDisabledGuard reference_mode(adapters); torch::NoGradGuard no_grad; ref = policy->forward(...); }
@@ -88,6 +89,9 @@ class AdapterSet {
   torch::Tensor adalora_orthogonal_regularizer() const;
   void adalora_update_and_allocate(int64_t global_step, const GradientLookup& gradient = {});
   AdaLoraAllocator* adalora_allocator() { return allocator_.get(); }
+  // An AdaLoRA adapter loaded already pruned to a rank pattern: its layers hold the kept ranks
+  // only, the pattern stays as it is and no budget schedule runs.
+  bool adalora_pattern_fixed() const { return adalora_pattern_fixed_; }
 
   // Folds every adapter into its layer's weight (and IA3's bias) as PEFT's merge_and_unload does,
   // and removes the forward overrides: the model then computes the merged base, with the trained
@@ -103,12 +107,14 @@ class AdapterSet {
   std::shared_ptr<AdapterSwitch> switch_;
   std::unique_ptr<AdaLoraAllocator> allocator_;
   ModulesToSave modules_to_save_;
+  bool adalora_pattern_fixed_ = false;
   bool merged_ = false;
 };
 
 // Attaches adapters for a job's peft section (defaults as PEFT's for the model's family). Freezes
 // every base parameter. On a model with a score head (reward models) "score" joins
-// modules_to_save and task_type is SEQ_CLS, as PEFT's task_type SEQ_CLS does. RLHF031 when no
+// modules_to_save and task_type is SEQ_CLS, as PEFT's task_type SEQ_CLS does. With
+// peft.adapter_path the adapter is that directory's (continue_adapter below). RLHF031 when no
 // module of the model matches the targets; RLHF004 when the model already has adapters.
 AdapterSet attach_adapters(CausalTransformer& model, const PeftConfig& peft, const AttachOptions& options = {});
 AdapterSet attach_adapters(CausalTransformer& model, const AdapterConfig& config, const AttachOptions& options = {});
@@ -117,6 +123,20 @@ AdapterSet attach_adapters(CausalTransformer& model, const AdapterConfig& config
 // writes them) onto `model`. RLHF002 for an unknown peft_type; RLHF031 naming the tensor when the
 // file does not fit the base (a module it does not have, a shape that differs, a missing tensor).
 AdapterSet load_adapter(CausalTransformer& model, const std::string& directory, const AttachOptions& options = {});
+// The same with `config` in place of DIR's adapter_config.json (continue_adapter adjusts it).
+// Modules to save matched by a name in `modules_not_in_file` may lack tensors in the file: they
+// start from the model's own values.
+AdapterSet load_adapter(CausalTransformer& model, const std::string& directory, const AdapterConfig& config,
+                        const AttachOptions& options, const std::vector<std::string>& modules_not_in_file = {});
+
+// Continues training from the PEFT adapter in peft.adapter_path: its adapter_config.json says what
+// the adapter is (type, r, alpha, targets, rank pattern, modules_to_save). peft.method must fit it
+// (RLHF004; "qlora" fits a LoRA adapter and quantizes the base). AdaLoRA: an adapter already
+// pruned to a rank pattern keeps that pattern (no budget schedule runs: the dropped ranks are not
+// in the file); one without a pattern runs the job's schedule (tinit, tfinal, delta_t) over
+// `options.total_steps`. On a model with a score head, "score" joins modules_to_save as in
+// attach_adapters (starting from the model's score when the adapter does not carry one).
+AdapterSet continue_adapter(CausalTransformer& model, const PeftConfig& peft, const AttachOptions& options = {});
 
 // Writes DIR/adapter_config.json and DIR/adapter_model.safetensors so that
 // PeftModel.from_pretrained(base, DIR) rebuilds the same adapter.

@@ -59,6 +59,9 @@ struct PeftConfig {
   // Modules trained whole beside the adapters (PEFT's modules_to_save: "score", "lm_head", ...);
   // a reward model's "score" is added by default (PEFT's task_type SEQ_CLS).
   std::vector<std::string> modules_to_save;
+  // A PEFT adapter directory to continue training from; its adapter_config.json then says what
+  // the adapter is (type, r, alpha, targets, rank pattern, modules_to_save).
+  std::string adapter_path;
   int64_t quantization_bits = 4;            // QLoRA: 4 (NF4) or 8
   bool double_quantization = true;
   int64_t quantization_block_size = 64;

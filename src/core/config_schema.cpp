@@ -224,6 +224,8 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(string_list_field("peft.modules_to_save", N3RLHF_FIELD(peft.modules_to_save),
       "Modules trained whole beside the adapters and saved in the adapter file (PEFT's modules_to_save: a module "
       "whose path ends with a name); reward_model jobs add \"score\"."));
+  f.push_back(string_field("peft.adapter_path", N3RLHF_FIELD(peft.adapter_path),
+      "PEFT adapter directory to continue training from; its adapter_config.json defines the adapter."));
   f.push_back(integer_field("peft.quantization_bits", N3RLHF_FIELD(peft.quantization_bits),
       "QLoRA base weight bits: 4 (NF4) or 8.", between(1, 16)));
   f.push_back(bool_field("peft.double_quantization", N3RLHF_FIELD(peft.double_quantization),

@@ -2,7 +2,11 @@
 // range (RLHF003), options that cannot go together (RLHF004), environment a job needs
 // (RLHF005), data sources not available yet (RLHF020); and warnings for options that a job
 // sets but its algorithm ignores.
+#include <cmath>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
 
 #include "core/config_builder.hpp"
 #include "core/config_schema.hpp"
@@ -117,6 +121,9 @@ class Rules {
 
   void check_peft() {
     const PeftConfig& peft = config_.peft;
+    const bool from_adapter = !peft.adapter_path.empty();
+    bool adapter_pruned = false;
+    if (from_adapter) adapter_pruned = check_adapter_path();
     if (peft.method == PeftMethod::kQlora && peft.quantization_bits != 4 && peft.quantization_bits != 8) {
       error(ErrorCode::kIncompatibleOptions, {"peft.quantization_bits"},
             "QLoRA quantizes to 4 bits (NF4) or 8 bits, not " + std::to_string(peft.quantization_bits));
@@ -127,11 +134,20 @@ class Rules {
             "use method: \"qlora\" or remove quantization_bits");
     }
     if (peft.method == PeftMethod::kAdalora) {
-      if (peft.target_r > peft.init_r) {
+      // With an adapter, init_r and target_r are the adapter's (checked against it above).
+      if (peft.target_r > peft.init_r && !from_adapter) {
         error(ErrorCode::kIncompatibleOptions, {"peft.target_r"},
               "AdaLoRA target_r (" + std::to_string(peft.target_r) + ") exceeds init_r (" + std::to_string(peft.init_r) + ")");
       }
-      if (peft.tinit + peft.tfinal >= config_.hyperparameters.max_steps) {
+      if (adapter_pruned) {
+        // The ranks the adapter dropped are not in its file: its pattern stays as it is.
+        for (const char* path : {"peft.tinit", "peft.tfinal", "peft.delta_t"}) {
+          if (set(path)) {
+            sink_.warning(at({path}), std::string(path) + " has no effect: the adapter in peft.adapter_path is already pruned "
+                          "(its rank_pattern), and training continues with that pattern", "remove " + std::string(path));
+          }
+        }
+      } else if (peft.tinit + peft.tfinal >= config_.hyperparameters.max_steps) {
         error(ErrorCode::kIncompatibleOptions, {"peft.tfinal", "peft.tinit"},
               "AdaLoRA tinit + tfinal must leave steps for rank allocation before max_steps (" +
                   std::to_string(config_.hyperparameters.max_steps) + ")");
@@ -142,6 +158,115 @@ class Rules {
         if (set(path)) {
           sink_.warning(at({path}), std::string(path) + " has no effect without a peft.method",
                         "add method: \"lora\" to the peft block");
+          break;
+        }
+      }
+    }
+  }
+
+  // peft.adapter_path: the adapter's adapter_config.json says what the adapter is. The job must
+  // name its kind (peft.method), and a field the job sets must agree with the adapter's value:
+  // one that differs would be ignored, so it is refused (RLHF004). Returns whether the adapter is
+  // an AdaLoRA adapter already pruned to a rank pattern.
+  bool check_adapter_path() {
+    const PeftConfig& peft = config_.peft;
+    const std::filesystem::path file = std::filesystem::path(peft.adapter_path) / "adapter_config.json";
+    nlohmann::json adapter;
+    {
+      std::ifstream in(file);
+      if (!in) {
+        error(ErrorCode::kModelNotFound, {"peft.adapter_path"}, "no adapter_config.json in peft.adapter_path (" + file.string() + ")",
+              "give the directory PeftModel.save_pretrained (or an n3rlhf PEFT run) wrote");
+        return false;
+      }
+      adapter = nlohmann::json::parse(in, nullptr, false);
+    }
+    if (!adapter.is_object()) {
+      error(ErrorCode::kModelLoadFailure, {"peft.adapter_path"}, file.string() + " is not a JSON object");
+      return false;
+    }
+    const auto text = [&](const char* key) {
+      const auto found = adapter.find(key);
+      return found != adapter.end() && found->is_string() ? found->get<std::string>() : std::string();
+    };
+    const std::string type = text("peft_type");
+    const bool dora = adapter.value("use_dora", nlohmann::json(false)) == true;
+    std::string method;  // the job's method for this adapter
+    if (type == "LORA") method = dora ? "dora" : "lora";
+    else if (type == "IA3") method = "ia3";
+    else if (type == "ADALORA") method = "adalora";
+    else {
+      error(ErrorCode::kInvalidAlgorithm, {"peft.adapter_path"},
+            "the adapter in peft.adapter_path has peft_type '" + type + "'; supported: LORA, IA3, ADALORA");
+      return false;
+    }
+    const bool method_fits = enum_name(peft.method) == method || (method == "lora" && peft.method == PeftMethod::kQlora);
+    if (!method_fits) {
+      error(ErrorCode::kIncompatibleOptions, {"peft.method", "peft.adapter_path"},
+            peft.method == PeftMethod::kNone
+                ? "peft.adapter_path needs peft.method: the adapter is " + type + (dora ? " with use_dora" : "")
+                : "peft.method \"" + enum_name(peft.method) + "\" does not fit the adapter in peft.adapter_path (" + type +
+                      (dora ? " with use_dora" : "") + ")",
+            "method: \"" + method + "\"" + (method == "lora" ? " (or \"qlora\" to continue over a quantized base)" : ""));
+      return false;
+    }
+    try {
+      compare_with_adapter(adapter, type);
+    } catch (const nlohmann::json::exception& wrong_type) {
+      error(ErrorCode::kModelLoadFailure, {"peft.adapter_path"}, file.string() + " has a field of the wrong type: " + wrong_type.what());
+    }
+    const nlohmann::json pattern = adapter.value("rank_pattern", nlohmann::json());
+    return type == "ADALORA" && pattern.is_object() && !pattern.empty();
+  }
+
+  void contradiction(const char* path, const std::string& ours, const std::string& theirs) {
+    error(ErrorCode::kIncompatibleOptions, {path},
+          std::string(path) + " = " + ours + " contradicts the adapter in peft.adapter_path (" + theirs + ")",
+          "remove " + std::string(path) + ": the adapter's own value is used");
+  }
+
+  void compare_with_adapter(const nlohmann::json& adapter, const std::string& type) {
+    const PeftConfig& peft = config_.peft;
+    const auto compare_number = [&](const char* path, const char* key, const nlohmann::json& ours) {
+      const auto found = adapter.find(key);
+      if (!set(path) || found == adapter.end() || !found->is_number()) return;
+      const double theirs = found->get<double>();
+      if (std::fabs(ours.get<double>() - theirs) > 1e-9 * std::max(1.0, std::fabs(theirs))) {
+        contradiction(path, ours.dump(), std::string(key) + " " + found->dump());
+      }
+    };
+    if (type == "ADALORA") {
+      compare_number("peft.init_r", "init_r", peft.init_r);
+      compare_number("peft.target_r", "target_r", peft.target_r);
+    } else if (type == "LORA") {
+      compare_number("peft.r", "r", peft.r);
+      const nlohmann::json rslora = adapter.value("use_rslora", nlohmann::json(false));
+      if (set("peft.use_rslora") && rslora != peft.use_rslora) {
+        contradiction("peft.use_rslora", peft.use_rslora ? "true" : "false", "use_rslora " + rslora.dump());
+      }
+    }
+    if (type != "IA3") {
+      compare_number("peft.alpha", "lora_alpha", peft.alpha);
+      compare_number("peft.dropout", "lora_dropout", peft.dropout);
+    }
+    // Targets: the job's names as a set against the adapter's list, or its one item against the
+    // adapter's string (a regular expression or "all-linear").
+    const nlohmann::json targets = adapter.value("target_modules", nlohmann::json());
+    if (set("peft.target_modules")) {
+      const std::set<std::string> ours(peft.target_modules.begin(), peft.target_modules.end());
+      const bool same = targets.is_array()    ? ours == targets.get<std::set<std::string>>()
+                        : targets.is_string() ? peft.target_modules.size() == 1 && peft.target_modules.front() == targets.get<std::string>()
+                                              : false;
+      if (!same) contradiction("peft.target_modules", nlohmann::json(peft.target_modules).dump(), "target_modules " + targets.dump());
+    }
+    // modules_to_save: every module the job names must be one the adapter trains (PEFT's
+    // SEQ_CLS adapters list "classifier" and "score"; a job would name "score").
+    if (set("peft.modules_to_save")) {
+      const nlohmann::json saved = adapter.value("modules_to_save", nlohmann::json());
+      const std::set<std::string> theirs = saved.is_array() ? saved.get<std::set<std::string>>() : std::set<std::string>();
+      for (const std::string& name : peft.modules_to_save) {
+        if (theirs.count(name) == 0) {
+          contradiction("peft.modules_to_save", nlohmann::json(peft.modules_to_save).dump(), "modules_to_save " + saved.dump());
           break;
         }
       }

@@ -321,8 +321,9 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     }
     if (rank == 0) {
       const size_t saved = adapters->modules_to_save().module_paths().size();
-      spdlog::info("{} adapters on {} layers{}: {} trainable parameters", enum_name(config.peft.method), adapters->layers().size(),
-                   saved == 0 ? "" : fmt::format(" and {} module{} to save", saved, saved == 1 ? "" : "s"), adapters->parameter_count());
+      spdlog::info("{} adapters on {} layers{}: {} trainable parameters{}", enum_name(config.peft.method), adapters->layers().size(),
+                   saved == 0 ? "" : fmt::format(" and {} module{} to save", saved, saved == 1 ? "" : "s"), adapters->parameter_count(),
+                   config.peft.adapter_path.empty() ? "" : ", continued from " + config.peft.adapter_path);
     }
   }
   ShardingOptions sharding;

@@ -1,7 +1,8 @@
 // adapters_test.cpp: target selection as PEFT's, the four adapter kinds against the PEFT fixtures
 // in tests/fixtures/hf/adapters, freezing, the disabled guard, file round trips, merging,
-// AdaLoRA's schedule/masking/regulariser, modules_to_save, bad input (RLHF002/RLHF031) and the
-// units the sharding engine groups adapter parameters into.
+// AdaLoRA's schedule/masking/regulariser, modules_to_save, continuing from an adapter directory
+// (peft.adapter_path, a pruned AdaLoRA adapter included), bad input (RLHF002/RLHF004/RLHF031) and
+// the units the sharding engine groups adapter parameters into.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -608,6 +609,94 @@ TEST(ModulesToSave, WhatPeftWouldComputeDifferentlyIsRlhf031) {
   const std::string qwen2 = fixtures() + "/models/qwen2_tiny";
   refused(load_pretrained(qwen2).model, {"q_proj"}, {"lm_head"}, "ties to its input embedding");
   refused(load_pretrained(qwen2).model, {"q_proj"}, {"embed_tokens"}, "ties to its LM head");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Continuing from an adapter directory (peft.adapter_path)
+
+TEST(Continue, TheAdaptersOwnConfigIsUsedAndTheMethodMustFit) {
+  const std::string fixture = fixtures() + "/adapters/llama_tiny_lora";
+  const auto expected = SafetensorsFile::open(fixture + "/expected.safetensors");
+  PeftConfig config;
+  config.method = PeftMethod::kLora;
+  config.adapter_path = fixture;
+  config.r = 16;  // the adapter's r (4) is what counts
+  CausalTransformer model = load_llama();
+  AdapterSet adapters = attach_adapters(model, config, {.seed = 1, .total_steps = 5});
+  EXPECT_EQ(adapters.config().r, 4);
+  EXPECT_EQ(adapters.layers().size(), 10u);
+  EXPECT_TRUE(adapters.named_parameters().front().second.requires_grad());
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_LT(max_difference(model->forward(expected->load("input_ids"), expected->load("attention_mask")), expected->load("logits")), 1e-4);
+  }
+  config.method = PeftMethod::kIa3;
+  CausalTransformer second = load_llama();
+  try {
+    attach_adapters(second, config);
+    FAIL() << "expected RLHF004";
+  } catch (const ConfigurationError& error) {
+    EXPECT_EQ(error.code(), ErrorCode::kIncompatibleOptions);
+    EXPECT_NE(std::string(error.what()).find("does not fit the adapter"), std::string::npos) << error.what();
+  }
+  // A score head joins the adapter's modules to save (starting from the model's own score) when
+  // the adapter does not carry one, as PEFT's SEQ_CLS does.
+  config.method = PeftMethod::kLora;
+  LoadOptions options;
+  options.head = HeadKind::kSequenceClassification;
+  options.num_labels = 1;
+  CausalTransformer reward = load_pretrained(llama_tiny(), options).model;
+  AdapterSet with_score = attach_adapters(reward, config, {.total_steps = 5});
+  EXPECT_EQ(with_score.modules_to_save().module_paths(), std::vector<std::string>{"score"});
+}
+
+TEST(Continue, APrunedAdaLoraAdapterTrainsOnWithItsPattern) {
+  const std::string fixture = fixtures() + "/adapters/llama_tiny_adalora_pruned";
+  PeftConfig config;
+  config.method = PeftMethod::kAdalora;
+  config.adapter_path = fixture;
+  CausalTransformer model = load_llama();
+  AdapterSet adapters = attach_adapters(model, config, {.seed = 1, .total_steps = 4});
+  EXPECT_TRUE(adapters.adalora_pattern_fixed());
+  EXPECT_EQ(adapters.config().total_step, 4);
+  const auto expected = SafetensorsFile::open(fixture + "/expected.safetensors");
+  const torch::Tensor ids = expected->load("input_ids");
+  const torch::Tensor mask = expected->load("attention_mask");
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_LT(max_difference(model->forward(ids, mask), expected->load("logits")), 1e-4);
+  }
+  std::vector<torch::Tensor> trainable;
+  std::map<std::string, torch::Tensor> before;
+  for (auto& [name, tensor] : adapters.named_parameters()) {
+    trainable.push_back(tensor);
+    before[name] = tensor.detach().clone();
+  }
+  torch::optim::AdamW optimizer(trainable, torch::optim::AdamWOptions(1e-2));
+  for (int64_t step = 0; step < 4; ++step) {
+    const torch::Tensor logits = model->forward(ids, mask);
+    const torch::Tensor loss = logits.logsumexp(-1).mean() + adapters.adalora_orthogonal_regularizer();
+    loss.backward();
+    optimizer.step();
+    adapters.adalora_update_and_allocate(step);  // the pattern is fixed: nothing is reallocated
+    optimizer.zero_grad();
+  }
+  int64_t moved = 0;
+  for (auto& [name, tensor] : adapters.named_parameters()) moved += !torch::equal(tensor, before[name]);
+  EXPECT_GT(moved, 0);
+  testing::TempDir directory;
+  save_adapter(adapters, directory.path());
+  std::ifstream saved_in(directory.path() + "/adapter_config.json");
+  std::ifstream fixture_in(fixture + "/adapter_config.json");
+  EXPECT_EQ(nlohmann::json::parse(saved_in).at("rank_pattern"), nlohmann::json::parse(fixture_in).at("rank_pattern"));
+  const auto ours = SafetensorsFile::open(directory.path() + "/adapter_model.safetensors");
+  const auto theirs = SafetensorsFile::open(fixture + "/adapter_model.safetensors");
+  ASSERT_EQ(ours->tensors().size(), theirs->tensors().size());
+  for (const auto& info : theirs->tensors()) EXPECT_EQ(ours->find(info.name)->shape, info.shape) << info.name;
+  CausalTransformer fresh = load_llama();
+  AdapterSet loaded = load_adapter(fresh, directory.path());
+  torch::NoGradGuard no_grad;
+  EXPECT_LT(max_difference(fresh->forward(ids, mask), model->forward(ids, mask)), 1e-5);
 }
 
 // ---------------------------------------------------------------------------------------------

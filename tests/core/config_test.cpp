@@ -1,5 +1,6 @@
 // config_test.cpp: building RLHFConfig from job files: defaults, types, unknown keys with
-// suggestions, environment and --set overrides and their priority, and every validation rule.
+// suggestions, environment and --set overrides and their priority, and every validation rule
+// (peft.adapter_path's against the adapter fixtures in tests/fixtures/hf/adapters).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -7,6 +8,7 @@
 #include "core/config_builder.hpp"
 #include "core/config_schema.hpp"
 #include "core/dsl_parser.hpp"
+#include "support/test_support.hpp"
 
 namespace n3rlhf {
 namespace {
@@ -292,6 +294,39 @@ TEST(Config, RewardModelsTrainAdaptersWithTheirScoreHead) {
   ASSERT_TRUE(o.ok()) << o.dump();
   EXPECT_EQ(o.file.jobs.front().config.peft.modules_to_save, (std::vector<std::string>{"score"}));
   EXPECT_TRUE(resolve(job("  peft: { method: \"lora\" }", "reward_model")).ok()) << "score is added by default";
+}
+
+// peft.adapter_path: the adapter's adapter_config.json says what it is; the job names its kind and
+// may repeat a field only with the adapter's value.
+TEST(Config, AdapterPathFieldsMustAgreeWithTheAdapter) {
+  const std::string lora = testing::hf_fixture("adapters/llama_tiny_lora");  // LORA r 4, alpha 8, 5 targets
+  const std::string adalora = testing::hf_fixture("adapters/llama_tiny_adalora_pruned");
+  const std::string reward = testing::hf_fixture("adapters/llama_tiny_reward_lora_score");
+  const auto peft = [](const std::string& fields) { return "  peft: { " + fields + " }"; };
+  EXPECT_TRUE(resolve(job(peft("method: \"lora\" adapter_path: \"" + lora + "\" r: 4 alpha: 8"))).ok());
+  EXPECT_TRUE(resolve(job(peft("method: \"qlora\" adapter_path: \"" + lora + "\""))).ok()) << "qlora continues a LoRA adapter";
+  EXPECT_TRUE(resolve(job(peft("method: \"lora\" adapter_path: \"" + reward + "\" modules_to_save: [\"score\"]"), "reward_model")).ok());
+
+  Outcome o = resolve(job(peft("adapter_path: \"" + lora + "\"")));
+  EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "peft.adapter_path needs peft.method: the adapter is LORA")) << o.dump();
+  o = resolve(job(peft("method: \"ia3\" adapter_path: \"" + lora + "\"")));
+  EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "peft.method \"ia3\" does not fit")) << o.dump();
+  o = resolve(job(peft("method: \"lora\" adapter_path: \"" + lora + "\" r: 16 target_modules: [\"q_proj\"] modules_to_save: [\"lm_head\"]")));
+  EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "peft.r = 16 contradicts the adapter in peft.adapter_path (r 4)")) << o.dump();
+  EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "peft.target_modules = [\"q_proj\"] contradicts")) << o.dump();
+  EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "peft.modules_to_save = [\"lm_head\"] contradicts")) << o.dump();
+  EXPECT_EQ(o.errors.size(), 3u) << o.dump();
+  EXPECT_EQ(o.errors.front().location.line, 5) << "the error points at the field";
+  o = resolve(job(peft("method: \"lora\" adapter_path: \"/nonexistent/adapter\"")));
+  EXPECT_TRUE(o.has(ErrorCode::kModelNotFound, "no adapter_config.json in peft.adapter_path")) << o.dump();
+
+  // A pruned AdaLoRA adapter keeps its pattern: no schedule to check, and setting one is a warning.
+  o = resolve(job(peft("method: \"adalora\" adapter_path: \"" + adalora + "\" init_r: 6 tinit: 900 tfinal: 900")));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  ASSERT_EQ(o.file.warnings.size(), 2u);
+  EXPECT_NE(o.file.warnings[0].message.find("peft.tinit has no effect: the adapter in peft.adapter_path is already pruned"), std::string::npos);
+  o = resolve(job(peft("method: \"adalora\" adapter_path: \"" + adalora + "\" target_r: 2")));
+  EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "peft.target_r = 2 contradicts")) << o.dump();
 }
 
 TEST(Config, IgnoredOptionsAreWarningsNotErrors) {
