@@ -224,10 +224,14 @@ def drive(a):
 
         runs = {}
         # n3rlhf, 1 rank (and 2 ranks ZeRO-2)
-        for ranks in [int(r) for r in a.ranks.split(",")]:
-            label = f"n3rlhf {ranks} rank{'s' if ranks > 1 else ''}"
-            out = os.path.join(work, "out", f"n3rlhf-{preset}-{ranks}")
-            job = os.path.join(work, f"job-{preset}-{ranks}.n3")
+        # data.share_prefix is on by default (the prompt of each pair computed once); --padded adds a
+        # 1-rank run with it off: TRL's own padded concatenated layout, the same work as TRL.
+        variants = [(int(r), "") for r in a.ranks.split(",")] + ([(1, "padded")] if a.padded else [])
+        for ranks, variant in variants:
+            label = f"n3rlhf {ranks} rank{'s' if ranks > 1 else ''}" + (f", {variant}" if variant else "")
+            suffix = f"{ranks}" + (f"-{variant}" if variant else "")
+            out = os.path.join(work, "out", f"n3rlhf-{preset}-{suffix}")
+            job = os.path.join(work, f"job-{preset}-{suffix}.n3")
             with open(job, "w") as f:
                 f.write(common.job_text("benchmarks/trl_side_by_side_peer.py", "TrlSideBySide", model_dir, train_jsonl,
                                         os.path.join(work, "prepared"), out, a, steps, a.weight_decay, a.max_grad_norm,
@@ -238,6 +242,8 @@ def drive(a):
             mpirun = ["mpirun", "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else []) \
                 + os.environ.get("MPIRUN_ARGS", "").split()
             command = [binary, job] if ranks == 1 else mpirun + ["-np", str(ranks), binary, job]
+            if variant == "padded":
+                command += ["--set", "data.share_prefix=false"]
             # The data is prepared once before the first run (outside the measured steps anyway).
             sh([os.path.join(bin_dir, "n3rlhf"), "prepare", job])
 
@@ -246,7 +252,7 @@ def drive(a):
                 return command
 
             runs[label] = measured_with_retries(label, make, env, lambda out=out: os.path.join(out, "logs", "metrics.jsonl"),
-                                                os.path.join(work, f"log-{preset}-n3rlhf-{ranks}.txt"),
+                                                os.path.join(work, f"log-{preset}-n3rlhf-{suffix}.txt"),
                                                 lambda run: tokens_by_step, a, note)
         # TRL
         trl_log = os.path.join(work, f"trl-steps-{preset}.jsonl")
@@ -386,6 +392,8 @@ def main():
     d.add_argument("--steps", type=int, default=50, help="steps for the tiny model")
     d.add_argument("--steps-large", type=int, default=12, help="steps for the other models")
     d.add_argument("--ranks", default="1,2", help="n3rlhf-dist world sizes to run (ZeRO-2)")
+    d.add_argument("--padded", action="store_true",
+                   help="also run n3rlhf on 1 rank with data.share_prefix off (TRL's padded layout)")
     d.add_argument("--curve-every", type=int, default=5)
     d.add_argument("--tries", type=int, default=3, help="attempts per run while the machine is contended")
     d.add_argument("--max-others", type=float, default=0.25, help="others' CPU (cores) above which a run is repeated")

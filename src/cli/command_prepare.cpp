@@ -4,10 +4,12 @@
 // the options. Prints the counts (rows read, kept, skipped by reason) and the throughput.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 
 #include <boost/program_options.hpp>
+#include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
 #include "core/config_builder.hpp"
@@ -106,6 +108,19 @@ std::string summary(const PrepareReport& report, const std::string& directory) {
          std::to_string(c.tokens) + ", truncated sequences " + std::to_string(c.truncated_sequences) + "\n" + throughput;
 }
 
+// hidden_size (GPT-2: n_embd) of the model's config.json, 0 when it cannot be read: the width of
+// shared-prefix rows follows it (collate_options_from_config). Read here without the model
+// library, which would bring libtorch into the tool's plain commands.
+int64_t model_width(const std::string& model_directory) {
+  std::ifstream in(model_directory + "/config.json");
+  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!config.is_object()) return 0;
+  for (const char* key : {"hidden_size", "n_embd"}) {
+    if (config.contains(key) && config[key].is_number_integer()) return config[key].get<int64_t>();
+  }
+  return 0;
+}
+
 // The padding the job's batching will cost on this data (epoch 0, every rank), so that a user
 // sees it before training: RLHF023 (too little data for one global batch) shows here as well.
 std::string batching_report(const RLHFConfig& config, const std::string& directory, int world_size) {
@@ -123,7 +138,7 @@ std::string batching_report(const RLHFConfig& config, const std::string& directo
     for (int64_t e = 0; e < data.example_count(); ++e) lengths[static_cast<size_t>(e)] = data.example_tokens(e);
   }
   const EpochPlan plan = EpochPlan::build(train, lengths, batching, 0);
-  const CollateOptions collate = collate_options_from_config(config, data.pad_token_id());
+  const CollateOptions collate = collate_options_from_config(config, data.pad_token_id(), model_width(config.base_model));
   const PaddingStats padding = plan_padding(plan, data, collate);
   char line[300];
   std::snprintf(line, sizeof line, "  batching on %d rank%s: %lld steps per epoch of %lld %s, padding waste %.1f%%%s", world_size,

@@ -90,12 +90,16 @@ struct CollateOptions {
   // the micro batch's longest pair. The summed log-probs are the same as the padded layout's
   // (causal attention makes a token's state depend on its prefix only); only float rounding differs.
   bool share_prefix = false;
+  // share_prefix: the width of the rows pairs are packed into, when wider than the longest pair
+  // (0: the longest pair). Wider rows waste less padding but attend over more columns.
+  int64_t shared_row_tokens = 0;
 };
 
 // The job's collation: pad id from the prepared data, loss on prompt tokens for SFT without
 // completion_only_loss, prefix sharing for the objectives that sum response log-probs of pairs
-// (DPO family, SimPO, ORPO) when data.share_prefix is on.
-CollateOptions collate_options_from_config(const RLHFConfig& config, int32_t pad_token_id);
+// (DPO family, SimPO, ORPO) when data.share_prefix is on, in rows of hidden_size / 2 tokens (the
+// model's width; 0 when unknown: rows as wide as the longest pair).
+CollateOptions collate_options_from_config(const RLHFConfig& config, int32_t pad_token_id, int64_t hidden_size);
 
 // A micro batch as flat row-major [rows x columns] arrays. Preference items give two rows each:
 // the chosen sequences of all items first, then the rejected ones (TRL's concatenated order).

@@ -264,7 +264,8 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   const Hyperparameters& h = config.hyperparameters;
   const BatchingOptions batching = batching_options_from_config(config, world);
   const int64_t per_rank = h.batch_size / world;
-  const CollateOptions collate = collate_options_from_config(config, train_data.pad_token_id());
+  const CollateOptions collate =
+      collate_options_from_config(config, train_data.pad_token_id(), load_model_config(config.base_model).hidden_size);
   RankBatchLoader train_loader(train_data, train_examples, batching, collate, rank);
   const int64_t steps_per_epoch = train_loader.steps_per_epoch();
   if (rank == 0) {

@@ -18,8 +18,9 @@
 
 namespace n3rlhf {
 
-// Log-probs of the response tokens of every row, summed per row ([rows] float32), and the
-// number of response tokens per row.
+// Log-probs of the response tokens of every sequence, summed per sequence ([sequences] float32),
+// and the number of response tokens per sequence. A sequence is a row of the padded layout; in a
+// shared-prefix batch (data.share_prefix) the batch's label lists say which tokens are whose.
 torch::Tensor sequence_log_probs(CausalTransformer& model, const BatchTensors& batch, torch::Tensor* lengths = nullptr);
 
 // The frozen reference of DPO/IPO/KTO: a model of its own, or (under PEFT) the policy itself with

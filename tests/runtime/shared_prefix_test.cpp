@@ -99,12 +99,14 @@ void expect_shared_equals_padded(CausalTransformer& policy, CausalTransformer& r
   std::vector<BatchItem> items;
   for (int64_t i = 0; i < 9; ++i) items.push_back({(i * 4) % 9});  // not in length order
   const CollatedBatch padded_batch = collate(items, pairs, CollateOptions{0, 1, false, false});
-  const CollatedBatch shared_batch = collate(items, pairs, CollateOptions{0, 1, false, true});
+  for (const int64_t row_tokens : {int64_t{0}, int64_t{1000}}) {  // rows of the longest pair; one row for all
+  SCOPED_TRACE("shared_row_tokens " + std::to_string(row_tokens));
+  const CollatedBatch shared_batch = collate(items, pairs, CollateOptions{0, 1, false, true, row_tokens});
   ASSERT_TRUE(shared_batch.shares_prefix());
   ASSERT_FALSE(padded_batch.shares_prefix());
   // Fewer cells than the padded layout, the same example tokens counted.
   EXPECT_LT(shared_batch.rows * shared_batch.columns, padded_batch.rows * padded_batch.columns);
-  EXPECT_LT(shared_batch.rows, 9);  // some rows hold several pairs
+  EXPECT_LT(shared_batch.rows, row_tokens > 0 ? 2 : 9);  // some rows hold several pairs
   EXPECT_EQ(shared_batch.real_tokens, padded_batch.real_tokens);
   EXPECT_GT(shared_batch.shared_tokens, 0);
   const BatchTensors padded = to_tensors(padded_batch);
@@ -126,6 +128,7 @@ void expect_shared_equals_padded(CausalTransformer& policy, CausalTransformer& r
           << plain.metrics[m].first;
     }
     EXPECT_LE(largest_relative_gradient_error(together, plain), 1e-4);
+  }
   }
 }
 
