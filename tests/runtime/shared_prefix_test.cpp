@@ -100,35 +100,35 @@ void expect_shared_equals_padded(CausalTransformer& policy, CausalTransformer& r
   for (int64_t i = 0; i < 9; ++i) items.push_back({(i * 4) % 9});  // not in length order
   const CollatedBatch padded_batch = collate(items, pairs, CollateOptions{0, 1, false, false});
   for (const int64_t row_tokens : {int64_t{0}, int64_t{1000}}) {  // rows of the longest pair; one row for all
-  SCOPED_TRACE("shared_row_tokens " + std::to_string(row_tokens));
-  const CollatedBatch shared_batch = collate(items, pairs, CollateOptions{0, 1, false, true, row_tokens});
-  ASSERT_TRUE(shared_batch.shares_prefix());
-  ASSERT_FALSE(padded_batch.shares_prefix());
-  // Fewer cells than the padded layout, the same example tokens counted.
-  EXPECT_LT(shared_batch.rows * shared_batch.columns, padded_batch.rows * padded_batch.columns);
-  EXPECT_LT(shared_batch.rows, row_tokens > 0 ? 2 : 9);  // some rows hold several pairs
-  EXPECT_EQ(shared_batch.real_tokens, padded_batch.real_tokens);
-  EXPECT_GT(shared_batch.shared_tokens, 0);
-  const BatchTensors padded = to_tensors(padded_batch);
-  const BatchTensors shared = to_tensors(shared_batch);
-  const ReferenceModel reference(reference_model);
-  for (const Algorithm algorithm : {Algorithm::kDpo, Algorithm::kSimpo, Algorithm::kOrpo}) {
-    SCOPED_TRACE(enum_name(algorithm));
-    RLHFConfig config;
-    config.algorithm = algorithm;
-    const std::unique_ptr<TrainingObjective> objective = TrainingObjective::create(config, std::make_shared<LocalCommunicator>());
-    const StepResult plain = loss_and_gradients(*objective, policy, reference, padded);
-    const StepResult together = loss_and_gradients(*objective, policy, reference, shared);
-    EXPECT_EQ(together.units, plain.units);
-    EXPECT_NEAR(together.loss, plain.loss, 1e-5 * std::max(1.0, std::abs(plain.loss)));
-    ASSERT_EQ(together.metrics.size(), plain.metrics.size());
-    for (size_t m = 0; m < plain.metrics.size(); ++m) {
-      EXPECT_EQ(together.metrics[m].first, plain.metrics[m].first);
-      EXPECT_NEAR(together.metrics[m].second, plain.metrics[m].second, 1e-4 * std::max(1.0, std::abs(plain.metrics[m].second)))
-          << plain.metrics[m].first;
+    SCOPED_TRACE("shared_row_tokens " + std::to_string(row_tokens));
+    const CollatedBatch shared_batch = collate(items, pairs, CollateOptions{0, 1, false, true, row_tokens});
+    ASSERT_TRUE(shared_batch.shares_prefix());
+    ASSERT_FALSE(padded_batch.shares_prefix());
+    // Fewer cells than the padded layout, the same example tokens counted.
+    EXPECT_LT(shared_batch.rows * shared_batch.columns, padded_batch.rows * padded_batch.columns);
+    EXPECT_LT(shared_batch.rows, row_tokens > 0 ? 2 : 9);  // some rows hold several pairs
+    EXPECT_EQ(shared_batch.real_tokens, padded_batch.real_tokens);
+    EXPECT_GT(shared_batch.shared_tokens, 0);
+    const BatchTensors padded = to_tensors(padded_batch);
+    const BatchTensors shared = to_tensors(shared_batch);
+    const ReferenceModel reference(reference_model);
+    for (const Algorithm algorithm : {Algorithm::kDpo, Algorithm::kSimpo, Algorithm::kOrpo}) {
+      SCOPED_TRACE(enum_name(algorithm));
+      RLHFConfig config;
+      config.algorithm = algorithm;
+      const std::unique_ptr<TrainingObjective> objective = TrainingObjective::create(config, std::make_shared<LocalCommunicator>());
+      const StepResult plain = loss_and_gradients(*objective, policy, reference, padded);
+      const StepResult together = loss_and_gradients(*objective, policy, reference, shared);
+      EXPECT_EQ(together.units, plain.units);
+      EXPECT_NEAR(together.loss, plain.loss, 1e-5 * std::max(1.0, std::abs(plain.loss)));
+      ASSERT_EQ(together.metrics.size(), plain.metrics.size());
+      for (size_t m = 0; m < plain.metrics.size(); ++m) {
+        EXPECT_EQ(together.metrics[m].first, plain.metrics[m].first);
+        EXPECT_NEAR(together.metrics[m].second, plain.metrics[m].second, 1e-4 * std::max(1.0, std::abs(plain.metrics[m].second)))
+            << plain.metrics[m].first;
+      }
+      EXPECT_LE(largest_relative_gradient_error(together, plain), 1e-4);
     }
-    EXPECT_LE(largest_relative_gradient_error(together, plain), 1e-4);
-  }
   }
 }
 
