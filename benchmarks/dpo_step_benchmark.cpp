@@ -1,8 +1,12 @@
 // dpo_step_benchmark.cpp: tokens/s and peak memory of full DPO training steps (policy forward
 // and backward on chosen + rejected rows, frozen reference forward, DPO loss, clipping, AdamW)
-// on a Llama of a given shape, with random weights and tokens. Run beside
-// benchmarks/dpo_step_peer.py (the same step in PyTorch eager transformers) by
-// benchmarks/run_dpo_step_benchmark.sh, which prints the ratio.
+// on a Llama of a given shape, with random weights and tokens: each pair's chosen and rejected rows
+// share their first half (the prompt) and differ in the second (the responses). Run beside
+// benchmarks/dpo_step_peer.py (the same step in PyTorch eager transformers, TRL's padded
+// concatenated batch) by benchmarks/run_dpo_step_benchmark.sh, which prints the ratio.
+// LAYOUT "shared" (the trainer's default, data.share_prefix) collates the pairs with their prompt
+// computed once, through the trainer's own collate() and sequence_log_probs(); "padded" runs the
+// 2 x PAIRS rows as the peer does. tokens/s counts 2 x PAIRS x TOKENS either way.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -15,8 +19,11 @@
 #include "algos/loss_inputs.hpp"
 #include "algos/optimizer.hpp"
 #include "algos/preference_losses.hpp"
+#include "io/batching.hpp"
+#include "io/batching_tensors.hpp"
 #include "model/log_probs.hpp"
 #include "model/transformer.hpp"
+#include "runtime/training_objective.hpp"
 #include "benchmark_models.hpp"
 
 #ifdef N3RLHF_BENCHMARK_CUDA
@@ -25,10 +32,27 @@
 
 namespace {
 
-torch::Tensor sequence_logps(n3rlhf::CausalTransformer& model, const torch::Tensor& ids, const torch::Tensor& mask) {
-  torch::Tensor hidden = model->hidden_states(ids);
-  torch::Tensor token = n3rlhf::next_token_log_probs(hidden, model->output_embedding(), ids);
-  return n3rlhf::masked_sequence_sums(token, mask.narrow(1, 1, ids.size(1) - 1));
+// The pairs as the trainer collates them: chosen row i and rejected row pairs + i of `ids`.
+n3rlhf::BatchTensors collate_pairs(const torch::Tensor& ids, int64_t pairs, int64_t prompt, bool share, int64_t row_tokens,
+                                   const torch::Device& device) {
+  const torch::Tensor cpu = ids.cpu().to(torch::kInt);
+  std::vector<n3rlhf::PreparedExample> examples;
+  std::vector<n3rlhf::BatchItem> items;
+  for (int64_t i = 0; i < pairs; ++i) {
+    n3rlhf::PreparedExample example;
+    example.index = i;
+    for (int64_t half = 0; half < 2; ++half) {
+      const torch::Tensor row = cpu[half * pairs + i].contiguous();
+      n3rlhf::PreparedSequence sequence;
+      sequence.ids.assign(row.data_ptr<int32_t>(), row.data_ptr<int32_t>() + row.numel());
+      sequence.prompt_length = static_cast<int32_t>(prompt);
+      sequence.kind = half == 0 ? n3rlhf::SequenceKind::kChosen : n3rlhf::SequenceKind::kRejected;
+      example.sequences.push_back(std::move(sequence));
+    }
+    examples.push_back(std::move(example));
+    items.push_back({i});
+  }
+  return n3rlhf::to_tensors(n3rlhf::collate(items, examples, n3rlhf::CollateOptions{0, 1, false, share, row_tokens}), device);
 }
 
 }  // namespace
@@ -38,6 +62,11 @@ int main(int argc, char** argv) {
   const int64_t pairs = argc > 2 ? std::atoll(argv[2]) : 8;
   const int64_t tokens = argc > 3 ? std::atoll(argv[3]) : 512;
   const int steps = argc > 4 ? std::atoi(argv[4]) : 5;
+  const std::string layout = argc > 5 ? argv[5] : "shared";
+  if (layout != "shared" && layout != "padded") {
+    std::fprintf(stderr, "LAYOUT must be shared or padded, not %s\n", layout.c_str());
+    return 2;
+  }
   const bool cuda = torch::cuda::is_available();
   const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
   const torch::ScalarType dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
@@ -55,9 +84,10 @@ int main(int argc, char** argv) {
   options.lr = 1e-6;
   n3rlhf::AdamW optimizer(masters, options);
   n3rlhf::DpoOptions dpo;
-  const torch::Tensor ids = torch::randint(shape.vocab, {2 * pairs, tokens}, torch::TensorOptions().dtype(torch::kLong).device(device));
-  torch::Tensor mask = torch::ones({2 * pairs, tokens}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
-  mask.narrow(1, 0, tokens / 2).zero_();  // half prompt, half response
+  torch::Tensor ids = torch::randint(shape.vocab, {2 * pairs, tokens}, torch::TensorOptions().dtype(torch::kLong).device(device));
+  const int64_t prompt = tokens / 2;  // half prompt, half response; the rejected rows repeat the chosen prompts
+  ids.narrow(0, pairs, pairs).narrow(1, 0, prompt).copy_(ids.narrow(0, 0, pairs).narrow(1, 0, prompt));
+  const n3rlhf::BatchTensors batch = collate_pairs(ids, pairs, prompt, layout == "shared", shape.hidden / 2, device);
 
   double seconds = 0.0;
   double last_loss = 0.0;
@@ -67,9 +97,9 @@ int main(int argc, char** argv) {
     torch::Tensor reference_logps;
     {
       torch::NoGradGuard no_grad;
-      reference_logps = sequence_logps(reference, ids, mask);
+      reference_logps = n3rlhf::sequence_log_probs(reference, batch);
     }
-    torch::Tensor policy_logps = sequence_logps(policy, ids, mask);
+    torch::Tensor policy_logps = n3rlhf::sequence_log_probs(policy, batch);
     n3rlhf::LossOutput loss = n3rlhf::dpo_loss(n3rlhf::PreferenceLogps::from_concatenated(policy_logps, reference_logps, {}), dpo);
     loss.loss.backward();
     last_loss = loss.loss.item<double>();
@@ -95,9 +125,9 @@ int main(int argc, char** argv) {
     peak_gib = static_cast<double>(stats.allocated_bytes[0].peak) / (1ull << 30);
   }
 #endif
-  std::printf("{\"impl\": \"n3rlhf\", \"shape\": \"%s\", \"device\": \"%s\", \"pairs\": %lld, \"tokens\": %lld, "
-              "\"steps\": %d, \"tokens_per_second\": %.1f, \"peak_gib\": %.2f, \"loss\": %.5f}\n",
-              shape_name.c_str(), cuda ? "cuda" : "cpu", static_cast<long long>(pairs), static_cast<long long>(tokens), steps,
-              tokens_per_second, peak_gib, last_loss);
+  std::printf("{\"impl\": \"n3rlhf\", \"layout\": \"%s\", \"shape\": \"%s\", \"device\": \"%s\", \"pairs\": %lld, "
+              "\"tokens\": %lld, \"cells\": %lld, \"steps\": %d, \"tokens_per_second\": %.1f, \"peak_gib\": %.2f, \"loss\": %.5f}\n",
+              layout.c_str(), shape_name.c_str(), cuda ? "cuda" : "cpu", static_cast<long long>(pairs), static_cast<long long>(tokens),
+              static_cast<long long>(batch.input_ids.numel()), steps, tokens_per_second, peak_gib, last_loss);
   return 0;
 }
