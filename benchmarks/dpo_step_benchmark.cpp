@@ -7,6 +7,9 @@
 // LAYOUT "shared" (the trainer's default, data.share_prefix) collates the pairs with their prompt
 // computed once, through the trainer's own collate() and sequence_log_probs(); "padded" runs the
 // 2 x PAIRS rows as the peer does. tokens/s counts 2 x PAIRS x TOKENS either way.
+// ADAPTER "lora" or "qlora" trains LoRA adapters (r 16, alpha 32, all linear layers; QLoRA over an
+// NF4 base) with the reference the same model with its adapters off, as the trainer does; the
+// peer's "lora" mode is transformers + PEFT LoRA with disable_adapter() for the reference.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +21,7 @@
 #include "algos/gradient_clipping.hpp"
 #include "algos/loss_inputs.hpp"
 #include "algos/optimizer.hpp"
+#include "adapters/adapters.hpp"
 #include "algos/preference_losses.hpp"
 #include "io/batching.hpp"
 #include "io/batching_tensors.hpp"
@@ -63,8 +67,13 @@ int main(int argc, char** argv) {
   const int64_t tokens = argc > 3 ? std::atoll(argv[3]) : 512;
   const int steps = argc > 4 ? std::atoi(argv[4]) : 5;
   const std::string layout = argc > 5 ? argv[5] : "shared";
+  const std::string adapter = argc > 6 ? argv[6] : "none";
   if (layout != "shared" && layout != "padded") {
     std::fprintf(stderr, "LAYOUT must be shared or padded, not %s\n", layout.c_str());
+    return 2;
+  }
+  if (adapter != "none" && adapter != "lora" && adapter != "qlora") {
+    std::fprintf(stderr, "ADAPTER must be none, lora or qlora, not %s\n", adapter.c_str());
     return 2;
   }
   const bool cuda = torch::cuda::is_available();
@@ -73,13 +82,27 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   const auto shape = n3rlhf::benchmarks::llama_shape_named(shape_name);
   n3rlhf::CausalTransformer policy = n3rlhf::benchmarks::build_llama(shape_name, device, dtype);
-  n3rlhf::CausalTransformer reference = n3rlhf::benchmarks::build_llama(shape_name, device, dtype);
-  for (auto& p : reference->parameters()) p.set_requires_grad(false);
-  // fp32 master weights for the optimizer on bf16 models, as the sharding engine keeps them; on
-  // the CPU the float32 parameters are their own masters.
-  std::vector<torch::Tensor> params = policy->parameters();
+  std::optional<n3rlhf::AdapterSet> adapters;
+  n3rlhf::CausalTransformer reference{nullptr};
+  if (adapter == "none") {
+    reference = n3rlhf::benchmarks::build_llama(shape_name, device, dtype);
+    for (auto& p : reference->parameters()) p.set_requires_grad(false);
+  } else {
+    n3rlhf::PeftConfig peft;
+    peft.method = adapter == "lora" ? n3rlhf::PeftMethod::kLora : n3rlhf::PeftMethod::kQlora;
+    peft.r = 16;
+    peft.alpha = 32.0;
+    peft.target_modules = {"all-linear"};
+    adapters.emplace(n3rlhf::attach_adapters(policy, peft));
+  }
+  // fp32 master weights for the optimizer on bf16 parameters, as the sharding engine keeps them;
+  // float32 parameters (the CPU's, and adapters) are their own masters.
+  std::vector<torch::Tensor> params;
+  for (auto& p : policy->parameters()) {
+    if (p.requires_grad()) params.push_back(p);
+  }
   std::vector<torch::Tensor> masters;
-  for (auto& p : params) masters.push_back(cuda ? p.detach().to(torch::kFloat32).clone() : p.detach());
+  for (auto& p : params) masters.push_back(p.scalar_type() != torch::kFloat32 ? p.detach().to(torch::kFloat32).clone() : p.detach());
   n3rlhf::AdamWOptions options;
   options.lr = 1e-6;
   n3rlhf::AdamW optimizer(masters, options);
@@ -97,7 +120,12 @@ int main(int argc, char** argv) {
     torch::Tensor reference_logps;
     {
       torch::NoGradGuard no_grad;
-      reference_logps = n3rlhf::sequence_log_probs(reference, batch);
+      if (adapters) {
+        n3rlhf::AdapterDisabledGuard off(*adapters);
+        reference_logps = n3rlhf::sequence_log_probs(policy, batch);
+      } else {
+        reference_logps = n3rlhf::sequence_log_probs(reference, batch);
+      }
     }
     torch::Tensor policy_logps = n3rlhf::sequence_log_probs(policy, batch);
     n3rlhf::LossOutput loss = n3rlhf::dpo_loss(n3rlhf::PreferenceLogps::from_concatenated(policy_logps, reference_logps, {}), dpo);
@@ -110,7 +138,7 @@ int main(int argc, char** argv) {
     {
       torch::NoGradGuard no_grad;
       for (size_t i = 0; i < params.size(); ++i) {
-        if (cuda) params[i].copy_(masters[i]);
+        if (params[i].data_ptr() != masters[i].data_ptr()) params[i].copy_(masters[i]);
         params[i].mutable_grad() = torch::Tensor();
       }
     }
@@ -125,9 +153,9 @@ int main(int argc, char** argv) {
     peak_gib = static_cast<double>(stats.allocated_bytes[0].peak) / (1ull << 30);
   }
 #endif
-  std::printf("{\"impl\": \"n3rlhf\", \"layout\": \"%s\", \"shape\": \"%s\", \"device\": \"%s\", \"pairs\": %lld, "
+  std::printf("{\"impl\": \"n3rlhf\", \"adapter\": \"%s\", \"layout\": \"%s\", \"shape\": \"%s\", \"device\": \"%s\", \"pairs\": %lld, "
               "\"tokens\": %lld, \"cells\": %lld, \"steps\": %d, \"tokens_per_second\": %.1f, \"peak_gib\": %.2f, \"loss\": %.5f}\n",
-              layout.c_str(), shape_name.c_str(), cuda ? "cuda" : "cpu", static_cast<long long>(pairs), static_cast<long long>(tokens),
+              adapter.c_str(), layout.c_str(), shape_name.c_str(), cuda ? "cuda" : "cpu", static_cast<long long>(pairs), static_cast<long long>(tokens),
               static_cast<long long>(batch.input_ids.numel()), steps, tokens_per_second, peak_gib, last_loss);
   return 0;
 }
