@@ -52,7 +52,12 @@ CommandResult run_command(const std::string& command) {
   return result;
 }
 
-std::string source_dir() { return N3RLHF_SOURCE_DIR; }
+// N3RLHF_SOURCE_DIR in the environment wins over the build's: test binaries copied to another
+// machine (benchmarks/gpu_session.sh) read the fixtures of the checkout they run in.
+std::string source_dir() {
+  const char* moved = std::getenv("N3RLHF_SOURCE_DIR");
+  return moved != nullptr && *moved != '\0' ? moved : N3RLHF_SOURCE_DIR;
+}
 std::string binary(const std::string& name) { return std::string(N3RLHF_BINARY_DIR) + "/bin/" + name; }
 
 }  // namespace n3rlhf::testing
