@@ -8,6 +8,14 @@
 
 namespace n3rlhf {
 
+namespace {
+
+[[noreturn]] void throw_bad_state(const std::string& message, const std::string& name) {
+  throw StorageError(ErrorCode::kArtifactCorruption, "AdaLoRA allocator state: " + message, {{"tensor", name}});
+}
+
+}  // namespace
+
 AdaLoraAllocator::AdaLoraAllocator(const AdapterConfig& config, std::vector<AdaLoraLinear*> layers)
     : config_(config), layers_(std::move(layers)) {
   if (!(config_.beta1 > 0 && config_.beta1 < 1) || !(config_.beta2 > 0 && config_.beta2 < 1)) {
@@ -132,6 +140,68 @@ void AdaLoraAllocator::update_and_allocate(int64_t global_step, const GradientLo
   } else {
     apply_rank_pattern();
   }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> AdaLoraAllocator::state_tensors() const {
+  std::vector<std::pair<std::string, torch::Tensor>> state;
+  for (const auto& [name, scores] : scores_) {
+    state.emplace_back(name + ".exp_avg_ipt", scores.exp_avg_ipt);
+    state.emplace_back(name + ".exp_avg_unc", scores.exp_avg_unc);
+  }
+  for (const auto& [name, kept] : rank_pattern_) {
+    const std::vector<uint8_t> bytes(kept.begin(), kept.end());
+    state.emplace_back(name + ".rank_pattern", torch::tensor(bytes, torch::kUInt8).to(torch::kBool));
+  }
+  return state;
+}
+
+void AdaLoraAllocator::load_state_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& state) {
+  std::map<std::string, torch::Tensor> parameters;  // by "<module path>.lora_A" etc.
+  std::map<std::string, int64_t> ranks;             // by "<module path>.lora_E"
+  for (const AdaLoraLinear* layer : layers_) {
+    for (const auto& [suffix, parameter] : layer->adapter_parameters()) parameters[layer->module_path() + "." + suffix] = parameter;
+    ranks[layer->module_path() + ".lora_E"] = layer->lora_E().size(0);
+  }
+  std::map<std::string, Scores> scores;
+  std::map<std::string, std::vector<bool>> pattern;
+  for (const auto& [name, tensor] : state) {
+    const size_t dot = name.rfind('.');
+    const std::string stem = dot == std::string::npos ? std::string() : name.substr(0, dot);
+    const std::string field = name.substr(dot == std::string::npos ? 0 : dot + 1);
+    if (field == "exp_avg_ipt" || field == "exp_avg_unc") {
+      const auto parameter = parameters.find(stem);
+      if (parameter == parameters.end()) throw_bad_state("no AdaLoRA parameter " + stem + " in this model", name);
+      if (tensor.sizes() != parameter->second.sizes() || tensor.scalar_type() != parameter->second.scalar_type()) {
+        throw_bad_state(c10::str("saved ", tensor.sizes(), " ", tensor.scalar_type(), " for a parameter of ",
+                                 parameter->second.sizes(), " ", parameter->second.scalar_type()),
+                        name);
+      }
+      torch::Tensor& slot = field == "exp_avg_ipt" ? scores[stem].exp_avg_ipt : scores[stem].exp_avg_unc;
+      if (slot.defined()) throw_bad_state("saved twice", name);
+      slot = tensor.detach().to(parameter->second.device(), parameter->second.scalar_type(), false, /*copy=*/true);
+    } else if (field == "rank_pattern") {
+      const auto rank = ranks.find(stem);
+      if (rank == ranks.end()) throw_bad_state("no AdaLoRA layer " + stem + " in this model", name);
+      if (tensor.scalar_type() != torch::kBool || tensor.dim() != 1 || tensor.size(0) != rank->second) {
+        throw_bad_state(c10::str("saved ", tensor.sizes(), " ", tensor.scalar_type(), " for a layer of rank ", rank->second), name);
+      }
+      const torch::Tensor kept = tensor.cpu().contiguous();
+      std::vector<bool> ranks_kept(kept.numel());
+      for (int64_t r = 0; r < kept.numel(); ++r) ranks_kept[r] = kept.data_ptr<bool>()[r];
+      if (!pattern.emplace(stem, std::move(ranks_kept)).second) throw_bad_state("saved twice", name);
+    } else {
+      throw_bad_state("unknown entry", name);
+    }
+  }
+  // The EMAs exist for every parameter (after the first update) or for none (before it, and
+  // after the final allocation).
+  for (const auto& [name, parameter] : parameters) {
+    const auto found = scores.find(name);
+    const bool complete = found != scores.end() && found->second.exp_avg_ipt.defined() && found->second.exp_avg_unc.defined();
+    if (!scores.empty() && !complete) throw_bad_state("importance EMAs are missing for a parameter that others have", name);
+  }
+  scores_ = std::move(scores);
+  rank_pattern_ = std::move(pattern);
 }
 
 torch::Tensor adalora_orthogonal_regularizer_of(const std::vector<AdaLoraLinear*>& layers, double orth_reg_weight) {

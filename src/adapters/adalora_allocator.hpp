@@ -47,6 +47,17 @@ class AdaLoraAllocator {
   // Zeroes the entries of E that the pattern drops (PEFT's mask_using_rank_pattern).
   void apply_rank_pattern();
 
+  // What update_and_allocate carries from one step to the next, for a checkpoint: the importance
+  // EMAs of every adapter parameter ("<module path>.lora_A.exp_avg_ipt", "....exp_avg_unc"; none
+  // before the first update or after the final allocation) and the rank pattern
+  // ("<module path>.lora_E.rank_pattern", bool, one entry per rank; none before the first
+  // masking). Everything else it uses is recomputed from the gradients of the step.
+  std::vector<std::pair<std::string, torch::Tensor>> state_tensors() const;
+  // Replaces that state with state_tensors() output (EMAs copied to their parameter's device).
+  // StorageError RLHF053 when a name is unknown, a shape or dtype differs from the parameter's
+  // or the layer's rank, or the EMAs cover only some of the parameters.
+  void load_state_tensors(const std::vector<std::pair<std::string, torch::Tensor>>& state);
+
   int64_t initial_budget() const { return initial_budget_; }
   int64_t target_budget() const { return target_budget_; }
 

@@ -1,8 +1,8 @@
 // adapters_test.cpp: target selection as PEFT's, the four adapter kinds against the PEFT fixtures
 // in tests/fixtures/hf/adapters, freezing, the disabled guard, file round trips, merging,
-// AdaLoRA's schedule/masking/regulariser, modules_to_save, continuing from an adapter directory
-// (peft.adapter_path, a pruned AdaLoRA adapter included), bad input (RLHF002/RLHF004/RLHF031) and
-// the units the sharding engine groups adapter parameters into.
+// AdaLoRA's schedule/masking/regulariser and allocator state, modules_to_save, continuing from an
+// adapter directory (peft.adapter_path, a pruned AdaLoRA adapter included), bad input
+// (RLHF002/RLHF004/RLHF031) and the units the sharding engine groups adapter parameters into.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -421,6 +421,130 @@ TEST(AdaLora, TrainingMasksToTheBudgetAndSavesThePrunedRanksAsPeft) {
   AdapterSet loaded = load_adapter(fresh, directory.path());
   torch::NoGradGuard no_grad;
   EXPECT_LT(max_difference(fresh->forward(ids), model->forward(ids)), 1e-5);
+}
+
+// One step of the loop above, with plain SGD (no optimizer state to carry across a restart).
+void adalora_sgd_step(CausalTransformer& model, AdapterSet& adapters, int64_t step) {
+  const torch::Tensor ids = sample_ids();
+  torch::Tensor logits = model->forward(ids);
+  torch::Tensor loss = torch::nn::functional::cross_entropy(logits.narrow(1, 0, 7).reshape({-1, logits.size(-1)}),
+                                                            ids.narrow(1, 1, 7).reshape(-1));
+  (loss + adapters.adalora_orthogonal_regularizer()).backward();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, tensor] : adapters.named_parameters()) {
+      tensor.sub_(0.05 * tensor.grad());
+    }
+  }
+  adapters.adalora_update_and_allocate(step);
+  for (auto& [name, tensor] : adapters.named_parameters()) tensor.mutable_grad().reset();
+}
+
+// A run that restarts from its parameters and the allocator's state_tensors() (through a
+// safetensors file, as a checkpoint holds them) ends bitwise where the uninterrupted run ends:
+// restarted in the middle of the schedule (EMAs and a pattern saved) and after the final
+// allocation (the pattern only), with the same EMAs on the way. A fresh allocator in their place
+// ends elsewhere.
+TEST(AdaLora, AllocatorStateTensorsResumeTheScheduleExactly) {
+  // tinit 2, tfinal 3, total 10: masking at steps 3..6, the final pattern at 7, re-applied at 8, 9.
+  const PeftConfig config = peft(PeftMethod::kAdalora, {"q_proj", "v_proj"});
+  const AttachOptions attach{.seed = 5, .total_steps = 10};
+  CausalTransformer model = load_llama();
+  AdapterSet adapters = attach_adapters(model, config, attach);
+  std::map<int64_t, std::pair<std::map<std::string, torch::Tensor>, std::string>> snapshots;  // parameters, state file
+  testing::TempDir directory;
+  std::vector<std::pair<std::string, torch::Tensor>> state_before_final;
+  for (int64_t step = 0; step < 10; ++step) {
+    if (step == 7) state_before_final = adapters.adalora_allocator()->state_tensors();
+    if (step == 5 || step == 8) {
+      std::map<std::string, torch::Tensor> parameters;
+      for (const auto& [name, tensor] : adapters.named_parameters()) parameters[name] = tensor.detach().clone();
+      const std::string file = directory.path() + "/adalora-" + std::to_string(step) + ".safetensors";
+      save_safetensors(file, adapters.adalora_allocator()->state_tensors());
+      snapshots[step] = {std::move(parameters), file};
+    }
+    adalora_sgd_step(model, adapters, step);
+  }
+  ASSERT_FALSE(adapters.adalora_allocator()->rank_pattern().empty());
+  bool has_emas = false;
+  for (const SafetensorsTensorInfo& info : SafetensorsFile::open(snapshots[5].second)->tensors()) {
+    has_emas = has_emas || info.name.find("exp_avg_ipt") != std::string::npos;
+  }
+  EXPECT_TRUE(has_emas);
+  EXPECT_EQ(SafetensorsFile::open(snapshots[8].second)->tensors().size(), 4u) << "after the final allocation: the pattern only";
+
+  for (const bool restore : {true, false}) {
+    for (const auto& [start, snapshot] : snapshots) {
+      SCOPED_TRACE("restart at step " + std::to_string(start) + (restore ? "" : " without the allocator state"));
+      CausalTransformer resumed_model = load_llama();
+      AdapterSet resumed = attach_adapters(resumed_model, config, attach);
+      {
+        torch::NoGradGuard no_grad;
+        for (auto& [name, tensor] : resumed.named_parameters()) tensor.copy_(snapshot.first.at(name));
+      }
+      if (restore) {
+        const auto file = SafetensorsFile::open(snapshot.second);
+        std::vector<std::pair<std::string, torch::Tensor>> state;
+        for (const auto& info : file->tensors()) state.emplace_back(info.name, file->load(info.name));
+        resumed.adalora_allocator()->load_state_tensors(state);
+      }
+      bool identical = true;
+      for (int64_t step = start; step < 10; ++step) {
+        if (step == 7) {
+          // Bitwise the uninterrupted run's EMAs (a fresh allocator may happen to pick the same
+          // ranks on this small problem, so the parameters alone do not tell).
+          const auto state = resumed.adalora_allocator()->state_tensors();
+          identical = state.size() == state_before_final.size();
+          for (size_t i = 0; identical && i < state.size(); ++i) {
+            identical = state[i].first == state_before_final[i].first && torch::equal(state[i].second, state_before_final[i].second);
+          }
+        }
+        adalora_sgd_step(resumed_model, resumed, step);
+      }
+      identical = identical && resumed.adalora_allocator()->rank_pattern() == adapters.adalora_allocator()->rank_pattern();
+      const auto expected = adapters.named_parameters();
+      const auto got = resumed.named_parameters();
+      for (size_t i = 0; i < expected.size(); ++i) identical = identical && torch::equal(expected[i].second, got[i].second);
+      EXPECT_EQ(identical, restore);
+    }
+  }
+}
+
+TEST(AdaLora, AllocatorStateThatDoesNotFitIsRefused) {
+  CausalTransformer model = load_llama();
+  AdapterSet adapters = attach_adapters(model, peft(PeftMethod::kAdalora, {"q_proj", "v_proj"}), {.seed = 5, .total_steps = 10});
+  AdaLoraAllocator& allocator = *adapters.adalora_allocator();
+  for (int64_t step = 0; step < 4; ++step) adalora_sgd_step(model, adapters, step);
+  const auto state = allocator.state_tensors();
+  ASSERT_EQ(state.size(), 4u * 3u * 2u + 4u);  // 4 layers: EMAs of A, B, E; a pattern each
+  const auto refused = [&](std::vector<std::pair<std::string, torch::Tensor>> bad, const std::string& message) {
+    SCOPED_TRACE(message);
+    try {
+      allocator.load_state_tensors(bad);
+      ADD_FAILURE() << "accepted";
+    } catch (const StorageError& error) {
+      EXPECT_EQ(error.code(), ErrorCode::kArtifactCorruption);
+      EXPECT_NE(std::string(error.what()).find(message), std::string::npos) << error.what();
+    }
+  };
+  auto renamed = state;
+  renamed[0].first = "model.layers.9.self_attn.q_proj.lora_A.exp_avg_ipt";
+  refused(renamed, "no AdaLoRA parameter");
+  auto reshaped = state;
+  reshaped[0].second = reshaped[0].second.narrow(0, 0, 1);
+  refused(reshaped, "for a parameter of");
+  auto partial = state;
+  partial.erase(partial.begin());
+  refused(partial, "importance EMAs are missing");
+  auto short_pattern = state;
+  short_pattern.back().second = short_pattern.back().second.narrow(0, 0, 2);
+  refused(short_pattern, "for a layer of rank 6");
+  auto unknown = state;
+  unknown.emplace_back("model.layers.0.self_attn.q_proj.lora_A.step", torch::zeros({}));
+  refused(unknown, "unknown entry");
+  // What was refused left the state as it was; the saved state itself loads.
+  EXPECT_EQ(allocator.state_tensors().size(), state.size());
+  allocator.load_state_tensors(state);
 }
 
 TEST(AdaLora, ScheduleWithoutReallocationIsRefused) {
