@@ -2,6 +2,7 @@
 // the step loop with gradient accumulation, evaluation, checkpoints and the final save.
 #include "runtime/trainer.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -161,8 +162,12 @@ struct TrainerState {
   int64_t skipped_steps = 0;  // steps discarded for a non-finite loss or gradient
 };
 
+// AdaLoRA's importance EMAs and rank pattern (AdaLoraAllocator::state_tensors), in every
+// checkpoint of a run whose budget schedule runs: replicated on every rank, so rank 0 writes it.
+constexpr const char* kAdaLoraStateFile = "adalora_allocator.safetensors";
+
 void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState& trainer, DataParallelEngine& engine,
-                     Communicator& communicator, const RLHFConfig& config) {
+                     Communicator& communicator, const RLHFConfig& config, const AdaLoraAllocator* adalora) {
   const int64_t step = trainer.step;
   // Rank 0 opens the pending directory; every rank writes its shard into it (a shared file
   // system, as for any multi-node checkpoint); rank 0 commits after all have written.
@@ -185,6 +190,7 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState&
                             {"world_size", communicator.size()},
                             {"layout", engine.layout_json()},
                             {"job", config_to_json(config)}};
+    if (adalora) save_safetensors(pending->path(kAdaLoraStateFile), adalora->state_tensors());
     pending->write_file("trainer_state.json", state.dump(2));
     pending->set_metadata({{"step", step}, {"world_size", communicator.size()}});
     const CheckpointInfo info = pending->commit();
@@ -193,7 +199,7 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState&
   communicator.barrier()->wait();
 }
 
-TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine) {
+TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine, AdaLoraAllocator* adalora) {
   std::ifstream in(info.directory + "/trainer_state.json");
   const nlohmann::json state = nlohmann::json::parse(in);
   const int saved_world = state.at("world_size").get<int>();
@@ -206,6 +212,23 @@ TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& eng
     }
     return file->load(name);
   });
+  if (adalora) {
+    // Verified with the rest (its SHA-256 is in the manifest); absent from a checkpoint of a run
+    // without AdaLoRA's schedule, which cannot continue this one.
+    const bool listed = std::any_of(info.manifest.files.begin(), info.manifest.files.end(),
+                                    [](const CheckpointFileEntry& file) { return file.path == kAdaLoraStateFile; });
+    if (!listed) {
+      throw StorageError(ErrorCode::kArtifactCorruption,
+                         std::string("the checkpoint has no AdaLoRA allocator state (") + kAdaLoraStateFile +
+                             "), which this AdaLoRA run needs to continue its rank schedule: it was written by a run "
+                             "without that schedule, or by an n3rlhf that did not save it",
+                         {{"checkpoint", info.directory}});
+    }
+    const auto file = SafetensorsFile::open(info.directory + "/" + kAdaLoraStateFile);
+    std::vector<std::pair<std::string, torch::Tensor>> tensors;
+    for (const SafetensorsTensorInfo& tensor : file->tensors()) tensors.emplace_back(tensor.name, file->load(tensor.name));
+    adalora->load_state_tensors(tensors);
+  }
   TrainerState trainer;
   trainer.step = state.at("step").get<int64_t>();
   trainer.skipped_steps = state.value("skipped_steps", int64_t{0});
@@ -387,9 +410,11 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   const CheckpointDirectory checkpoints(output + "/checkpoints", config.output.keep_last_checkpoints);
   TrainerState state;
   std::optional<int64_t> last_checkpoint;
+  // The allocator whose schedule runs (none for a pruned adapter continued with its fixed pattern).
+  AdaLoraAllocator* adalora = adapters && !adapters->adalora_pattern_fixed() ? adapters->adalora_allocator() : nullptr;
   if (options.resume) {
     if (const std::optional<CheckpointInfo> latest = checkpoints.latest_valid()) {
-      state = load_checkpoint(*latest, engine);
+      state = load_checkpoint(*latest, engine, adalora);
       last_checkpoint = state.step;
       spdlog::info("resumed from {} at step {}", latest->directory, state.step);
     } else {
@@ -507,7 +532,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
       }
     }
     if ((config.logging.save_interval > 0 && state.step % config.logging.save_interval == 0) || last) {
-      save_checkpoint(checkpoints, state, engine, *communicator, config);
+      save_checkpoint(checkpoints, state, engine, *communicator, config, adalora);
       last_checkpoint = state.step;
     }
   }

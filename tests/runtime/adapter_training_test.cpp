@@ -1,12 +1,20 @@
 // adapter_training_test.cpp: n3rlhf-dist trains adapters for real on the fixture Llama: LoRA DPO
 // on 2 MPI ranks (ZeRO-2 and FSDP) with the reference taken from the same model with adapters
 // off, every other kind (DoRA, IA3, AdaLoRA, QLoRA) on one rank; what it writes is a PEFT adapter
-// that pip PEFT loads, and `n3rlhf merge` of it gives transformers the same logits as PEFT.
+// that pip PEFT loads, and `n3rlhf merge` of it gives transformers the same logits as PEFT; an
+// AdaLoRA run on 2 ranks SIGKILLed twice (mid-schedule, after the final allocation) and resumed
+// ends with the uninterrupted run's adapter, byte for byte.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -18,6 +26,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::binary;
 using testing::CommandResult;
+using testing::read_file;
 using testing::run_command;
 using testing::source_dir;
 using testing::TempDir;
@@ -110,6 +119,94 @@ TEST(AdapterTraining, EveryAdapterKindTrainsOnOneRank) {
   const auto lines = peer_check(checks);
   EXPECT_EQ(lines.size(), checks.size());
   for (const auto& [directory, values] : lines) EXPECT_GT(values.first, 1e-5) << directory;
+}
+
+// The processes of session `session` that are still running: mpirun puts each rank in a process
+// group of its own, but they stay in the session of the shell that started mpirun.
+std::vector<pid_t> session_processes(pid_t session) {
+  std::vector<pid_t> pids;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string stat;
+    std::getline(in, stat);
+    const size_t comm_end = stat.rfind(')');  // the command name may hold spaces and parentheses
+    if (comm_end == std::string::npos) continue;
+    std::istringstream fields(stat.substr(comm_end + 1));
+    std::string state;
+    pid_t ppid = 0, group = 0, process_session = 0;
+    fields >> state >> ppid >> group >> process_session;
+    if (process_session == session && state != "Z") pids.push_back(static_cast<pid_t>(std::stol(name)));
+  }
+  return pids;
+}
+
+// Runs `command` (mpirun and its ranks) in a session of its own, SIGKILLs every process of it as
+// soon as `checkpoint` is complete (its manifest is written last, before the rename), and returns
+// whether it was killed rather than finished.
+bool kill_when_checkpointed(const std::string& command, const std::string& checkpoint) {
+  const pid_t child = fork();
+  if (child < 0) return false;
+  if (child == 0) {
+    setsid();
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  while (!fs::exists(checkpoint + "/manifest.json") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  for (int round = 0; round < 250; ++round) {
+    const std::vector<pid_t> pids = session_processes(child);
+    if (pids.empty()) break;
+    for (const pid_t pid : pids) kill(pid, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFSIGNALED(status);
+}
+
+// AdaLoRA's allocator state (importance EMAs, rank pattern) is in every checkpoint. With 30 steps,
+// tinit 7, tfinal 12, delta_t 2, ranks are masked at steps 8, 10, ..., 16 (0-based, as PEFT
+// counts), the final pattern is fixed at step 18 and re-applied at 19..29. Killed after checkpoint
+// 10 (masking before and after it) and again after checkpoint 20 (the final pattern only in the
+// checkpoint), the run resumes to the adapter of the run that was never interrupted, byte for
+// byte (CPU, float32). Without the state, either resume alone ends with another adapter: fresh
+// EMAs mask other ranks at step 10; a lost pattern lets pruned ranks grow back and saves them.
+// A step takes about 12 ms here: 10 steps between checkpoints leave time to kill.
+TEST(AdapterTraining, KilledAdaLoraRunResumesBitwiseIdentical) {
+  const std::string adalora = "method: \"adalora\"  init_r: 6  target_r: 2  tinit: 7  tfinal: 12  delta_t: 2";
+  const std::string schedule = " --set hyperparameters.max_steps=30 --set logging.save_interval=10 --set logging.eval_interval=10";
+  const std::string ddp = "  distributed: { strategy: \"ddp\" }";
+  TempDir reference_dir;
+  const std::string reference_job = job_file(reference_dir, "adalora", adalora, ddp);
+  const CommandResult reference = run_command(mpirun(2) + binary("n3rlhf-dist") + " " + reference_job + schedule);
+  ASSERT_EQ(reference.exit_status, 0) << reference.err;
+
+  TempDir dir;
+  const std::string job = job_file(dir, "adalora", adalora, ddp);
+  const std::string out = dir.path() + "/adalora";
+  const std::string command = mpirun(2) + binary("n3rlhf-dist") + " " + job + schedule;
+  ASSERT_TRUE(kill_when_checkpointed(command + " > " + dir.path() + "/first.log 2>&1", out + "/checkpoints/checkpoint-10"))
+      << "the run finished before it could be killed: " << read_file(dir.path() + "/first.log");
+  ASSERT_FALSE(fs::exists(out + "/checkpoints/checkpoint-20"));
+  EXPECT_TRUE(fs::exists(out + "/checkpoints/checkpoint-10/adalora_allocator.safetensors"));
+  ASSERT_TRUE(kill_when_checkpointed(command + " --resume > " + dir.path() + "/second.log 2>&1", out + "/checkpoints/checkpoint-20"))
+      << "the resumed run finished before it could be killed: " << read_file(dir.path() + "/second.log");
+  ASSERT_FALSE(fs::exists(out + "/checkpoints/checkpoint-30"));
+  EXPECT_NE(read_file(dir.path() + "/second.log").find("checkpoint-10 at step 10"), std::string::npos) << read_file(dir.path() + "/second.log");
+
+  const CommandResult resumed = run_command(command + " --resume");
+  ASSERT_EQ(resumed.exit_status, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resumed from"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.out.find("10 steps (to step 30)"), std::string::npos) << resumed.out;
+  const std::string reference_out = reference_dir.path() + "/adalora";
+  const nlohmann::json config = nlohmann::json::parse(read_file(out + "/adapter_config.json"));
+  EXPECT_TRUE(config.at("rank_pattern").is_object()) << config.dump();
+  EXPECT_EQ(read_file(out + "/adapter_config.json"), read_file(reference_out + "/adapter_config.json"));
+  EXPECT_EQ(read_file(out + "/adapter_model.safetensors"), read_file(reference_out + "/adapter_model.safetensors"));
 }
 
 }  // namespace
