@@ -213,6 +213,19 @@ size_t first_label(const PreparedSequence& sequence) {
   return static_cast<size_t>(std::max<int32_t>(1, sequence.prompt_length));
 }
 
+// Sizes `batch` to `rows` x (`width` rounded up to pad_to_multiple_of) cells of padding.
+void allocate_cells(CollatedBatch& batch, int64_t rows, int64_t width, const CollateOptions& options) {
+  const int64_t multiple = std::max<int64_t>(1, options.pad_to_multiple_of);
+  batch.rows = rows;
+  batch.columns = (width + multiple - 1) / multiple * multiple;
+  const size_t cells = static_cast<size_t>(batch.rows * batch.columns);
+  batch.input_ids.assign(cells, options.pad_token_id);
+  batch.attention_mask.assign(cells, 0);
+  batch.loss_mask.assign(cells, 0);
+  batch.position_ids.assign(cells, 0);
+  batch.segment_ids.assign(cells, 0);
+}
+
 struct PairRows {
   std::vector<std::vector<int64_t>> rows;  // positions of the pairs in each row
   int64_t columns = 0;                     // the widest row
@@ -257,16 +270,9 @@ CollatedBatch collate_shared_prefix(const std::vector<const PreparedExample*>& p
   }
   const PairRows packed = pack_pairs(lengths, options.shared_row_tokens);
   const std::vector<std::vector<int64_t>>& rows = packed.rows;
-  const int64_t multiple = std::max<int64_t>(1, options.pad_to_multiple_of);
-  batch.rows = static_cast<int64_t>(rows.size());
-  batch.columns = (packed.columns + multiple - 1) / multiple * multiple;
+  allocate_cells(batch, static_cast<int64_t>(rows.size()), packed.columns, options);
   batch.sequences = static_cast<int64_t>(2 * count);
   const size_t cells = static_cast<size_t>(batch.rows * batch.columns);
-  batch.input_ids.assign(cells, options.pad_token_id);
-  batch.attention_mask.assign(cells, 0);
-  batch.loss_mask.assign(cells, 0);
-  batch.position_ids.assign(cells, 0);
-  batch.segment_ids.assign(cells, 0);
   batch.parent_segment_ids.assign(cells, 0);
   batch.padding_tokens = static_cast<int64_t>(cells) - (batch.real_tokens - batch.shared_tokens);
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -363,15 +369,8 @@ CollatedBatch collate(const std::vector<BatchItem>& items, const std::vector<Pre
     longest = std::max(longest, length);
     batch.real_tokens += length;
   }
-  const int64_t multiple = std::max<int64_t>(1, options.pad_to_multiple_of);
-  batch.rows = static_cast<int64_t>(rows.size());
-  batch.columns = (longest + multiple - 1) / multiple * multiple;
+  allocate_cells(batch, static_cast<int64_t>(rows.size()), longest, options);
   const size_t cells = static_cast<size_t>(batch.rows * batch.columns);
-  batch.input_ids.assign(cells, options.pad_token_id);
-  batch.attention_mask.assign(cells, 0);
-  batch.loss_mask.assign(cells, 0);
-  batch.position_ids.assign(cells, 0);
-  batch.segment_ids.assign(cells, 0);
   batch.padding_tokens = static_cast<int64_t>(cells) - batch.real_tokens;
   for (size_t r = 0; r < rows.size(); ++r) {
     size_t column = 0;

@@ -126,17 +126,6 @@ std::string job_file(const TempDir& dir, const std::string& name, const std::str
 
 std::string mpirun(int ranks) { return testing::mpirun_command(ranks); }
 
-// The training losses of metrics.jsonl, step by step.
-std::vector<double> step_losses(const std::string& path) {
-  std::vector<double> losses;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    const nlohmann::json record = nlohmann::json::parse(line);
-    if (record.contains("step") && record.contains("loss")) losses.push_back(record["loss"].get<double>());
-  }
-  return losses;
-}
-
 // The trainer's start-up line "batching: ... padding waste 12.3% ...", as a fraction.
 double reported_padding_waste(const std::string& output) {
   std::smatch match;
@@ -182,8 +171,8 @@ TEST(SftPacking, TrainsWithFsdpOnTwoRanksAndStartsFromTheUnpackedLoss) {
   const CommandResult packed = run_command(mpirun(2) + binary("n3rlhf-dist") + " " + packed_job);
   ASSERT_EQ(packed.exit_status, 0) << packed.err;
 
-  const std::vector<double> plain = step_losses(dir.path() + "/unpacked/logs/metrics.jsonl");
-  const std::vector<double> together = step_losses(dir.path() + "/packed/logs/metrics.jsonl");
+  const std::vector<double> plain = testing::training_losses(dir.path() + "/unpacked/logs/metrics.jsonl");
+  const std::vector<double> together = testing::training_losses(dir.path() + "/packed/logs/metrics.jsonl");
   ASSERT_EQ(plain.size(), 5u);
   ASSERT_EQ(together.size(), 5u);
   // Step 1 runs the initial weights on the same examples: the same token mean over the same

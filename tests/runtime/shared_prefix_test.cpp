@@ -180,16 +180,6 @@ std::string dpo_job(const TempDir& dir, const std::string& name, const std::stri
                                  "  output: { dir: \"" + dir.path() + "/" + name + "\" }\n}\n");
 }
 
-std::vector<double> step_losses(const std::string& path) {
-  std::vector<double> losses;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    const nlohmann::json record = nlohmann::json::parse(line);
-    if (record.contains("step") && record.contains("loss")) losses.push_back(record["loss"].get<double>());
-  }
-  return losses;
-}
-
 TEST(SharedPrefix, DistributedDpoTrainsAsThePaddedRun) {
   TempDir dir;
   const std::string data = dir.path() + "/pairs.jsonl";
@@ -204,7 +194,7 @@ TEST(SharedPrefix, DistributedDpoTrainsAsThePaddedRun) {
     std::smatch match;
     EXPECT_EQ(std::regex_search(output, match, shared_line), share) << output;
     if (share) EXPECT_GT(std::stod(match[1]), 10.0);
-    losses.push_back(step_losses(dir.path() + "/" + name + "/logs/metrics.jsonl"));
+    losses.push_back(testing::training_losses(dir.path() + "/" + name + "/logs/metrics.jsonl"));
     ASSERT_EQ(losses.back().size(), 4u) << output;
   }
   for (size_t step = 0; step < 4; ++step) EXPECT_NEAR(losses[1][step], losses[0][step], 2e-5) << "step " << step + 1;

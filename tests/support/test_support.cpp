@@ -11,6 +11,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 namespace n3rlhf::testing {
 
 TempDir::TempDir() {
@@ -77,6 +79,16 @@ void write_preference_pairs(const std::string& path, int rows) {
     out << "{\"prompt\": \"Question " << i << ": is " << i % 7 << " small?\", \"chosen\": \" The answer is yes.\", "
         << "\"rejected\": \" Maybe no!\"}\n";
   }
+}
+
+std::vector<double> training_losses(const std::string& metrics_jsonl) {
+  std::vector<double> losses;
+  std::ifstream in(metrics_jsonl);
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json record = nlohmann::json::parse(line);
+    if (record.contains("step") && record.contains("loss")) losses.push_back(record["loss"].get<double>());
+  }
+  return losses;
 }
 
 }  // namespace n3rlhf::testing

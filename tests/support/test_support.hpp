@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace n3rlhf::testing {
 
@@ -42,5 +43,8 @@ std::string mpirun_command(int ranks);
 // `rows` preference pairs whose preference is visible in the text (chosen answers end with
 // " yes.", rejected ones with " no!"), as JSONL with prompt/chosen/rejected.
 void write_preference_pairs(const std::string& path, int rows);
+// The training loss of each step record of a metrics.jsonl (n3rlhf-dist's logs/metrics.jsonl),
+// in order; evaluation records (no "loss" beside "step") are left out.
+std::vector<double> training_losses(const std::string& metrics_jsonl);
 
 }  // namespace n3rlhf::testing
