@@ -11,6 +11,10 @@
 #include <limits>
 #include <set>
 #include <sstream>
+#include <system_error>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 
 #include "adapters/adapters.hpp"
 #include "algos/lr_schedule.hpp"
@@ -166,8 +170,72 @@ struct TrainerState {
 // checkpoint of a run whose budget schedule runs: replicated on every rank, so rank 0 writes it.
 constexpr const char* kAdaLoraStateFile = "adalora_allocator.safetensors";
 
+// Each rank's random state, in every checkpoint: torch's default CPU generator ("cpu") and, on a
+// GPU, the device's ("cuda"), as the next step finds them (saved after the step and its eval), so
+// that dropout (peft.dropout, any draw from torch's default generators) draws the uninterrupted
+// run's masks after --resume.
+std::string random_state_file(int rank) { return "rng/rank-" + std::to_string(rank) + ".safetensors"; }
+
+// defaultGenerator(device) rather than at::cuda's getter: no CUDA header, so the CPU-only build
+// compiles this too; the CUDA generator is only asked for when the run is on a GPU.
+std::vector<std::pair<std::string, torch::Tensor>> random_state_tensors(const torch::Device& device) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors = {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+  if (device.is_cuda()) tensors.emplace_back("cuda", at::globalContext().defaultGenerator(device).get_state());
+  return tensors;
+}
+
+void restore_random_state(const CheckpointInfo& info, int saved_world, int rank, int world, const torch::Device& device) {
+  const std::string relative = random_state_file(rank);
+  const bool listed = std::any_of(info.manifest.files.begin(), info.manifest.files.end(),
+                                  [&relative](const CheckpointFileEntry& file) { return file.path == relative; });
+  if (!listed) {
+    // Not an error: a run without dropout draws nothing, and resumes bitwise all the same.
+    if (rank == 0) {
+      spdlog::warn("{} holds no random state (written by an n3rlhf that did not save it): with dropout, the resumed "
+                   "run's dropout masks differ from the uninterrupted run's",
+                   info.directory);
+    }
+    return;
+  }
+  if (saved_world != world) {
+    if (rank == 0) {
+      spdlog::warn("{} was written by {} rank(s), this run has {}: the per-rank random streams cannot be restored, so "
+                   "with dropout the resumed run's dropout masks differ from an uninterrupted run's",
+                   info.directory, saved_world, world);
+    }
+    return;
+  }
+  const auto file = SafetensorsFile::open(info.directory + "/" + relative);
+  const auto restore = [&](const std::string& name, const torch::Device& generator_device) {
+    try {
+      at::Generator generator = generator_device.is_cpu() ? at::detail::getDefaultCPUGenerator()
+                                                          : at::globalContext().defaultGenerator(generator_device);
+      generator.set_state(file->load(name));
+    } catch (const c10::Error& error) {
+      throw StorageError(ErrorCode::kArtifactCorruption,
+                         "the random state \"" + name + "\" in the checkpoint does not fit this build's generator: " +
+                             error.what_without_backtrace(),
+                         {{"checkpoint", info.directory}, {"file", relative}});
+    }
+  };
+  if (file->find("cpu") == nullptr) {
+    throw StorageError(ErrorCode::kArtifactCorruption, "the checkpoint's random state file has no \"cpu\" generator state",
+                       {{"checkpoint", info.directory}, {"file", relative}});
+  }
+  restore("cpu", torch::Device(torch::kCPU));
+  if (!device.is_cuda()) return;
+  if (file->find("cuda") != nullptr) {
+    restore("cuda", device);
+  } else if (rank == 0) {
+    spdlog::warn("{} was written by a run on the CPU: the GPU's random state is not in it, so with dropout the resumed "
+                 "run's dropout masks differ from an uninterrupted run's",
+                 info.directory);
+  }
+}
+
 void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState& trainer, DataParallelEngine& engine,
-                     Communicator& communicator, const RLHFConfig& config, const AdaLoraAllocator* adalora) {
+                     Communicator& communicator, const RLHFConfig& config, const AdaLoraAllocator* adalora,
+                     const torch::Device& device) {
   const int64_t step = trainer.step;
   // Rank 0 opens the pending directory; every rank writes its shard into it (a shared file
   // system, as for any multi-node checkpoint); rank 0 commits after all have written.
@@ -183,6 +251,11 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState&
     tensors.push_back({entry.name, torch::kFloat32, entry.shape, std::move(entry.make)});
   }
   save_safetensors(shard, tensors);
+  // Every rank its own: the ranks' streams part as soon as their batches differ in shape.
+  const std::string random_state = directory + "/" + random_state_file(communicator.rank());
+  std::error_code created;
+  fs::create_directories(fs::path(random_state).parent_path(), created);  // all ranks at once: EEXIST is fine
+  save_safetensors(random_state, random_state_tensors(device));
   communicator.barrier()->wait();
   if (pending) {
     nlohmann::json state = {{"step", step},
@@ -199,7 +272,8 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState&
   communicator.barrier()->wait();
 }
 
-TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine, AdaLoraAllocator* adalora) {
+TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine, AdaLoraAllocator* adalora,
+                             const Communicator& communicator, const torch::Device& device) {
   std::ifstream in(info.directory + "/trainer_state.json");
   const nlohmann::json state = nlohmann::json::parse(in);
   const int saved_world = state.at("world_size").get<int>();
@@ -229,6 +303,7 @@ TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& eng
     for (const SafetensorsTensorInfo& tensor : file->tensors()) tensors.emplace_back(tensor.name, file->load(tensor.name));
     adalora->load_state_tensors(tensors);
   }
+  restore_random_state(info, saved_world, communicator.rank(), communicator.size(), device);
   TrainerState trainer;
   trainer.step = state.at("step").get<int64_t>();
   trainer.skipped_steps = state.value("skipped_steps", int64_t{0});
@@ -414,7 +489,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   AdaLoraAllocator* adalora = adapters && !adapters->adalora_pattern_fixed() ? adapters->adalora_allocator() : nullptr;
   if (options.resume) {
     if (const std::optional<CheckpointInfo> latest = checkpoints.latest_valid()) {
-      state = load_checkpoint(*latest, engine, adalora);
+      state = load_checkpoint(*latest, engine, adalora, *communicator, device);
       last_checkpoint = state.step;
       spdlog::info("resumed from {} at step {}", latest->directory, state.step);
     } else {
@@ -532,7 +607,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
       }
     }
     if ((config.logging.save_interval > 0 && state.step % config.logging.save_interval == 0) || last) {
-      save_checkpoint(checkpoints, state, engine, *communicator, config, adalora);
+      save_checkpoint(checkpoints, state, engine, *communicator, config, adalora, device);
       last_checkpoint = state.step;
     }
   }

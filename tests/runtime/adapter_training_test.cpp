@@ -2,8 +2,8 @@
 // on 2 MPI ranks (ZeRO-2 and FSDP) with the reference taken from the same model with adapters
 // off, every other kind (DoRA, IA3, AdaLoRA, QLoRA) on one rank; what it writes is a PEFT adapter
 // that pip PEFT loads, and `n3rlhf merge` of it gives transformers the same logits as PEFT; an
-// AdaLoRA run on 2 ranks SIGKILLed twice (mid-schedule, after the final allocation) and resumed
-// ends with the uninterrupted run's adapter, byte for byte.
+// AdaLoRA run on 2 ranks SIGKILLed twice (mid-schedule, after the final allocation) and resumed,
+// and a LoRA run with dropout killed once, end with the uninterrupted run's adapter, byte for byte.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -207,6 +207,82 @@ TEST(AdapterTraining, KilledAdaLoraRunResumesBitwiseIdentical) {
   EXPECT_TRUE(config.at("rank_pattern").is_object()) << config.dump();
   EXPECT_EQ(read_file(out + "/adapter_config.json"), read_file(reference_out + "/adapter_config.json"));
   EXPECT_EQ(read_file(out + "/adapter_model.safetensors"), read_file(reference_out + "/adapter_model.safetensors"));
+}
+
+// Each rank's random state is in every checkpoint (rng/rank-R.safetensors), so LoRA's dropout
+// draws the same masks after --resume as the run that was never interrupted: a 2-rank LoRA run
+// with dropout 0.1 killed after checkpoint 10 resumes to its adapter byte for byte (CPU). Without
+// the state the resumed ranks draw from the generators' state after set-up, masks of step 1 again.
+TEST(AdapterTraining, KilledLoraRunWithDropoutResumesBitwiseIdentical) {
+  const std::string lora = "method: \"lora\"  r: 4  alpha: 8  dropout: 0.1  target_modules: [\"q_proj\", \"v_proj\", \"down_proj\"]";
+  const std::string schedule = " --set hyperparameters.max_steps=20 --set logging.save_interval=10 --set logging.eval_interval=10";
+  const std::string ddp = "  distributed: { strategy: \"ddp\" }";
+  TempDir reference_dir;
+  const std::string reference_job = job_file(reference_dir, "lora", lora, ddp);
+  const CommandResult reference = run_command(mpirun(2) + binary("n3rlhf-dist") + " " + reference_job + schedule);
+  ASSERT_EQ(reference.exit_status, 0) << reference.err;
+
+  TempDir dir;
+  const std::string job = job_file(dir, "lora", lora, ddp);
+  const std::string out = dir.path() + "/lora";
+  const std::string command = mpirun(2) + binary("n3rlhf-dist") + " " + job + schedule;
+  ASSERT_TRUE(kill_when_checkpointed(command + " > " + dir.path() + "/first.log 2>&1", out + "/checkpoints/checkpoint-10"))
+      << "the run finished before it could be killed: " << read_file(dir.path() + "/first.log");
+  ASSERT_FALSE(fs::exists(out + "/checkpoints/checkpoint-20"));
+  const std::string manifest = read_file(out + "/checkpoints/checkpoint-10/manifest.json");
+  EXPECT_NE(manifest.find("rng/rank-0.safetensors"), std::string::npos) << manifest;
+  EXPECT_NE(manifest.find("rng/rank-1.safetensors"), std::string::npos) << manifest;
+
+  const CommandResult resumed = run_command(command + " --resume");
+  ASSERT_EQ(resumed.exit_status, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("checkpoint-10 at step 10"), std::string::npos) << resumed.err;
+  EXPECT_EQ(resumed.err.find("holds no random state"), std::string::npos) << resumed.err;
+  // Not EXPECT_EQ: a mismatch would print both files' bytes.
+  EXPECT_TRUE(read_file(out + "/adapter_model.safetensors") == read_file(reference_dir.path() + "/lora/adapter_model.safetensors"))
+      << "the resumed run's adapter differs from the uninterrupted run's";
+}
+
+// A checkpoint from before the random state was saved (no rng/ files in it or its manifest)
+// still resumes: a warning says that dropout masks will differ, since a run without dropout
+// (full fine-tuning by default) is not affected.
+TEST(AdapterTraining, ResumeFromACheckpointWithoutRandomStateWarns) {
+  TempDir dir;
+  const std::string job = job_file(dir, "lora", "method: \"lora\"  r: 4  alpha: 8  dropout: 0.1", "");
+  const std::string out = dir.path() + "/lora";
+  const CommandResult first = run_command("env -u RLHF_OUTPUT_DIR " + binary("n3rlhf-dist") + " " + job);
+  ASSERT_EQ(first.exit_status, 0) << first.err;
+  const std::string checkpoint = out + "/checkpoints/checkpoint-2";
+  ASSERT_TRUE(fs::exists(checkpoint + "/rng/rank-0.safetensors"));
+  fs::remove_all(out + "/checkpoints/checkpoint-4");
+  fs::remove_all(checkpoint + "/rng");
+  nlohmann::json manifest = nlohmann::json::parse(read_file(checkpoint + "/manifest.json"));
+  nlohmann::json files = nlohmann::json::array();
+  for (const nlohmann::json& file : manifest.at("files")) {
+    if (file.at("path").get<std::string>().rfind("rng/", 0) != 0) files.push_back(file);
+  }
+  manifest["files"] = files;
+  std::ofstream(checkpoint + "/manifest.json") << manifest.dump(2);
+
+  const CommandResult resumed = run_command("env -u RLHF_OUTPUT_DIR " + binary("n3rlhf-dist") + " " + job + " --resume");
+  ASSERT_EQ(resumed.exit_status, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("checkpoint-2 at step 2"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.err.find("holds no random state"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.err.find("dropout masks differ"), std::string::npos) << resumed.err;
+}
+
+// A checkpoint of 2 ranks resumed on 1 (resharded resume) cannot continue the per-rank random
+// streams: the run goes on, with a warning.
+TEST(AdapterTraining, ResumeOnFewerRanksWarnsThatRandomStreamsDiffer) {
+  TempDir dir;
+  const std::string job = job_file(dir, "lora", "method: \"lora\"  r: 4  alpha: 8  dropout: 0.1", "  distributed: { strategy: \"ddp\" }");
+  const std::string out = dir.path() + "/lora";
+  const CommandResult first = run_command(mpirun(2) + binary("n3rlhf-dist") + " " + job);
+  ASSERT_EQ(first.exit_status, 0) << first.err;
+  fs::remove_all(out + "/checkpoints/checkpoint-4");
+  const CommandResult resumed = run_command("env -u RLHF_OUTPUT_DIR " + binary("n3rlhf-dist") + " " + job + " --resume");
+  ASSERT_EQ(resumed.exit_status, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("checkpoint-2 at step 2"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.err.find("written by 2 rank(s), this run has 1"), std::string::npos) << resumed.err;
 }
 
 }  // namespace
