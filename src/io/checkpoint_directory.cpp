@@ -21,6 +21,10 @@
 
 namespace n3rlhf {
 
+bool CheckpointManifest::lists(const std::string& relative_path) const {
+  return std::any_of(files.begin(), files.end(), [&](const CheckpointFileEntry& file) { return file.path == relative_path; });
+}
+
 namespace fs = std::filesystem;
 
 namespace {

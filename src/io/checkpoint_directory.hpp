@@ -26,6 +26,9 @@ struct CheckpointManifest {
   std::string created;
   std::vector<CheckpointFileEntry> files;
   nlohmann::json metadata = nlohmann::json::object();
+
+  // Whether `relative_path` is one of the checkpoint's (checksummed) files.
+  bool lists(const std::string& relative_path) const;
 };
 
 struct CheckpointInfo {

@@ -186,9 +186,7 @@ std::vector<std::pair<std::string, torch::Tensor>> random_state_tensors(const to
 
 void restore_random_state(const CheckpointInfo& info, int saved_world, int rank, int world, const torch::Device& device) {
   const std::string relative = random_state_file(rank);
-  const bool listed = std::any_of(info.manifest.files.begin(), info.manifest.files.end(),
-                                  [&relative](const CheckpointFileEntry& file) { return file.path == relative; });
-  if (!listed) {
+  if (!info.manifest.lists(relative)) {
     // Not an error: a run without dropout draws nothing, and resumes bitwise all the same.
     if (rank == 0) {
       spdlog::warn("{} holds no random state (written by an n3rlhf that did not save it): with dropout, the resumed "
@@ -289,9 +287,7 @@ TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& eng
   if (adalora) {
     // Verified with the rest (its SHA-256 is in the manifest); absent from a checkpoint of a run
     // without AdaLoRA's schedule, which cannot continue this one.
-    const bool listed = std::any_of(info.manifest.files.begin(), info.manifest.files.end(),
-                                    [](const CheckpointFileEntry& file) { return file.path == kAdaLoraStateFile; });
-    if (!listed) {
+    if (!info.manifest.lists(kAdaLoraStateFile)) {
       throw StorageError(ErrorCode::kArtifactCorruption,
                          std::string("the checkpoint has no AdaLoRA allocator state (") + kAdaLoraStateFile +
                              "), which this AdaLoRA run needs to continue its rank schedule: it was written by a run "
