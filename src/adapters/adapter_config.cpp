@@ -8,18 +8,13 @@
 #include <fstream>
 
 #include "core/error.hpp"
+#include "core/strings.hpp"
 
 namespace n3rlhf {
 
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string join(const std::vector<std::string>& items, const std::string& separator) {
-  std::string joined;
-  for (size_t i = 0; i < items.size(); ++i) joined += (i ? separator : "") + items[i];
-  return joined;
-}
 
 std::string lower(std::string text) {
   std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });

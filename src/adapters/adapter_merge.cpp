@@ -3,16 +3,13 @@
 #include <filesystem>
 
 #include "adapters/adapters.hpp"
+#include "core/strings.hpp"
 #include "model/pretrained.hpp"
 #include "model/safetensors.hpp"
 
 namespace n3rlhf {
 
 namespace {
-
-bool ends_with(const std::string& text, const std::string& tail) {
-  return text.size() >= tail.size() && text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
-}
 
 // A reward model's adapter (PEFT's task_type SEQ_CLS, or a *ForSequenceClassification base)
 // goes on the base with a score head, of as many labels as the adapter's copy of it has rows:

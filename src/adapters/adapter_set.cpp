@@ -9,6 +9,7 @@
 
 #include "adapters/quantized_base.hpp"
 #include "core/error.hpp"
+#include "core/strings.hpp"
 #include "model/pretrained.hpp"
 
 namespace n3rlhf {
@@ -18,12 +19,6 @@ namespace {
 std::string last_component(const std::string& path) {
   const size_t dot = path.rfind('.');
   return dot == std::string::npos ? path : path.substr(dot + 1);
-}
-
-std::string join(const std::vector<std::string>& items) {
-  std::string joined;
-  for (size_t i = 0; i < items.size(); ++i) joined += (i ? ", " : "") + items[i];
-  return joined;
 }
 
 std::string describe_targets(const AdapterConfig& config) {

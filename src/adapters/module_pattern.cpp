@@ -7,6 +7,7 @@
 #include <cctype>
 
 #include "core/error.hpp"
+#include "core/strings.hpp"
 
 namespace n3rlhf {
 
@@ -46,10 +47,6 @@ bool FullMatchRegex::full_match(const std::string& text) const {
 }
 
 namespace {
-
-bool ends_with(const std::string& text, const std::string& tail) {
-  return text.size() >= tail.size() && text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
-}
 
 bool matches_selector(const ModuleSelector& selector, const std::string& path, const std::string& field) {
   if (selector.regex) return FullMatchRegex(*selector.regex, field).full_match(path);

@@ -3,22 +3,13 @@
 #include "adapters/modules_to_save.hpp"
 
 #include "core/error.hpp"
+#include "core/strings.hpp"
 
 namespace n3rlhf {
 
 namespace {
 
-bool ends_with(const std::string& text, const std::string& tail) {
-  return text.size() >= tail.size() && text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 bool inside(const std::string& path, const std::string& outer) { return path.rfind(outer + ".", 0) == 0; }
-
-std::string join(const std::vector<std::string>& items) {
-  std::string joined;
-  for (size_t i = 0; i < items.size(); ++i) joined += (i ? ", " : "") + items[i];
-  return joined;
-}
 
 // The module that holds the input embedding ("model.embed_tokens", "transformer.wte").
 std::string input_embedding_module(CausalTransformer& model) {

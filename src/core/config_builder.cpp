@@ -7,6 +7,7 @@
 
 #include "core/config_schema.hpp"
 #include "core/dsl_parser.hpp"
+#include "core/strings.hpp"
 #include "core/suggest.hpp"
 
 namespace n3rlhf {
@@ -234,12 +235,6 @@ class JobBuilder {
     }
     field.assign(config(), coerced);
     job_.origins[field.path] = value.location;
-  }
-
-  static std::string join(const std::vector<std::string>& words) {
-    std::string text;
-    for (const std::string& word : words) text += (text.empty() ? "" : ", ") + word;
-    return text;
   }
 
   RLHFConfig& config() { return job_.config; }
