@@ -271,7 +271,6 @@ CollatedBatch collate_shared_prefix(const std::vector<const PreparedExample*>& p
   const PairRows packed = pack_pairs(lengths, options.shared_row_tokens);
   const std::vector<std::vector<int64_t>>& rows = packed.rows;
   allocate_cells(batch, static_cast<int64_t>(rows.size()), packed.columns, options);
-  batch.sequences = static_cast<int64_t>(2 * count);
   const size_t cells = static_cast<size_t>(batch.rows * batch.columns);
   batch.parent_segment_ids.assign(cells, 0);
   batch.padding_tokens = static_cast<int64_t>(cells) - (batch.real_tokens - batch.shared_tokens);

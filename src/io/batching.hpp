@@ -86,11 +86,11 @@ struct CollateOptions {
   bool loss_on_prompt = false;  // SFT without completion_only_loss: every real token counts
   // Preference pairs: the longest common token prefix of chosen and rejected (the prompt, at
   // least) is laid out and computed once, followed by the chosen and the rejected remainders,
-  // which both attend to it (parent_segment_ids); pairs are packed first-fit into rows as long as
-  // the micro batch's longest pair. The summed log-probs are the same as the padded layout's
-  // (causal attention makes a token's state depend on its prefix only); only float rounding differs.
+  // which both attend to it (parent_segment_ids); pairs are packed best-fit into rows (see
+  // shared_row_tokens). The summed log-probs are the same as the padded layout's (causal
+  // attention makes a token's state depend on its prefix only); only float rounding differs.
   bool share_prefix = false;
-  // share_prefix: the width of the rows pairs are packed into, when wider than the longest pair
+  // share_prefix: rows this wide when that costs fewer cells than rows as wide as the longest pair
   // (0: the longest pair). Wider rows waste less padding but attend over more columns.
   int64_t shared_row_tokens = 0;
 };
@@ -120,8 +120,7 @@ struct CollatedBatch {
   std::vector<int32_t> parent_segment_ids;
   std::vector<int64_t> label_sources;    // share_prefix: flat cell (row * columns + column) of each label's predictor
   std::vector<int32_t> label_ids;        // share_prefix: the token each label asks the log-prob of
-  std::vector<int32_t> label_sequences;  // share_prefix: the sequence each label is summed into
-  int64_t sequences = 0;                 // share_prefix: chosen + rejected sequences (2 x items)
+  std::vector<int32_t> label_sequences;  // share_prefix: the sequence each label is summed into (< 2 x items)
   std::vector<int8_t> row_kinds;        // SequenceKind of each row (of its first sequence when packed)
   std::vector<int64_t> example_indices; // the examples in the batch, item by item
   // Tokens of the examples (chosen and rejected counted in full, shared or not): what tokens/s

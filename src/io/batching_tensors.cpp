@@ -35,7 +35,7 @@ BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device)
     tensors.label_sources = as_tensor(batch.label_sources, labels, 1, torch::kLong).reshape({labels}).to(device);
     tensors.label_ids = as_tensor(batch.label_ids, labels, 1, torch::kLong).reshape({labels}).to(device);
     tensors.label_sequences = as_tensor(batch.label_sequences, labels, 1, torch::kLong).reshape({labels}).to(device);
-    tensors.sequences = batch.sequences;
+    tensors.sequences = 2 * static_cast<int64_t>(batch.example_indices.size());
   }
   tensors.packed = std::any_of(batch.segment_ids.begin(), batch.segment_ids.end(), [](int32_t segment) { return segment > 1; });
   return tensors;

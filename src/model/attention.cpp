@@ -90,12 +90,16 @@ AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_
     return allowed.logical_or(row_is_empty.logical_and(own_position));
   };
   if (need_full && !plain_causal) masks.full = finish(key_index.le(query_index));
-  if (need_sliding && sliding_window && parent_segment_ids.defined()) {
-    if (!position_ids.defined()) {
+  if (need_sliding && sliding_window && segment_ids.defined()) {
+    // Packed rows: columns order the keys (causality), positions measure the distance the window
+    // cuts at. Inside one packed sequence the two agree; a shared prefix's continuations take
+    // their positions on from the prefix's, not from the columns between them, and cannot be
+    // derived from the segments.
+    if (!position_ids.defined() && parent_segment_ids.defined()) {
       throw ModelError(ErrorCode::kIncompatibleArchitecture, "a sliding window over shared-prefix rows needs position_ids");
     }
-    // Columns order the keys (causality); positions measure the distance the window cuts at.
-    const torch::Tensor positions = position_ids.to(device).to(torch::kInt64);
+    const torch::Tensor positions =
+        (position_ids.defined() ? position_ids : position_ids_from_segments(segment_ids)).to(device).to(torch::kInt64);
     const torch::Tensor distance = positions.view({batch_size, 1, query_length, 1}) - positions.view({batch_size, 1, 1, key_length});
     masks.sliding = finish(key_index.le(query_index).view({1, 1, query_length, key_length}).logical_and(distance.lt(*sliding_window)));
   } else if (need_sliding && sliding_window) {

@@ -52,8 +52,9 @@ struct AttentionMasks {
 // Packed rows cannot follow cached positions.
 // parent_segment_ids: [B, T] (with segment_ids; shared-prefix preference rows): a query may also
 // see earlier keys of the segment its parent id names (0: none), so the chosen and the rejected
-// continuation both read the prompt computed once. The sliding window is then measured in
-// position_ids [B, T] (the continuations' positions run on from the prefix's, not the columns).
+// continuation both read the prompt computed once. With segment_ids the sliding window is
+// measured in position_ids [B, T] (derived from the segments when undefined; required with
+// parent_segment_ids, whose continuations' positions run on from the prefix's, not the columns).
 AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
                                      int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,
                                      bool need_sliding, torch::Device device, const torch::Tensor& segment_ids = {},

@@ -44,11 +44,11 @@ TEST(BatchTensors, SharedPrefixLayoutAndLabels) {
   ASSERT_TRUE(batch.shares_prefix());
   EXPECT_EQ(batch.rows, 2);  // 5 + 4 cells do not fit one row of 5
   EXPECT_EQ(batch.columns, 5);
-  EXPECT_EQ(batch.sequences, 4);
   EXPECT_EQ(batch.real_tokens, 12);
   EXPECT_EQ(batch.shared_tokens, 3);
   EXPECT_EQ(batch.padding_tokens, 1);
   const BatchTensors tensors = to_tensors(batch);
+  EXPECT_EQ(tensors.sequences, 4);
   EXPECT_TRUE(torch::equal(tensors.input_ids, torch::tensor({{1, 2, 3, 4, 5}, {7, 8, 9, 9, -1}}, torch::kLong)));
   EXPECT_TRUE(torch::equal(tensors.position_ids, torch::tensor({{0, 1, 2, 3, 2}, {0, 1, 1, 2, 0}}, torch::kLong)));
   EXPECT_TRUE(torch::equal(tensors.segment_ids, torch::tensor({{1, 1, 2, 2, 3}, {1, 2, 3, 3, 0}}, torch::kInt)));
