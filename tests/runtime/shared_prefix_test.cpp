@@ -124,10 +124,10 @@ void expect_shared_equals_padded(CausalTransformer& policy, CausalTransformer& r
       ASSERT_EQ(together.metrics.size(), plain.metrics.size());
       for (size_t m = 0; m < plain.metrics.size(); ++m) {
         EXPECT_EQ(together.metrics[m].first, plain.metrics[m].first);
-        EXPECT_NEAR(together.metrics[m].second, plain.metrics[m].second, 1e-4 * std::max(1.0, std::abs(plain.metrics[m].second)))
+        EXPECT_NEAR(together.metrics[m].second, plain.metrics[m].second, 1e-5 * std::max(1.0, std::abs(plain.metrics[m].second)))
             << plain.metrics[m].first;
       }
-      EXPECT_LE(largest_relative_gradient_error(together, plain), 1e-4);
+      EXPECT_LE(largest_relative_gradient_error(together, plain), 1e-5);
     }
   }
 }
