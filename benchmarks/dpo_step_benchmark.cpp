@@ -18,9 +18,9 @@
 #include <torch/torch.h>
 #include <torch/cuda.h>
 
-#include "algos/gradient_clipping.hpp"
+#include "optim/gradient_clipping.hpp"
 #include "algos/loss_inputs.hpp"
-#include "algos/optimizer.hpp"
+#include "optim/optimizer.hpp"
 #include "adapters/adapters.hpp"
 #include "algos/preference_losses.hpp"
 #include "io/batching.hpp"

@@ -11,7 +11,7 @@
 #include "core/error.hpp"
 #include "model/generation.hpp"
 #include "model/pretrained.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace n3rlhf {
 

@@ -10,7 +10,7 @@
 
 #include "cli/cli.hpp"
 #include "core/error.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace n3rlhf {
 

@@ -18,7 +18,7 @@
 #include "io/jsonl_rows.hpp"
 #include "io/prepared_shard.hpp"
 #include "core/sha256.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace n3rlhf {
 

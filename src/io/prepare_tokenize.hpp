@@ -17,7 +17,7 @@
 #include "core/config.hpp"
 #include "io/chat_template.hpp"
 #include "io/jsonl_rows.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace n3rlhf {
 

@@ -9,7 +9,7 @@
 #include "core/suggest.hpp"
 #include "model/checkpoint.hpp"
 #include "model/pretrained.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "model/transformer.hpp"
 
 namespace n3rlhf {

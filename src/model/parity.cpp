@@ -15,7 +15,7 @@
 #include "model/log_probs.hpp"
 #include "model/pretrained.hpp"
 #include "model/safetensors.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 namespace n3rlhf {
 

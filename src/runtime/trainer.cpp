@@ -17,7 +17,7 @@
 #include <ATen/Context.h>
 
 #include "adapters/adapters.hpp"
-#include "algos/lr_schedule.hpp"
+#include "optim/lr_schedule.hpp"
 #include "comm/communicator_factory.hpp"
 #include "core/config_schema.hpp"
 #include "core/log.hpp"

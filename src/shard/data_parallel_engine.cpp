@@ -12,7 +12,7 @@
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
-#include "algos/gradient_clipping.hpp"
+#include "optim/gradient_clipping.hpp"
 #include "core/error.hpp"
 
 namespace n3rlhf {

@@ -22,7 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "algos/optimizer.hpp"
+#include "optim/optimizer.hpp"
 #include "comm/communicator.hpp"
 #include "core/config.hpp"
 #include "model/layer_executor.hpp"

@@ -7,8 +7,8 @@
 
 #include <gtest/gtest.h>
 
-#include "algos/gradient_clipping.hpp"
-#include "algos/optimizer.hpp"
+#include "optim/gradient_clipping.hpp"
+#include "optim/optimizer.hpp"
 #include "algos/preference_losses.hpp"
 #include "algos/sft_loss.hpp"
 #include "model/log_probs.hpp"

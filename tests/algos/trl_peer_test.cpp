@@ -6,7 +6,7 @@
 #include "algos/kto_loss.hpp"
 #include "algos/preference_losses.hpp"
 #include "algos/reward_loss.hpp"
-#include "peer_reference.hpp"
+#include "support/peer_reference.hpp"
 
 namespace n3rlhf {
 namespace {
@@ -16,7 +16,7 @@ using testing::float_tensor;
 
 const json& reference() {
   static const json cases =
-      testing::run_reference_script("trl_reference.py", {std::string(N3RLHF_SOURCE_DIR) + "/tests/fixtures/hf"});
+      testing::run_reference_script("tests/algos/trl_reference.py", {std::string(N3RLHF_SOURCE_DIR) + "/tests/fixtures/hf"});
   return cases;
 }
 

@@ -10,7 +10,7 @@
 #include "io/chat_template.hpp"
 #include "io/prepare.hpp"
 #include "io/prepared_dataset.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {

@@ -16,7 +16,7 @@
 #include "io/demo_data.hpp"
 #include "io/jsonl_reader.hpp"
 #include "io/jsonl_rows.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {

@@ -8,7 +8,7 @@
 #include "core/error.hpp"
 #include "io/prepare.hpp"
 #include "io/prepared_dataset.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {

@@ -15,7 +15,7 @@
 #include "model/model_presets.hpp"
 #include "model/pretrained.hpp"
 #include "model/safetensors.hpp"
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {

@@ -1,13 +1,13 @@
 // tokenizer_regex.cpp: PCRE2 compilation (UTF, UCP, JIT) and match iteration for tokenizer patterns.
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "model/tokenizer_regex.hpp"
+#include "tokenizer/tokenizer_regex.hpp"
 
 #include <pcre2.h>
 
 #include <memory>
 
 #include "core/error.hpp"
-#include "model/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

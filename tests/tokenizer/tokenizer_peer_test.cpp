@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {

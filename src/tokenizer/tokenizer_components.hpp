@@ -12,7 +12,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "model/tokenizer_regex.hpp"
+#include "tokenizer/tokenizer_regex.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

@@ -1,5 +1,5 @@
-// peer_reference.hpp: for the algos peer tests: runs one of the reference scripts beside this
-// file with the project's venv python and reads the JSON it writes; JSON numbers to tensors.
+// peer_reference.hpp: for the peer tests: runs a reference script of tests/ (a path relative to
+// the source tree) with the project's venv python and reads the JSON it writes; JSON numbers to tensors.
 #pragma once
 
 #include <sys/wait.h>
@@ -24,7 +24,7 @@ inline std::string slurp(const std::string& path) {
   return text.str();
 }
 
-// Runs `python tests/algos/<script> <args...> OUT` and returns the parsed OUT, or null (with a
+// Runs `python <script> <args...> OUT` (script relative to the source tree) and returns the parsed OUT, or null (with a
 // test failure showing the script's stderr) when the script fails. Uses plain POSIX calls, not
 // tests/support's TempDir: libtorch.so exports its own copy of std::filesystem, and in a
 // binary that links libtorch its remove_all is the one that gets called, and crashes.
@@ -37,7 +37,7 @@ inline nlohmann::json run_reference_script(const std::string& script, const std:
   const std::string dir = pattern;
   const std::string out = dir + "/reference.json";
   const std::string err = dir + "/stderr.txt";
-  std::string command = std::string(N3RLHF_VENV_PYTHON) + " " + N3RLHF_SOURCE_DIR + "/tests/algos/" + script;
+  std::string command = std::string(N3RLHF_VENV_PYTHON) + " " + N3RLHF_SOURCE_DIR + "/" + script;
   for (const auto& arg : args) command += " '" + arg + "'";
   command += " '" + out + "' 2>'" + err + "' </dev/null";
   const int status = std::system(command.c_str());

@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
-#include "model/tokenizer_byte_level.hpp"
-#include "model/tokenizer_components.hpp"
-#include "model/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_byte_level.hpp"
+#include "tokenizer/tokenizer_components.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

@@ -1,5 +1,5 @@
 // tokenizer_unicode.cpp: UTF-8 validation, lossy repair, code point helpers and the byte hash.
-#include "model/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
 
 #include <cstring>
 

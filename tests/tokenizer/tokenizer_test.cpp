@@ -13,11 +13,11 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
-#include "model/tokenizer.hpp"
-#include "model/tokenizer_regex.hpp"
+#include "tokenizer/tokenizer.hpp"
+#include "tokenizer/tokenizer_regex.hpp"
 #include "core/sha256.hpp"
-#include "model/tokenizer_unicode.hpp"
-#include "model/tokenizer_unicode_normalization.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_unicode_normalization.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {

@@ -1,5 +1,5 @@
 // lr_schedule.cpp: transformers' warmup schedules, expression for expression.
-#include "algos/lr_schedule.hpp"
+#include "optim/lr_schedule.hpp"
 
 #include <algorithm>
 #include <cmath>

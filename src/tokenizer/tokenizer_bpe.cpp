@@ -1,6 +1,6 @@
 // tokenizer_bpe.cpp: the BPE model: loading vocab and merges (both JSON spellings), the initial
 // symbols of a word (unk, byte fallback, subword prefix/suffix), and merging by rank.
-#include "model/tokenizer_bpe.hpp"
+#include "tokenizer/tokenizer_bpe.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -9,9 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
-#include "model/tokenizer_byte_level.hpp"
-#include "model/tokenizer_components.hpp"
-#include "model/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_byte_level.hpp"
+#include "tokenizer/tokenizer_components.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

@@ -1,7 +1,7 @@
 // tokenizer.cpp: loading tokenizer.json (and tokenizer_config.json beside it) and running the
 // pipeline: added tokens -> normalizer -> pre-tokenizer -> BPE -> truncation -> post-processor
 // -> padding; decoding through the decoder chain.
-#include "model/tokenizer.hpp"
+#include "tokenizer/tokenizer.hpp"
 
 #include <array>
 #include <filesystem>
@@ -15,10 +15,10 @@
 
 #include "core/error.hpp"
 #include "core/sha256.hpp"
-#include "model/tokenizer_added_tokens.hpp"
-#include "model/tokenizer_bpe.hpp"
-#include "model/tokenizer_components.hpp"
-#include "model/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_added_tokens.hpp"
+#include "tokenizer/tokenizer_bpe.hpp"
+#include "tokenizer/tokenizer_components.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
 
 namespace n3rlhf {
 

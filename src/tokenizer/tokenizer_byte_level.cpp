@@ -1,7 +1,7 @@
 // tokenizer_byte_level.cpp: the byte-to-unicode tables and the byte-level mapping in both directions.
-#include "model/tokenizer_byte_level.hpp"
+#include "tokenizer/tokenizer_byte_level.hpp"
 
-#include "model/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

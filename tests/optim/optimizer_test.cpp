@@ -2,9 +2,9 @@
 // the weight-decay naming rule and the typed errors of the optimizer pieces.
 #include <gtest/gtest.h>
 
-#include "algos/gradient_clipping.hpp"
-#include "algos/lr_schedule.hpp"
-#include "algos/optimizer.hpp"
+#include "optim/gradient_clipping.hpp"
+#include "optim/lr_schedule.hpp"
+#include "optim/optimizer.hpp"
 #include "core/error.hpp"
 
 namespace n3rlhf {

@@ -3,9 +3,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
-#include "model/tokenizer_components.hpp"
-#include "model/tokenizer_unicode.hpp"
-#include "model/tokenizer_unicode_normalization.hpp"
+#include "tokenizer/tokenizer_components.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_unicode_normalization.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

@@ -4,10 +4,10 @@
 // schedule multipliers and warmup-step resolution of transformers.
 #include <gtest/gtest.h>
 
-#include "algos/gradient_clipping.hpp"
-#include "algos/lr_schedule.hpp"
-#include "algos/optimizer.hpp"
-#include "peer_reference.hpp"
+#include "optim/gradient_clipping.hpp"
+#include "optim/lr_schedule.hpp"
+#include "optim/optimizer.hpp"
+#include "support/peer_reference.hpp"
 
 namespace n3rlhf {
 namespace {
@@ -16,7 +16,7 @@ using nlohmann::json;
 using testing::float_tensor;
 
 const json& reference() {
-  static const json data = testing::run_reference_script("optimizer_reference.py", {});
+  static const json data = testing::run_reference_script("tests/optim/optimizer_reference.py", {});
   return data;
 }
 

@@ -1,6 +1,6 @@
 // gradient_clipping.cpp: norms with torch's _foreach_norm and clipping with _foreach_mul_, in
 // the same order of operations as torch.nn.utils.clip_grad_norm_.
-#include "algos/gradient_clipping.hpp"
+#include "optim/gradient_clipping.hpp"
 
 #include <map>
 #include <string>

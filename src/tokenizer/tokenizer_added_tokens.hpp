@@ -10,7 +10,7 @@
 #include <utility>
 #include <vector>
 
-#include "model/tokenizer_regex.hpp"
+#include "tokenizer/tokenizer_regex.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

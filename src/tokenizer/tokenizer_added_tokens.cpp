@@ -1,9 +1,9 @@
 // tokenizer_added_tokens.cpp: the added-token trie and the splitting of text around added tokens.
-#include "model/tokenizer_added_tokens.hpp"
+#include "tokenizer/tokenizer_added_tokens.hpp"
 
 #include <algorithm>
 
-#include "model/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

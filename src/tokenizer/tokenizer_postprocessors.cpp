@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
-#include "model/tokenizer_components.hpp"
+#include "tokenizer/tokenizer_components.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 

@@ -1,5 +1,5 @@
 // optimizer.cpp: AdamW, single-tensor and fused, and its checkpoint state.
-#include "algos/optimizer.hpp"
+#include "optim/optimizer.hpp"
 
 #include <cmath>
 #include <map>

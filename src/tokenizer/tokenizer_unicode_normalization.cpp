@@ -1,11 +1,11 @@
 // tokenizer_unicode_normalization.cpp: decomposition (with Hangul), canonical ordering and
 // canonical composition over the generated tables.
-#include "model/tokenizer_unicode_normalization.hpp"
+#include "tokenizer/tokenizer_unicode_normalization.hpp"
 
 #include <algorithm>
 #include <vector>
 
-#include "model/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_unicode.hpp"
 
 namespace n3rlhf::tokenizer_detail {
 
