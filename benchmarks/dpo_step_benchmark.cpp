@@ -27,7 +27,7 @@
 #include "io/batching_tensors.hpp"
 #include "model/log_probs.hpp"
 #include "model/transformer.hpp"
-#include "runtime/training_objective.hpp"
+#include "algos/objective.hpp"
 #include "benchmark_models.hpp"
 
 #ifdef N3RLHF_BENCHMARK_CUDA

@@ -8,6 +8,7 @@ set(N3RLHF_WARNINGS -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initi
 function(n3rlhf_add_library name)
   cmake_parse_arguments(ARG "" "" "SOURCES;DEPENDS" ${ARGN})
   add_library(${name} STATIC ${ARG_SOURCES})
+  set_property(GLOBAL APPEND PROPERTY N3RLHF_LIBRARIES ${name})  # checked against docs/architecture.md
   target_include_directories(${name} PUBLIC "${PROJECT_SOURCE_DIR}/src")
   target_compile_options(${name} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${N3RLHF_WARNINGS}>)
   set_target_properties(${name} PROPERTIES POSITION_INDEPENDENT_CODE ON)

@@ -2,7 +2,7 @@
 #include "algos/kto_loss.hpp"
 
 #include "algos/loss_inputs.hpp"
-#include "algos/option_checks.hpp"
+#include "core/option_checks.hpp"
 #include "core/error.hpp"
 
 namespace n3rlhf {

@@ -1,7 +1,7 @@
 // preference_losses.cpp: DPO and its variants, SimPO and ORPO on sequence log-probs.
 #include "algos/preference_losses.hpp"
 
-#include "algos/option_checks.hpp"
+#include "core/option_checks.hpp"
 #include "core/error.hpp"
 #include "torch/nn/functional.h"
 

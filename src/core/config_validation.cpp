@@ -134,6 +134,12 @@ class Rules {
             "use method: \"qlora\" or remove quantization_bits");
     }
     if (peft.method == PeftMethod::kAdalora) {
+      const int64_t world = context_.world_size > 0 ? context_.world_size : config_.distributed.world_size;
+      if (world > 1 && config_.distributed.strategy != ShardingStrategy::kDdp) {
+        error(ErrorCode::kIncompatibleOptions, {"distributed.strategy"},
+              "AdaLoRA's rank allocation reads every adapter gradient on every rank: use distributed.strategy \"ddp\" "
+              "(adapters are small, so ZeRO saves little on them)");
+      }
       // With an adapter, init_r and target_r are the adapter's (checked against it above).
       if (peft.target_r > peft.init_r && !from_adapter) {
         error(ErrorCode::kIncompatibleOptions, {"peft.target_r"},

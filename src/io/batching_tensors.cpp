@@ -26,18 +26,23 @@ BatchTensors to_tensors(const CollatedBatch& batch, const torch::Device& device)
   tensors.input_ids = as_tensor(batch.input_ids, rows, columns, torch::kLong).to(device);
   tensors.attention_mask = as_tensor(batch.attention_mask, rows, columns, torch::kLong).to(device);
   tensors.loss_mask = as_tensor(batch.loss_mask, rows, columns, torch::kFloat).to(device);
-  tensors.position_ids = as_tensor(batch.position_ids, rows, columns, torch::kLong).to(device);
-  tensors.segment_ids = as_tensor(batch.segment_ids, rows, columns, torch::kInt).to(device);
   tensors.row_kinds = as_tensor(batch.row_kinds, rows, 1, torch::kChar).reshape({rows}).to(device);
+  const auto positions = [&] { return as_tensor(batch.position_ids, rows, columns, torch::kLong).to(device); };
+  const auto segments = [&] { return as_tensor(batch.segment_ids, rows, columns, torch::kInt).to(device); };
   if (batch.shares_prefix()) {
     const int64_t labels = static_cast<int64_t>(batch.label_ids.size());
-    tensors.parent_segment_ids = as_tensor(batch.parent_segment_ids, rows, columns, torch::kInt).to(device);
-    tensors.label_sources = as_tensor(batch.label_sources, labels, 1, torch::kLong).reshape({labels}).to(device);
-    tensors.label_ids = as_tensor(batch.label_ids, labels, 1, torch::kLong).reshape({labels}).to(device);
-    tensors.label_sequences = as_tensor(batch.label_sequences, labels, 1, torch::kLong).reshape({labels}).to(device);
-    tensors.sequences = 2 * static_cast<int64_t>(batch.example_indices.size());
+    SharedPrefixRows shared;
+    shared.position_ids = positions();
+    shared.segment_ids = segments();
+    shared.parent_segment_ids = as_tensor(batch.parent_segment_ids, rows, columns, torch::kInt).to(device);
+    shared.label_sources = as_tensor(batch.label_sources, labels, 1, torch::kLong).reshape({labels}).to(device);
+    shared.label_ids = as_tensor(batch.label_ids, labels, 1, torch::kLong).reshape({labels}).to(device);
+    shared.label_sequences = as_tensor(batch.label_sequences, labels, 1, torch::kLong).reshape({labels}).to(device);
+    shared.sequences = 2 * static_cast<int64_t>(batch.example_indices.size());
+    tensors.rows = std::move(shared);
+  } else if (std::any_of(batch.segment_ids.begin(), batch.segment_ids.end(), [](int32_t segment) { return segment > 1; })) {
+    tensors.rows = PackedRows{positions(), segments()};
   }
-  tensors.packed = std::any_of(batch.segment_ids.begin(), batch.segment_ids.end(), [](int32_t segment) { return segment > 1; });
   return tensors;
 }
 

@@ -50,7 +50,14 @@ GenerationResult generate(CausalTransformer& model, const torch::Tensor& prompt_
   const torch::Tensor eos = torch::tensor(options.eos_token_ids, torch::TensorOptions().dtype(torch::kInt64)).to(device);
 
   KVCache cache = model->make_cache(batch, prompt_length + std::max<int64_t>(options.max_new_tokens, 1));
-  torch::Tensor hidden = model->hidden_states(ids, mask, {}, &cache);
+  // Each call appends its tokens' keys and values to the cache; the mask covers cached + new.
+  const auto cached_forward = [&](const torch::Tensor& new_ids) {
+    TokenLayout layout;
+    layout.attention_mask = mask;
+    layout.cache = &cache;
+    return model->hidden_states(new_ids, layout);
+  };
+  torch::Tensor hidden = cached_forward(ids);
   std::vector<torch::Tensor> tokens, log_probs, alive_masks;
   torch::Tensor finished = torch::zeros({batch}, ids.options().dtype(torch::kBool));
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
@@ -74,7 +81,7 @@ GenerationResult generate(CausalTransformer& model, const torch::Tensor& prompt_
     // transformers extends the mask with 1 for every row, finished or not.
     mask = torch::cat({mask, torch::ones({batch, 1}, mask.options())}, 1);
     if (step + 1 == options.max_new_tokens || finished.all().item<bool>()) break;
-    hidden = model->hidden_states(next.unsqueeze(1), mask, {}, &cache);
+    hidden = cached_forward(next.unsqueeze(1));
   }
   GenerationResult result;
   const auto empty = [&](torch::ScalarType type) { return torch::zeros({batch, 0}, ids.options().dtype(type)); };

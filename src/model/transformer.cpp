@@ -36,9 +36,17 @@ CausalTransformerImpl::CausalTransformerImpl(ModelConfig config, HeadKind head)
   initialise_weights();
 }
 
-torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask,
-                                                   const torch::Tensor& position_ids, KVCache* cache,
-                                                   const torch::Tensor& segment_ids, const torch::Tensor& parent_segment_ids) {
+torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask) {
+  TokenLayout layout;
+  layout.attention_mask = attention_mask;
+  return hidden_states(input_ids, layout);
+}
+
+torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_ids, const TokenLayout& layout) {
+  const torch::Tensor& attention_mask = layout.attention_mask;
+  const torch::Tensor& position_ids = layout.position_ids;
+  const torch::Tensor& segment_ids = layout.segment_ids;
+  KVCache* cache = layout.cache;
   if (input_ids.dim() != 2) {
     throw ModelError(ErrorCode::kIncompatibleArchitecture, "input_ids must be [batch, tokens]",
                      {{"dims", std::to_string(input_ids.dim())}});
@@ -88,7 +96,7 @@ torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_id
     std::tie(cos, sin) = rotary_->cos_sin(positions, x.scalar_type());
   }
   const AttentionMasks masks = build_attention_masks(mask, batch, tokens, past, config_.sliding_window, any_full_layer_,
-                                                     any_sliding_layer_, model_device, segment_ids, parent_segment_ids, positions);
+                                                     any_sliding_layer_, model_device, segment_ids, layout.parent_segment_ids, positions);
   for (size_t layer = 0; layer < layers_->size(); ++layer) {
     const bool sliding = config_.layer_uses_sliding_window.size() > layer && config_.layer_uses_sliding_window[layer];
     DecoderLayerImpl* decoder = layers_[layer]->as<DecoderLayerImpl>();

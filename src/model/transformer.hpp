@@ -18,6 +18,24 @@
 
 namespace n3rlhf {
 
+// How the tokens of one forward pass are laid out beyond their ids. Members left undefined take
+// their defaults, so a plain unpadded batch passes nothing.
+struct TokenLayout {
+  // [B, past + T] of 0/1 (undefined: no padding).
+  torch::Tensor attention_mask;
+  // [B, T] (undefined: derived from the segments, else from the mask as generate() does).
+  torch::Tensor position_ids;
+  // [B, T] packed rows (SFT packing, shared prefixes): 1, 2, ... per sequence laid end to end in
+  // a row, 0 on padding; each token attends only within its own sequence, and position_ids
+  // should restart at every sequence. Not with a cache.
+  torch::Tensor segment_ids;
+  // [B, T] shared-prefix preference rows (with segment_ids and position_ids): the segment a token
+  // sees besides its own, 0 for none (build_attention_masks).
+  torch::Tensor parent_segment_ids;
+  // With a cache, the new keys and values are appended to it.
+  KVCache* cache = nullptr;
+};
+
 class CausalTransformerImpl : public torch::nn::Module {
  public:
   CausalTransformerImpl(ModelConfig config, HeadKind head = HeadKind::kCausalLM);
@@ -25,17 +43,11 @@ class CausalTransformerImpl : public torch::nn::Module {
   const ModelConfig& config() const { return config_; }
   HeadKind head_kind() const { return head_; }
 
-  // The final hidden states [B, T, C] (after the last norm). attention_mask [B, past + T] of 0/1
-  // (undefined: no padding); position_ids [B, T] (undefined: derived from the mask as
-  // generate() does). With a cache, the new keys and values are appended to it.
-  // segment_ids [B, T] (packed rows, SFT packing): 1, 2, ... per sequence laid end to end in a
-  // row, 0 on padding; each token attends only within its own sequence, and position_ids should
-  // restart at every sequence (undefined: derived from the segments). Not with a cache.
-  // parent_segment_ids [B, T] (shared-prefix preference rows, with segment_ids and position_ids):
-  // the segment a token sees besides its own, 0 for none (build_attention_masks).
-  torch::Tensor hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask = {},
-                              const torch::Tensor& position_ids = {}, KVCache* cache = nullptr,
-                              const torch::Tensor& segment_ids = {}, const torch::Tensor& parent_segment_ids = {});
+  // The final hidden states [B, T, C] (after the last norm) of `input_ids` [B, T] laid out as
+  // `layout` says (every member optional; see TokenLayout).
+  torch::Tensor hidden_states(const torch::Tensor& input_ids, const TokenLayout& layout = {});
+  // The same with only a padding mask [B, T] of 0/1, the common case.
+  torch::Tensor hidden_states(const torch::Tensor& input_ids, const torch::Tensor& attention_mask);
 
   // [B, T, V] logits of the LM head.
   torch::Tensor lm_logits(const torch::Tensor& hidden);

@@ -6,7 +6,7 @@
 #include <string>
 #include <tuple>
 
-#include "algos/option_checks.hpp"
+#include "core/option_checks.hpp"
 
 namespace n3rlhf {
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "algos/option_checks.hpp"
+#include "core/option_checks.hpp"
 
 namespace n3rlhf {
 

@@ -5,7 +5,7 @@
 #include <map>
 #include <regex>
 
-#include "algos/option_checks.hpp"
+#include "core/option_checks.hpp"
 #include "core/error.hpp"
 
 namespace n3rlhf {

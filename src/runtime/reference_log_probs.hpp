@@ -19,7 +19,7 @@
 #include "io/prepared_dataset.hpp"
 #include "io/reference_cache.hpp"
 #include "model/transformer.hpp"
-#include "runtime/training_objective.hpp"
+#include "algos/objective.hpp"
 
 namespace n3rlhf {
 

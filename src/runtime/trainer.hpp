@@ -1,15 +1,26 @@
 // trainer.hpp: the main job of n3rlhf-dist for the offline algorithms (SFT, reward model, DPO
-// family, SimPO, ORPO, KTO): prepares the data, loads the policy (and the frozen reference),
-// trains data-parallel with the job's strategy (DDP, ZeRO-2, FSDP), evaluates, logs metrics and
-// progress on rank 0, checkpoints atomically, resumes, and writes the final model in Hugging
-// Face format into output.dir.
+// family, SimPO, ORPO, KTO): a Trainer built from the job (data, models, engine, reference,
+// resume, sinks), whose step is one function: load this rank's micro batches -> objective ->
+// backward -> engine step -> metrics; evaluation, checkpoints and the final Hugging Face model
+// around it.
 #pragma once
 
+#include <chrono>
 #include <map>
+#include <memory>
+#include <optional>
+#include <set>
 #include <string>
 
 #include "comm/mpi_environment.hpp"
 #include "core/config.hpp"
+#include "io/checkpoint_directory.hpp"
+#include "io/metrics.hpp"
+#include "io/progress.hpp"
+#include "optim/lr_schedule.hpp"
+#include "runtime/training_checkpoint.hpp"
+#include "runtime/training_setup.hpp"
+#include "shard/data_parallel_engine.hpp"
 
 namespace n3rlhf {
 
@@ -26,8 +37,59 @@ struct TrainSummary {
   std::string model_directory;
 };
 
-// Every rank calls it; collective failures raise RLHF014, data problems RLHF02x, model problems
-// RLHF03x, a non-finite loss or gradient RLHF010 naming the step and the last good checkpoint.
+// What one optimizer step reports: the objective's metrics averaged over every rank, and more.
+struct StepReport {
+  std::map<std::string, double> values;  // "loss", the objective's metrics, learning_rate, grad_norm
+  double tokens = 0.0;                   // real tokens trained on, over every rank
+  double seconds = 0.0;
+};
+
+class Trainer {
+ public:
+  // Every rank builds one: device, communicator, data, models, engine, reference, resume, sinks.
+  Trainer(const RLHFConfig& config, const MpiEnvironment& mpi, const TrainOptions& options);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Steps to the end of the schedule, evaluating and checkpointing on the job's intervals, then
+  // writes the final model. Collective failures raise RLHF014, data problems RLHF02x, model
+  // problems RLHF03x, a non-finite loss or gradient RLHF010 naming the step and the last good
+  // checkpoint.
+  TrainSummary train();
+
+  // One optimizer step over this rank's slice of the next global batch. A collective.
+  StepReport step();
+  // The objective's metrics over the evaluation set ("eval/..."). A collective.
+  std::map<std::string, double> evaluate();
+
+ private:
+  void resume();
+  void log_step(const StepReport& report);
+  void save_checkpoint();
+  void save_final_model();
+  void skip_step(double loss, double grad_norm);
+
+  const RLHFConfig& config_;
+  torch::Device device_;
+  std::shared_ptr<Communicator> communicator_;
+  TrainingData data_;
+  std::unique_ptr<TrainingObjective> objective_;
+  TrainingModels models_;
+  std::unique_ptr<DataParallelEngine> engine_;
+  std::optional<LrSchedule> schedule_;  // from the data's step count
+  StepReference reference_;
+  CheckpointDirectory checkpoints_;
+  TrainerState state_;
+  std::optional<int64_t> last_checkpoint_;
+  AdaLoraAllocator* adalora_ = nullptr;  // the allocator whose schedule runs, if any
+  std::unique_ptr<MetricsLogger> metrics_;  // rank 0
+  std::optional<ProgressDisplay> progress_; // rank 0
+  std::set<int64_t> injected_nonfinite_steps_;
+  TrainSummary summary_;
+};
+
+// Builds a Trainer and trains: the whole job of one rank.
 TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, const TrainOptions& options);
 
 }  // namespace n3rlhf

@@ -258,6 +258,7 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"qlora_bits", "dpo", "peft: { method: \"qlora\" quantization_bits: 3 }", 0, ErrorCode::kIncompatibleOptions, "4 bits (NF4) or 8 bits, not 3"},
         RuleCase{"bits_without_qlora", "dpo", "peft: { method: \"lora\" quantization_bits: 4 }", 0, ErrorCode::kIncompatibleOptions, "applies to method \"qlora\" only"},
         RuleCase{"adalora_ranks", "dpo", "peft: { method: \"adalora\" init_r: 4 target_r: 8 }", 0, ErrorCode::kIncompatibleOptions, "exceeds init_r"},
+        RuleCase{"adalora_sharded", "dpo", "peft: { method: \"adalora\" } distributed: { strategy: \"zero2\" }", 2, ErrorCode::kIncompatibleOptions, "AdaLoRA's rank allocation reads every adapter gradient"},
         RuleCase{"adalora_schedule", "dpo", "peft: { method: \"adalora\" tinit: 600 tfinal: 500 }", 0, ErrorCode::kIncompatibleOptions, "tinit + tfinal"},
         RuleCase{"ipo_loss_type", "ipo", "dpo: { loss_type: \"hinge\" }", 0, ErrorCode::kIncompatibleOptions, "algorithm \"ipo\" uses loss_type"},
         RuleCase{"robust_without_smoothing", "dpo", "dpo: { loss_type: \"robust\" }", 0, ErrorCode::kIncompatibleOptions, "needs dpo.label_smoothing"},

@@ -16,15 +16,16 @@ TEST(BatchTensors, SameValuesDocumentedTypes) {
   EXPECT_EQ(tensors.input_ids.scalar_type(), torch::kLong);
   EXPECT_EQ(tensors.attention_mask.scalar_type(), torch::kLong);
   EXPECT_EQ(tensors.loss_mask.scalar_type(), torch::kFloat);
-  EXPECT_EQ(tensors.position_ids.scalar_type(), torch::kLong);
-  EXPECT_EQ(tensors.segment_ids.scalar_type(), torch::kInt);
+  ASSERT_TRUE(tensors.packed());
+  const PackedRows& packed = *tensors.packed_rows();
+  EXPECT_EQ(packed.position_ids.scalar_type(), torch::kLong);
+  EXPECT_EQ(packed.segment_ids.scalar_type(), torch::kInt);
   EXPECT_TRUE(torch::equal(tensors.input_ids, torch::tensor({{5, 6, 7}, {8, 9, 10}}, torch::kLong)));
   // Row 1 packs two sequences: the second one's first token is no label (see collate).
   EXPECT_TRUE(torch::equal(tensors.loss_mask, torch::tensor({{0.f, 1.f, 1.f}, {1.f, 1.f, 0.f}})));
-  EXPECT_TRUE(torch::equal(tensors.position_ids, torch::tensor({{0, 1, 2}, {0, 1, 0}}, torch::kLong)));
-  EXPECT_TRUE(torch::equal(tensors.segment_ids, torch::tensor({{1, 1, 1}, {1, 1, 2}}, torch::kInt)));
-  EXPECT_TRUE(tensors.packed);
-  EXPECT_FALSE(to_tensors(collate({{0}}, {a, b}, CollateOptions{-1, 1, false})).packed);
+  EXPECT_TRUE(torch::equal(packed.position_ids, torch::tensor({{0, 1, 2}, {0, 1, 0}}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(packed.segment_ids, torch::tensor({{1, 1, 1}, {1, 1, 2}}, torch::kInt)));
+  EXPECT_FALSE(to_tensors(collate({{0}}, {a, b}, CollateOptions{-1, 1, false})).packed());
   const CollatedBatch padded = collate({{1}, {0}}, {a, b}, CollateOptions{-1, 4, false});
   const BatchTensors more = to_tensors(padded);
   EXPECT_EQ(more.input_ids.size(1), 4);
@@ -48,16 +49,18 @@ TEST(BatchTensors, SharedPrefixLayoutAndLabels) {
   EXPECT_EQ(batch.shared_tokens, 3);
   EXPECT_EQ(batch.padding_tokens, 1);
   const BatchTensors tensors = to_tensors(batch);
-  EXPECT_EQ(tensors.sequences, 4);
+  ASSERT_NE(tensors.shared_prefix(), nullptr);
+  const SharedPrefixRows& shared = *tensors.shared_prefix();
+  EXPECT_EQ(shared.sequences, 4);
   EXPECT_TRUE(torch::equal(tensors.input_ids, torch::tensor({{1, 2, 3, 4, 5}, {7, 8, 9, 9, -1}}, torch::kLong)));
-  EXPECT_TRUE(torch::equal(tensors.position_ids, torch::tensor({{0, 1, 2, 3, 2}, {0, 1, 1, 2, 0}}, torch::kLong)));
-  EXPECT_TRUE(torch::equal(tensors.segment_ids, torch::tensor({{1, 1, 2, 2, 3}, {1, 2, 3, 3, 0}}, torch::kInt)));
-  EXPECT_TRUE(torch::equal(tensors.parent_segment_ids, torch::tensor({{0, 0, 1, 1, 1}, {0, 1, 1, 1, 0}}, torch::kInt)));
+  EXPECT_TRUE(torch::equal(shared.position_ids, torch::tensor({{0, 1, 2, 3, 2}, {0, 1, 1, 2, 0}}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(shared.segment_ids, torch::tensor({{1, 1, 2, 2, 3}, {1, 2, 3, 3, 0}}, torch::kInt)));
+  EXPECT_TRUE(torch::equal(shared.parent_segment_ids, torch::tensor({{0, 0, 1, 1, 1}, {0, 1, 1, 1, 0}}, torch::kInt)));
   // Chosen 0: 3 from cell 1, 4 from cell 2; chosen 1: 8 from cell 5; rejected 0: 5 from cell 1;
   // rejected 1: 9 from cell 5, 9 from cell 7.
-  EXPECT_TRUE(torch::equal(tensors.label_sources, torch::tensor({1, 2, 1, 5, 5, 7}, torch::kLong)));
-  EXPECT_TRUE(torch::equal(tensors.label_ids, torch::tensor({3, 4, 5, 8, 9, 9}, torch::kLong)));
-  EXPECT_TRUE(torch::equal(tensors.label_sequences, torch::tensor({0, 0, 2, 1, 3, 3}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(shared.label_sources, torch::tensor({1, 2, 1, 5, 5, 7}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(shared.label_ids, torch::tensor({3, 4, 5, 8, 9, 9}, torch::kLong)));
+  EXPECT_TRUE(torch::equal(shared.label_sequences, torch::tensor({0, 0, 2, 1, 3, 3}, torch::kLong)));
   // Without share_prefix the same pairs are four padded rows: chosen ones first.
   options.share_prefix = false;
   const CollatedBatch padded = collate({{0}, {1}}, {a, b}, options);

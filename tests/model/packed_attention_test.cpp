@@ -66,8 +66,18 @@ torch::Tensor random_sequence(int64_t length, int64_t vocab, uint64_t seed) {
   return torch::randint(3, vocab, {length}, torch::kInt64);
 }
 
+TokenLayout token_layout(const torch::Tensor& mask, const torch::Tensor& positions, const torch::Tensor& segments = {},
+                         KVCache* cache = nullptr) {
+  TokenLayout layout;
+  layout.attention_mask = mask;
+  layout.position_ids = positions;
+  layout.segment_ids = segments;
+  layout.cache = cache;
+  return layout;
+}
+
 torch::Tensor packed_hidden(CausalTransformer& model, const PackedRows& rows) {
-  return model->hidden_states(rows.input_ids, rows.attention_mask, rows.position_ids, nullptr, rows.segment_ids);
+  return model->hidden_states(rows.input_ids, token_layout(rows.attention_mask, rows.position_ids, rows.segment_ids));
 }
 
 class PackedFixture : public ::testing::TestWithParam<std::string> {};
@@ -122,8 +132,8 @@ TEST_P(PackedFixture, ASegmentDoesNotSeeThePreviousOne) {
   EXPECT_LE(max_abs_error(a.narrow(1, 8, 15), b.narrow(1, 8, 15)), 1e-6);
 
   // Without segment ids the same row is one sequence: s2 then does see s1 (the check above can fail).
-  const torch::Tensor plain_a = model->hidden_states(rows.input_ids, rows.attention_mask, rows.position_ids);
-  const torch::Tensor plain_b = model->hidden_states(changed.input_ids, changed.attention_mask, changed.position_ids);
+  const torch::Tensor plain_a = model->hidden_states(rows.input_ids, token_layout(rows.attention_mask, rows.position_ids));
+  const torch::Tensor plain_b = model->hidden_states(changed.input_ids, token_layout(changed.attention_mask, changed.position_ids));
   EXPECT_GT(max_abs_error(plain_a.narrow(1, 8, 10), plain_b.narrow(1, 8, 10)), 1e-3);
 }
 
@@ -137,7 +147,7 @@ TEST_P(PackedFixture, PositionsDefaultToRestartingAtEachSegment) {
   EXPECT_TRUE(torch::equal(position_ids_from_segments(rows.segment_ids).masked_fill(rows.attention_mask.eq(0), 0),
                            rows.position_ids));
   const torch::Tensor given = packed_hidden(model, rows);
-  const torch::Tensor derived = model->hidden_states(rows.input_ids, rows.attention_mask, {}, nullptr, rows.segment_ids);
+  const torch::Tensor derived = model->hidden_states(rows.input_ids, token_layout(rows.attention_mask, {}, rows.segment_ids));
   const torch::Tensor real = rows.attention_mask.to(torch::kBool).unsqueeze(-1);
   EXPECT_LE(max_abs_error(given.masked_fill(real.logical_not(), 0), derived.masked_fill(real.logical_not(), 0)), 1e-6);
 }
@@ -206,9 +216,9 @@ TEST(PackedAttention, SegmentsCannotFollowACache) {
   torch::NoGradGuard no_grad;
   KVCache cache = loaded.model->make_cache(1, 16);
   const torch::Tensor ids = random_sequence(4, 1000, 41).unsqueeze(0);
-  loaded.model->hidden_states(ids, {}, {}, &cache);
+  loaded.model->hidden_states(ids, token_layout({}, {}, {}, &cache));
   try {
-    loaded.model->hidden_states(ids, {}, {}, &cache, torch::ones({1, 4}, torch::kInt32));
+    loaded.model->hidden_states(ids, token_layout({}, {}, torch::ones({1, 4}, torch::kInt32), &cache));
     FAIL() << "segment ids after cached positions were accepted";
   } catch (const ModelError& error) {
     EXPECT_EQ(error.code(), ErrorCode::kIncompatibleArchitecture);

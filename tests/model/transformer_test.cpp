@@ -155,9 +155,15 @@ TEST(Transformer, KVCacheGivesTheSameHiddenStatesAsOneForward) {
   const int64_t length = ids.size(1);
   KVCache cache = loaded.model->make_cache(ids.size(0), length);
   const int64_t prefix = length - 5;
-  std::vector<torch::Tensor> pieces = {loaded.model->hidden_states(ids.narrow(1, 0, prefix), mask.narrow(1, 0, prefix), {}, &cache)};
+  const auto cached = [&](const torch::Tensor& new_ids, const torch::Tensor& seen_mask) {
+    TokenLayout layout;
+    layout.attention_mask = seen_mask;
+    layout.cache = &cache;
+    return loaded.model->hidden_states(new_ids, layout);
+  };
+  std::vector<torch::Tensor> pieces = {cached(ids.narrow(1, 0, prefix), mask.narrow(1, 0, prefix))};
   for (int64_t t = prefix; t < length; ++t) {
-    pieces.push_back(loaded.model->hidden_states(ids.narrow(1, t, 1), mask.narrow(1, 0, t + 1), {}, &cache));
+    pieces.push_back(cached(ids.narrow(1, t, 1), mask.narrow(1, 0, t + 1)));
   }
   const torch::Tensor incremental = torch::cat(pieces, 1);
   // Only real tokens are meaningful; padding rows attend to themselves alone.

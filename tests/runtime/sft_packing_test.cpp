@@ -13,13 +13,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "comm/local_communicator.hpp"
 #include "io/batching.hpp"
 #include "io/batching_tensors.hpp"
 #include "io/prepare.hpp"
 #include "io/prepared_dataset.hpp"
 #include "model/pretrained.hpp"
-#include "runtime/training_objective.hpp"
+#include "algos/objective.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {
@@ -75,7 +74,7 @@ StepResult loss_and_gradients(TrainingObjective& objective, CausalTransformer& m
 TEST(SftPacking, PackedMicroBatchGivesTheUnpackedLossTokenCountAndGradients) {
   RLHFConfig config;
   config.algorithm = Algorithm::kSft;
-  const std::unique_ptr<TrainingObjective> objective = TrainingObjective::create(config, std::make_shared<LocalCommunicator>());
+  const std::unique_ptr<TrainingObjective> objective = TrainingObjective::create(config);
   PretrainedModel loaded = load_pretrained(fixture("models/llama_tiny"));
   CausalTransformer& model = loaded.model;
   model->train();
@@ -87,8 +86,8 @@ TEST(SftPacking, PackedMicroBatchGivesTheUnpackedLossTokenCountAndGradients) {
     const CollateOptions options{0, 1, loss_on_prompt};
     const BatchTensors unpacked = to_tensors(collate(unpacked_items, examples, options));
     const BatchTensors packed = to_tensors(collate(packed_items, examples, options));
-    ASSERT_FALSE(unpacked.packed);
-    ASSERT_TRUE(packed.packed);
+    ASSERT_FALSE(unpacked.packed());
+    ASSERT_TRUE(packed.packed());
     const StepResult plain = loss_and_gradients(*objective, model, unpacked);
     const StepResult together = loss_and_gradients(*objective, model, packed);
     // The same loss tokens: no sequence's first token is predicted from its packed neighbour.

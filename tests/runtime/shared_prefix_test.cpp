@@ -12,11 +12,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "comm/local_communicator.hpp"
 #include "io/batching.hpp"
 #include "io/batching_tensors.hpp"
 #include "model/pretrained.hpp"
-#include "runtime/training_objective.hpp"
+#include "algos/objective.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {
@@ -116,7 +115,7 @@ void expect_shared_equals_padded(CausalTransformer& policy, CausalTransformer& r
       SCOPED_TRACE(enum_name(algorithm));
       RLHFConfig config;
       config.algorithm = algorithm;
-      const std::unique_ptr<TrainingObjective> objective = TrainingObjective::create(config, std::make_shared<LocalCommunicator>());
+      const std::unique_ptr<TrainingObjective> objective = TrainingObjective::create(config);
       const StepResult plain = loss_and_gradients(*objective, policy, reference, padded);
       const StepResult together = loss_and_gradients(*objective, policy, reference, shared);
       EXPECT_EQ(together.units, plain.units);

@@ -1,4 +1,4 @@
-// option_checks.hpp: range checks for loss and optimizer hyper-parameters, each throwing
+// option_checks.hpp: range checks for loss and optimizer hyper-parameters (algos, optim), each throwing
 // RLHF003 with the field, its value and the range it must lie in.
 #pragma once
 

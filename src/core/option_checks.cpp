@@ -1,5 +1,5 @@
 // option_checks.cpp: hyper-parameter range checks.
-#include "algos/option_checks.hpp"
+#include "core/option_checks.hpp"
 
 #include <cmath>
 #include <limits>

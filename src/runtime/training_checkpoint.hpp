@@ -1,0 +1,41 @@
+// training_checkpoint.hpp: what a training checkpoint holds and how a run writes and reads it:
+// each rank's shard of the engine's state (world-size independent), the trainer's counters and
+// the job, AdaLoRA's allocator state, and each rank's random state; written into a pending
+// directory and committed atomically (io/checkpoint_directory.hpp).
+#pragma once
+
+#include <cstdint>
+
+#include <torch/torch.h>
+
+#include "adapters/adalora_allocator.hpp"
+#include "comm/communicator.hpp"
+#include "core/config.hpp"
+#include "io/checkpoint_directory.hpp"
+#include "shard/data_parallel_engine.hpp"
+
+namespace n3rlhf {
+
+// The trainer's own counters, saved in trainer_state.json.
+struct TrainerState {
+  int64_t step = 0;           // optimizer steps done (skipped ones included: their data was used)
+  int64_t skipped_steps = 0;  // steps discarded for a non-finite loss or gradient
+};
+
+// What a checkpoint is made from and restored into.
+struct CheckpointParts {
+  DataParallelEngine& engine;
+  AdaLoraAllocator* adalora = nullptr;  // the allocator whose schedule runs, if any
+  const RLHFConfig& config;
+  torch::Device device;
+};
+
+// A collective: every rank writes its shard and random state, rank 0 the rest, then commits.
+void save_training_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState& state, const CheckpointParts& parts,
+                              Communicator& communicator);
+
+// Every rank reads the ranges it now owns (any saved world size). RLHF053 when the checkpoint
+// does not fit the run.
+TrainerState load_training_checkpoint(const CheckpointInfo& info, const CheckpointParts& parts, const Communicator& communicator);
+
+}  // namespace n3rlhf
