@@ -33,13 +33,13 @@ struct SharedPrefixRows {
   int64_t sequences = 0;             // 2 x the pairs
 };
 
-using RowLayout = std::variant<PaddedRows, PackedRows, SharedPrefixRows>;
+using BatchLayout = std::variant<PaddedRows, PackedRows, SharedPrefixRows>;
 
 struct BatchTensors {
   torch::Tensor input_ids;       // int64 [rows, columns]
   torch::Tensor attention_mask;  // int64 [rows, columns], 1 on real tokens
   torch::Tensor loss_mask;       // float32 [rows, columns], 1 on response tokens (masked_sequence_sums' mask)
-  RowLayout rows = PaddedRows{};
+  BatchLayout rows = PaddedRows{};
   torch::Tensor row_kinds;       // int8 [rows], the SequenceKind of each row (KTO's labels)
   // float32 [sequences]: the frozen reference's summed response log-probs when they were
   // precomputed (dpo.precompute_ref_log_probs); undefined when the reference model runs in the step.
