@@ -467,7 +467,9 @@ TEST(AdaLora, AllocatorStateTensorsResumeTheScheduleExactly) {
   }
   ASSERT_FALSE(adapters.adalora_allocator()->rank_pattern().empty());
   bool has_emas = false;
-  for (const SafetensorsTensorInfo& info : SafetensorsFile::open(snapshots[5].second)->tensors()) {
+  // The file is held while its header is walked: a temporary would die before the loop body.
+  const auto first_snapshot = SafetensorsFile::open(snapshots[5].second);
+  for (const SafetensorsTensorInfo& info : first_snapshot->tensors()) {
     has_emas = has_emas || info.name.find("exp_avg_ipt") != std::string::npos;
   }
   EXPECT_TRUE(has_emas);

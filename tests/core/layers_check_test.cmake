@@ -9,7 +9,7 @@ if(none)
   message(FATAL_ERROR "downward links were reported: ${none}")
 endif()
 
-n3rlhf_layer_violations("${names}" "${layers}" "n3rlhf_core>n3rlhf_runtime;n3rlhf_shard>n3rlhf_algos;n3rlhf_model>n3rlhf_io_tensors" up)
+n3rlhf_layer_violations("${names}" "${layers}" "n3rlhf_core>n3rlhf_runtime;n3rlhf_shard>n3rlhf_algos;n3rlhf_model>n3rlhf_algos" up)
 list(LENGTH up count)
 if(NOT count EQUAL 3)
   message(FATAL_ERROR "expected 3 upward links reported, got ${count}: ${up}")
