@@ -26,8 +26,9 @@ json with_errors(json responses, std::initializer_list<int> extra) {
   responses["403"] = error_response("The token lacks the route's role");
   responses["429"] = error_response("The token's rate limit was reached");
   responses["503"] = error_response("The store is unavailable");
+  responses["414"] = error_response("The request line is longer than the HTTP layer accepts");
   for (const int status : extra) {
-    const char* text = status == 400   ? "Invalid request (the reason names the field)"
+    const char* text = status == 400   ? "Invalid request (the reason names the field; a POST without Content-Length)"
                        : status == 404 ? "No such job"
                        : status == 409 ? "The job is not running"
                        : status == 413 ? "Body or field over the service's limits"
@@ -232,7 +233,7 @@ json openapi_document() {
       {"operationId", "cancelJob"},
       {"security", {{{"bearer", json::array()}}}},
       {"parameters", {id_parameter()}},
-      {"responses", with_errors({{"202", json_response("Cancelling", ref("Job"))}}, {404, 409})}};
+      {"responses", with_errors({{"202", json_response("Cancelling", ref("Job"))}}, {400, 404, 409})}};
   paths["/health"]["get"] = {
       {"summary", "Liveness and the store's state"},
       {"operationId", "health"},

@@ -117,6 +117,10 @@ function drawChart(canvas, series) {
 
 async function refresh() {
   const line = document.getElementById("status-line");
+  if (!state.token) {
+    line.textContent = "enter a reader token";
+    return;
+  }
   try {
     const [jobs, stats] = await Promise.all([api("/api/rlhf/jobs?limit=50"), api("/api/rlhf/feedback/stats")]);
     renderJobs(jobs.jobs);
