@@ -18,6 +18,9 @@ std::string text_field(const nlohmann::json& body, const char* name, bool requir
   }
   if (!it->is_string()) throw Refusal(400, where + name + " must be a string", {{"field", name}});
   std::string value = it->get<std::string>();
+  if (value.find('\0') != std::string::npos) {
+    throw Refusal(400, where + name + " holds a NUL character, which the store cannot hold", {{"field", name}});
+  }
   if (required && value.empty()) throw Refusal(400, where + name + " is empty", {{"field", name}});
   if (value.size() > limit) {
     throw Refusal(413, where + name + " is longer than " + std::to_string(limit) + " bytes", {{"field", name}});
@@ -62,6 +65,10 @@ FeedbackRecord parse_feedback(const nlohmann::json& body, const RequestLimits& l
     if (const auto it = body.find("metadata"); it != body.end() && !it->is_null()) {
       if (!it->is_object()) throw Refusal(400, "metadata must be a JSON object", {{"field", "metadata"}});
       row.metadata = it->dump();
+      // PostgreSQL's jsonb (and text) cannot hold U+0000; refuse it on every backend alike.
+      if (row.metadata.find("\\u0000") != std::string::npos) {
+        throw Refusal(400, "metadata holds a NUL character, which the store cannot hold", {{"field", "metadata"}});
+      }
       if (row.metadata.size() > limits.max_metadata_bytes) {
         throw Refusal(413, "metadata is longer than " + std::to_string(limits.max_metadata_bytes) + " bytes",
                       {{"field", "metadata"}});

@@ -249,6 +249,9 @@ JobSubmission parse_job_submission(const nlohmann::json& body, size_t max_job_te
     }
     submission.job_text = render_job_text(body);
   }
+  if (submission.job_text.find('\0') != std::string::npos) {
+    throw Refusal(400, "the job text holds a NUL character", {{"field", "job_text"}});
+  }
   if (submission.job_text.size() > max_job_text_bytes) {
     throw Refusal(413, "the job text is longer than " + std::to_string(max_job_text_bytes) + " bytes",
                   {{"field", "job_text"}});
@@ -270,6 +273,7 @@ JobSubmission parse_job_submission(const nlohmann::json& body, size_t max_job_te
     if (!body["overrides"].is_array()) throw Refusal(400, "overrides must be a list of \"key=value\"", {{"field", "overrides"}});
     for (const auto& item : body["overrides"]) {
       if (!item.is_string() || item.get<std::string>().find('=') == std::string::npos ||
+          item.get<std::string>().find('\0') != std::string::npos ||
           item.get<std::string>().size() > 4096) {
         throw Refusal(400, "each override is a \"key.path=value\" string", {{"field", "overrides"}});
       }

@@ -112,6 +112,13 @@ TEST_P(ApiTest, FeedbackNeedsTheAnnotatorRoleAndValidBodies) {
   wrong_type["score"] = "high";
   r = annotator.Post("/api/rlhf/feedback", wrong_type.dump(), "application/json");
   EXPECT_EQ(r->status, 400);
+  // NUL cannot be stored by PostgreSQL (text, jsonb): refused on both backends alike.
+  json nul = feedback("agent", 2);
+  nul["prompt"] = std::string("a\0b", 3);
+  EXPECT_EQ(annotator.Post("/api/rlhf/feedback", nul.dump(), "application/json")->status, 400);
+  nul = feedback("agent", 2);
+  nul["metadata"] = {{std::string("k\0", 2), 1}};
+  EXPECT_EQ(annotator.Post("/api/rlhf/feedback", nul.dump(), "application/json")->status, 400);
   json long_field = feedback("agent", 2);
   long_field["prompt"] = std::string(2001, 'x');
   r = annotator.Post("/api/rlhf/feedback", long_field.dump(), "application/json");
