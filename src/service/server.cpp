@@ -254,6 +254,9 @@ struct Service::Impl {
     const RequestLimits& limits = options.limits;
     http.set_payload_max_length(limits.max_body_bytes);
     http.set_keep_alive_max_count(100000);
+    // Headers and body go out in separate writes: without TCP_NODELAY, Nagle and delayed ACKs
+    // hold every keep-alive response ~40 ms.
+    http.set_tcp_nodelay(true);
     const int threads = options.threads > 0 ? options.threads
                                             : std::max(8, 4 * static_cast<int>(std::thread::hardware_concurrency()));
     http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
