@@ -16,6 +16,8 @@ DEBIAN_PACKAGES=(
   libpcre2-dev
   clang libclang-rt-14-dev
   python3-venv
+  libsqlite3-dev libpqxx-dev postgresql
+  wrk chromium chromium-driver
 )
 
 missing=()

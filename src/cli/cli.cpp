@@ -24,6 +24,7 @@ const std::vector<CliCommand>& commands() {
       {"init-model", "write a new Llama model directory from a named preset: n3rlhf init-model --preset tiny-llama --out DIR", init_model_command},
       {"demo-data", "write the README demo's preference/KTO/SFT data set: n3rlhf demo-data --out DIR", demo_data_command},
       {"merge", "fold a PEFT adapter into its base model: n3rlhf merge BASE ADAPTER OUT", merge_command},
+      {"serve", "run the feedback and jobs service (HTTP API, dashboard): n3rlhf serve --tokens FILE", serve_command},
   };
   return list;
 }

@@ -27,5 +27,6 @@ int prepare_command(const std::vector<std::string>& arguments);
 int init_model_command(const std::vector<std::string>& arguments);
 int demo_data_command(const std::vector<std::string>& arguments);
 int merge_command(const std::vector<std::string>& arguments);
+int serve_command(const std::vector<std::string>& arguments);
 
 }  // namespace n3rlhf

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "core/config_schema.hpp"
+#include "core/data_source_resolver.hpp"
 #include "core/dsl_parser.hpp"
 #include "core/strings.hpp"
 #include "core/suggest.hpp"
@@ -270,6 +271,22 @@ void check_required(const ResolvedJob& job, DiagnosticSink& sink) {
   }
 }
 
+// feedback.export(...) and other data-source calls become files through the installed resolver;
+// without one they stay calls, and validation reports RLHF020.
+void resolve_data_sources(ResolvedJob& job, DiagnosticSink& sink) {
+  const DataSourceResolver& resolver = data_source_resolver();
+  if (!resolver) return;
+  for (DatasetSource* source : {&job.config.dataset, &job.config.eval_dataset}) {
+    if (!source->call) continue;
+    try {
+      source->path = resolver(*source->call, job.config);
+      source->call.reset();
+    } catch (const RlhfError& error) {
+      sink.error(error.code(), source->call->location, error.message());
+    }
+  }
+}
+
 }  // namespace
 
 ResolvedJobFile resolve_job_file(const DslDocument& document, const ConfigOverrides& overrides,
@@ -297,6 +314,7 @@ ResolvedJobFile resolve_job_file(const DslDocument& document, const ConfigOverri
     for (const std::string& assignment : overrides.assignments) builder.apply_assignment(assignment);
     derive_defaults(job);
     check_required(job, sink);
+    if (!sink.has_errors()) resolve_data_sources(job, sink);
     validate_config(job, context, sink);
     result.jobs.push_back(std::move(job));
   }

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 
+#include "core/data_source_resolver.hpp"
 #include "core/config_builder.hpp"
 #include "core/config_schema.hpp"
 
@@ -381,11 +382,13 @@ class Rules {
   }
 
   void check_data_sources() {
+    // With a resolver installed, a call still here has already been reported by it.
+    if (data_source_resolver()) return;
     for (const DatasetSource* source : {&config_.dataset, &config_.eval_dataset}) {
       if (!source->call) continue;
       sink_.error(ErrorCode::kDatasetNotFound, source->call->location,
-                  "data from " + source->call->text + "(...) needs the feedback store, which this build does not have yet",
-                  "export the feedback to JSONL and give its path: dataset: \"data/feedback.jsonl\"");
+                  "data from " + source->call->text + "(...) needs the feedback store, which this program does not have",
+                  "run the job with n3rlhf-dist or n3rlhf (they resolve it from N3RLHF_FEEDBACK_STORE), or give a JSONL path");
     }
   }
 

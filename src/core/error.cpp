@@ -39,7 +39,7 @@ namespace {
 bool is_known_code(int number) {
   return (number >= 1 && number <= 5) || (number >= 10 && number <= 15) ||
          (number >= 20 && number <= 25) || (number >= 30 && number <= 35) ||
-         (number >= 40 && number <= 43) || (number >= 50 && number <= 53);
+         (number >= 40 && number <= 43) || (number >= 50 && number <= 54);
 }
 
 std::string format_error(ErrorCode code, const std::string& message, const ErrorContext& context) {

@@ -45,11 +45,12 @@ enum class ErrorCode : int {
   kMetricComputationFailure = 41,
   kSafetyFilterFailure = 42,
   kBenchmarkNotFound = 43,
-  // Storage (050-053)
+  // Storage (050-054)
   kUploadFailure = 50,
   kDirectoryNotWritable = 51,
   kModelRegistryUnavailable = 52,
   kArtifactCorruption = 53,
+  kStoreUnavailable = 54,
 };
 
 enum class ErrorCategory { kConfiguration, kTraining, kDataset, kModel, kEvaluation, kStorage };

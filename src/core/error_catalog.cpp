@@ -111,6 +111,9 @@ const std::vector<ErrorInfo>& error_catalog() {
       {ErrorCode::kArtifactCorruption, "Artifact corruption",
        "A checkpoint or artifact failed its checksum when loaded, or is incomplete.",
        "n3rlhf skips it and resumes from the newest valid checkpoint; delete the corrupt one."},
+      {ErrorCode::kStoreUnavailable, "Feedback store unavailable",
+       "The feedback and jobs database (SQLite file or PostgreSQL server) cannot be opened, migrated, read or written.",
+       "Check the store URL (N3RLHF_FEEDBACK_STORE, `n3rlhf serve --store`), that the server is up and the file writable; the message names the database's own error."},
   };
   return catalog;
 }

@@ -1,0 +1,702 @@
+// job_runner.cpp: submitting, spawning, watching, cancelling and recovering training jobs.
+#include "service/job_runner.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "core/config_builder.hpp"
+#include "core/diagnostic.hpp"
+#include "core/dsl_parser.hpp"
+#include "service/feedback_source.hpp"
+#include "service/refusal.hpp"
+
+extern char** environ;
+
+namespace n3rlhf::service {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string n3_string(const std::string& text) {
+  std::string out = "\"";
+  for (const unsigned char c : text) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) {
+          char escape[8];
+          std::snprintf(escape, sizeof(escape), "\\u%04x", c);
+          out += escape;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+bool n3_key(const std::string& key) {
+  if (key.empty() || key.size() > 64 || !(std::isalpha(static_cast<unsigned char>(key[0])) || key[0] == '_')) return false;
+  for (const char c : key) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  }
+  return true;
+}
+
+void render_value(const nlohmann::json& value, const std::string& indent, std::string& out) {
+  switch (value.type()) {
+    case nlohmann::json::value_t::object:
+      out += "{\n";
+      for (const auto& [key, item] : value.items()) {
+        if (!n3_key(key)) throw Refusal(400, "config key '" + key + "' is not a name (letters, digits, _)");
+        out += indent + "  " + key + ": ";
+        render_value(item, indent + "  ", out);
+        out += "\n";
+      }
+      out += indent + "}";
+      break;
+    case nlohmann::json::value_t::array: {
+      out += "[";
+      bool first = true;
+      for (const auto& item : value) {
+        if (!first) out += ", ";
+        first = false;
+        render_value(item, indent, out);
+      }
+      out += "]";
+      break;
+    }
+    case nlohmann::json::value_t::string: out += n3_string(value.get<std::string>()); break;
+    case nlohmann::json::value_t::boolean: out += value.get<bool>() ? "true" : "false"; break;
+    case nlohmann::json::value_t::null: out += "null"; break;
+    case nlohmann::json::value_t::number_float: {
+      const double number = value.get<double>();
+      if (!std::isfinite(number)) throw Refusal(400, "config holds a number that is not finite");
+      char text[40];
+      std::snprintf(text, sizeof(text), "%.17g", number);
+      std::string rendered = text;
+      if (rendered.find_first_of(".eE") == std::string::npos) rendered += ".0";
+      out += rendered;
+      break;
+    }
+    default: out += value.dump(); break;
+  }
+}
+
+std::string random_suffix() {
+  std::random_device device;
+  std::mt19937_64 generator(device());
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(generator()));
+  return text;
+}
+
+std::string executable_directory() {
+  std::error_code error;
+  const fs::path self = fs::read_symlink("/proc/self/exe", error);
+  return error ? std::string(".") : self.parent_path().string();
+}
+
+// Every path field of a resolved job, by name.
+nlohmann::json job_paths(const RLHFConfig& c) {
+  nlohmann::json paths = nlohmann::json::object();
+  const auto add = [&](const char* name, const std::string& value) {
+    if (!value.empty()) paths[name] = value;
+  };
+  add("base_model", c.base_model);
+  add("tokenizer", c.tokenizer);
+  add("reward_model", c.reward_model);
+  add("reference_model", c.reference_model);
+  add("dataset", c.dataset.path);
+  add("eval_dataset", c.eval_dataset.path);
+  add("peft.adapter_path", c.peft.adapter_path);
+  add("data.prepared_dir", c.data.prepared_dir);
+  add("logging.log_dir", c.logging.log_dir);
+  add("output.dir", c.output.dir);
+  return paths;
+}
+
+bool inside(const fs::path& path, const fs::path& root) {
+  auto p = path.begin();
+  for (auto r = root.begin(); r != root.end(); ++r, ++p) {
+    if (r->empty()) continue;  // a trailing separator
+    if (p == path.end() || *p != *r) return false;
+  }
+  return true;
+}
+
+nlohmann::json diagnostics_json(const std::vector<Diagnostic>& diagnostics) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const Diagnostic& d : diagnostics) {
+    if (d.severity != Severity::kError) continue;
+    nlohmann::json entry{{"code", error_code_string(d.code)}, {"message", d.message}};
+    if (d.location.in_file()) {
+      entry["line"] = d.location.line;
+      entry["column"] = d.location.column;
+    } else if (!d.location.origin.empty()) {
+      entry["origin"] = d.location.origin;
+    }
+    if (!d.hint.empty()) entry["hint"] = d.hint;
+    entry["text"] = format_diagnostic(d);
+    list.push_back(entry);
+  }
+  return list;
+}
+
+bool model_written(const std::string& output_dir) {
+  if (output_dir.empty()) return false;
+  for (const char* name : {"model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors"}) {
+    if (fs::exists(fs::path(output_dir) / name)) return true;
+  }
+  return false;
+}
+
+void log_to(const std::string& path, const std::string& line) {
+  std::ofstream out(path, std::ios::app);
+  out << line << "\n";
+}
+
+}  // namespace
+
+int64_t process_start_time(int64_t pid) {
+  if (pid <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(in, text)) return 0;
+  // The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string field;
+  // Field 3 (state) is the first here; start time is field 22.
+  std::string state;
+  fields >> state;
+  if (state == "Z" || state == "X") return 0;  // a zombie has finished
+  for (int i = 4; i < 22; ++i) fields >> field;
+  int64_t start = 0;
+  fields >> start;
+  return start;
+}
+
+std::string render_job_text(const nlohmann::json& fields) {
+  const auto text_field = [&](const char* name, bool required) -> std::string {
+    if (!fields.contains(name) || fields[name].is_null()) {
+      if (required) throw Refusal(400, std::string("the job needs ") + name + " (or job_text)", {{"field", name}});
+      return "";
+    }
+    if (!fields[name].is_string()) throw Refusal(400, std::string(name) + " must be a string", {{"field", name}});
+    return fields[name].get<std::string>();
+  };
+  const std::string name = text_field("job_name", true);
+  std::string out = "train rlhf " + n3_string(name) + " {\n";
+  const std::string algorithm = text_field("algorithm", true);
+  out += "  algorithm: " + n3_string(algorithm) + "\n";
+  const std::string base_model = text_field("base_model", false);
+  if (!base_model.empty()) out += "  base_model: " + n3_string(base_model) + "\n";
+  const std::string dataset = text_field("dataset_path", false);
+  if (!dataset.empty()) out += "  dataset: " + n3_string(dataset) + "\n";
+  if (fields.contains("config") && !fields["config"].is_null()) {
+    const nlohmann::json& config = fields["config"];
+    if (!config.is_object()) throw Refusal(400, "config must be an object", {{"field", "config"}});
+    for (const auto& [key, value] : config.items()) {
+      if (!n3_key(key)) throw Refusal(400, "config key '" + key + "' is not a name (letters, digits, _)");
+      out += "  " + key + ": ";
+      render_value(value, "  ", out);
+      out += "\n";
+    }
+  }
+  return out + "}\n";
+}
+
+JobSubmission parse_job_submission(const nlohmann::json& body, size_t max_job_text_bytes, size_t max_id_bytes) {
+  if (!body.is_object()) throw Refusal(400, "the body must be a JSON object");
+  static const std::set<std::string> known = {"job_text", "job_name", "algorithm", "base_model", "dataset_path",
+                                              "config", "launcher", "ranks", "overrides"};
+  for (const auto& [key, value] : body.items()) {
+    if (!known.count(key)) throw Refusal(400, "unknown field '" + key + "'", {{"field", key}});
+  }
+  JobSubmission submission;
+  if (body.contains("job_text")) {
+    if (!body["job_text"].is_string()) throw Refusal(400, "job_text must be a string", {{"field", "job_text"}});
+    for (const char* field : {"job_name", "algorithm", "base_model", "dataset_path", "config"}) {
+      if (body.contains(field)) {
+        throw Refusal(400, std::string("give either job_text or the job's fields, not both (") + field + ")",
+                      {{"field", field}});
+      }
+    }
+    submission.job_text = body["job_text"].get<std::string>();
+  } else {
+    if (body.contains("job_name") && body["job_name"].is_string() &&
+        body["job_name"].get<std::string>().size() > max_id_bytes) {
+      throw Refusal(400, "job_name is longer than " + std::to_string(max_id_bytes) + " bytes", {{"field", "job_name"}});
+    }
+    submission.job_text = render_job_text(body);
+  }
+  if (submission.job_text.find('\0') != std::string::npos) {
+    throw Refusal(400, "the job text holds a NUL character", {{"field", "job_text"}});
+  }
+  if (submission.job_text.size() > max_job_text_bytes) {
+    throw Refusal(413, "the job text is longer than " + std::to_string(max_job_text_bytes) + " bytes",
+                  {{"field", "job_text"}});
+  }
+  if (body.contains("launcher")) {
+    if (!body["launcher"].is_string() ||
+        (body["launcher"] != "local" && body["launcher"] != "kubernetes")) {
+      throw Refusal(400, "launcher must be \"local\" or \"kubernetes\"", {{"field", "launcher"}});
+    }
+    submission.launcher = body["launcher"].get<std::string>();
+  }
+  if (body.contains("ranks")) {
+    if (!body["ranks"].is_number_integer() || body["ranks"].get<int64_t>() < 1) {
+      throw Refusal(400, "ranks must be a positive integer", {{"field", "ranks"}});
+    }
+    submission.ranks = body["ranks"].get<int64_t>();
+  }
+  if (body.contains("overrides")) {
+    if (!body["overrides"].is_array()) throw Refusal(400, "overrides must be a list of \"key=value\"", {{"field", "overrides"}});
+    for (const auto& item : body["overrides"]) {
+      if (!item.is_string() || item.get<std::string>().find('=') == std::string::npos ||
+          item.get<std::string>().find('\0') != std::string::npos ||
+          item.get<std::string>().size() > 4096) {
+        throw Refusal(400, "each override is a \"key.path=value\" string", {{"field", "overrides"}});
+      }
+      submission.overrides.push_back(item.get<std::string>());
+    }
+    if (submission.overrides.size() > 64) throw Refusal(400, "at most 64 overrides", {{"field", "overrides"}});
+  }
+  return submission;
+}
+
+std::string render_mpijob(const JobRecord& job, const std::string& name, int64_t ranks,
+                          const std::vector<std::string>& set_arguments, const JobRunnerOptions& options) {
+  const int64_t slots = std::max<int64_t>(1, options.kubernetes_slots_per_worker);
+  const int64_t workers = (ranks + slots - 1) / slots;
+  const auto quote = [](const std::string& text) { return nlohmann::json(text).dump(); };  // JSON strings are YAML
+  std::ostringstream y;
+  y << "# Rendered by n3rlhf serve for job " << quote(job.job_name) << "; apply with kubectl apply -f\n";
+  y << "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " << name << "\n  namespace: " << quote(options.kubernetes_namespace)
+    << "\ndata:\n  job.n3: " << quote(job.job_text) << "\n---\n";
+  y << "apiVersion: kubeflow.org/v2beta1\nkind: MPIJob\nmetadata:\n  name: " << name << "\n  namespace: "
+    << quote(options.kubernetes_namespace) << "\n  labels:\n    app.kubernetes.io/name: n3rlhf\nspec:\n  slotsPerWorker: " << slots
+    << "\n  runPolicy:\n    cleanPodPolicy: Running\n    backoffLimit: 0\n  mpiReplicaSpecs:\n    Launcher:\n      replicas: 1\n"
+       "      template:\n        spec:\n          containers:\n            - name: launcher\n              image: "
+    << quote(options.kubernetes_image) << "\n              command:\n";
+  std::vector<std::string> command = {"mpirun", "--allow-run-as-root", "-np", std::to_string(ranks),
+                                      options.kubernetes_binary, "/jobs/job.n3"};
+  for (const std::string& set : set_arguments) {
+    command.push_back("--set");
+    command.push_back(set);
+  }
+  for (const std::string& part : command) y << "                - " << quote(part) << "\n";
+  y << "              volumeMounts:\n                - { name: jobs, mountPath: /jobs }\n"
+       "          volumes:\n            - name: jobs\n              configMap: { name: "
+    << name << " }\n    Worker:\n      replicas: " << workers
+    << "\n      template:\n        spec:\n          containers:\n            - name: worker\n              image: "
+    << quote(options.kubernetes_image) << "\n              resources:\n                limits:\n                  nvidia.com/gpu: "
+    << slots << "\n              volumeMounts:\n                - { name: jobs, mountPath: /jobs }\n"
+       "                - { name: dshm, mountPath: /dev/shm }\n          volumes:\n            - name: jobs\n"
+       "              configMap: { name: "
+    << name << " }\n            - name: dshm\n              emptyDir: { medium: Memory }\n";
+  return y.str();
+}
+
+JobRunner::JobRunner(JobStore& store, JobRunnerOptions options) : store_(store), options_(std::move(options)) {
+  std::error_code error;
+  fs::create_directories(options_.jobs_dir, error);
+  if (error) {
+    throw StorageError(ErrorCode::kDirectoryNotWritable, "cannot create the jobs directory",
+                       {{"directory", options_.jobs_dir}, {"reason", error.message()}});
+  }
+  options_.jobs_dir = fs::weakly_canonical(options_.jobs_dir).string();
+  if (options_.dist_binary.empty()) options_.dist_binary = executable_directory() + "/n3rlhf-dist";
+  monitor_ = std::thread([this] { monitor(); });
+}
+
+JobRunner::~JobRunner() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  stop_signal_.notify_all();
+  if (monitor_.joinable()) monitor_.join();
+}
+
+std::vector<std::string> JobRunner::allowed_roots() const {
+  std::vector<std::string> roots = {options_.jobs_dir};
+  if (options_.allowed_roots.empty()) {
+    roots.push_back(fs::current_path().string());
+  } else {
+    for (const std::string& root : options_.allowed_roots) roots.push_back(fs::weakly_canonical(root).string());
+  }
+  return roots;
+}
+
+void JobRunner::check_paths(const nlohmann::json& paths) const {
+  const std::vector<std::string> roots = allowed_roots();
+  for (const auto& [field, value] : paths.items()) {
+    const fs::path resolved = fs::weakly_canonical(fs::absolute(value.get<std::string>()));
+    bool allowed = false;
+    for (const std::string& root : roots) allowed = allowed || inside(resolved, root);
+    if (!allowed) {
+      throw Refusal(403, field + " \"" + value.get<std::string>() + "\" is outside the directories jobs may use",
+                    {{"field", field}, {"allowed_roots", roots}});
+    }
+  }
+}
+
+JobRecord JobRunner::submit(const JobSubmission& submission) {
+  const int64_t ranks = submission.ranks > 0 ? submission.ranks : options_.default_ranks;
+  if (ranks > options_.max_ranks) {
+    throw Refusal(400, "ranks " + std::to_string(ranks) + " is above the service's limit " +
+                           std::to_string(options_.max_ranks), {{"field", "ranks"}});
+  }
+  const std::string stamp = now_timestamp();
+  std::string compact;
+  for (const char c : stamp.substr(0, 19)) {
+    if (std::isdigit(static_cast<unsigned char>(c))) compact += c;
+  }
+  const fs::path work_dir = fs::path(options_.jobs_dir) / (compact + "-" + random_suffix().substr(0, 8));
+  std::error_code error;
+  fs::create_directories(work_dir, error);
+  if (error) {
+    throw StorageError(ErrorCode::kDirectoryNotWritable, "cannot create the job's directory",
+                       {{"directory", work_dir.string()}, {"reason", error.message()}});
+  }
+  struct Cleanup {
+    fs::path dir;
+    bool keep = false;
+    ~Cleanup() {
+      std::error_code ignored;
+      if (!keep) fs::remove_all(dir, ignored);
+    }
+  } cleanup{work_dir};
+
+  // The same resolution and rules as `n3rlhf validate --world-size N --no-env`; the output goes
+  // to the job's directory unless the job names one.
+  ConfigOverrides overrides;
+  overrides.assignments = submission.overrides;
+  overrides.use_environment = false;
+  ValidationContext context;
+  context.world_size = ranks;
+  ResolvedJobFile resolved;
+  try {
+    ScopedExportDirectory export_directory((work_dir / "data").string());
+    auto file = std::make_shared<SourceFile>("job.n3", submission.job_text);
+    resolved = resolve_job_file(parse_job_text(file), overrides, context);
+  } catch (const JobFileError& invalid) {
+    throw Refusal(400, "the job is invalid", {{"code", error_code_string(invalid.code())},
+                                              {"diagnostics", diagnostics_json(invalid.diagnostics())}});
+  } catch (const RlhfError& invalid) {
+    throw Refusal(400, invalid.message(), {{"code", error_code_string(invalid.code())}});
+  }
+  if (resolved.jobs.size() != 1) {
+    throw Refusal(400, "give one `train rlhf` block per job (this text has " + std::to_string(resolved.jobs.size()) + ")");
+  }
+  const ResolvedJob& job = resolved.jobs.front();
+  RLHFConfig config = job.config;
+  std::vector<std::string> set_arguments = submission.overrides;
+  if (!job.is_set("output.dir")) {
+    config.output.dir = (work_dir / "output").string();
+    set_arguments.push_back("output.dir=" + config.output.dir);
+  }
+  // feedback.export(...) was resolved into the job's directory; the child trains on that file.
+  std::string job_file_text = submission.job_text;
+  for (const auto& [name, source] : {std::pair<const char*, const DatasetSource*>{"dataset", &config.dataset},
+                                     {"eval_dataset", &config.eval_dataset}}) {
+    if (!source->path.empty() && source->path.rfind((work_dir / "data").string(), 0) == 0) {
+      set_arguments.push_back(std::string(name) + "=" + source->path);
+    }
+  }
+  check_paths(job_paths(config));
+
+  JobRecord record;
+  record.job_name = config.job_name;
+  record.algorithm = enum_name(config.algorithm);
+  record.base_model = config.base_model;
+  record.dataset_path = config.dataset.path;
+  record.config = resolved_jobs_to_json(resolved)["jobs"][0].dump();
+  record.job_text = job_file_text;
+  record.launcher = submission.launcher;
+  record.status = submission.launcher == "kubernetes" ? JobStatus::kRendered : JobStatus::kQueued;
+  record.work_dir = work_dir.string();
+  record.output_dir = config.output.dir;
+  record.metrics_path =
+      ((config.logging.log_dir.empty() ? fs::path(config.output.dir) / "logs" : fs::path(config.logging.log_dir)) /
+       "metrics.jsonl")
+          .string();
+  {
+    std::ofstream out(work_dir / "job.n3");
+    out << job_file_text;
+    if (!out) throw StorageError(ErrorCode::kDirectoryNotWritable, "cannot write the job file", {{"directory", work_dir.string()}});
+  }
+  if (submission.launcher == "kubernetes") {
+    std::string name = "n3rlhf-" + work_dir.filename().string();
+    record.manifest = render_mpijob(record, name, ranks, set_arguments, options_);
+    std::ofstream(work_dir / "mpijob.yaml") << record.manifest;
+  }
+  cleanup.keep = true;
+  record.id = store_.insert_job(record);
+  if (submission.launcher == "kubernetes") return *store_.find_job(record.id);
+
+  // argv: mpirun [args] -np N n3rlhf-dist job.n3 --set ...; no shell, no PATH lookup of our own
+  // binary, RLHF_* variables dropped so that the child resolves the job as it was validated.
+  std::vector<std::string> argv = {options_.mpirun};
+  argv.insert(argv.end(), options_.mpirun_args.begin(), options_.mpirun_args.end());
+  if (::geteuid() == 0) argv.push_back("--allow-run-as-root");
+  argv.insert(argv.end(), {"-np", std::to_string(ranks), options_.dist_binary, (work_dir / "job.n3").string()});
+  for (const std::string& set : set_arguments) {
+    argv.push_back("--set");
+    argv.push_back(set);
+  }
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "RLHF_", 5) != 0) env.emplace_back(*e);
+  }
+  std::vector<char*> argv_c, env_c;
+  for (std::string& a : argv) argv_c.push_back(a.data());
+  argv_c.push_back(nullptr);
+  for (std::string& e : env) env_c.push_back(e.data());
+  env_c.push_back(nullptr);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  const std::string out_log = (work_dir / "stdout.log").string();
+  const std::string err_log = (work_dir / "stderr.log").string();
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, out_log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  posix_spawnattr_setpgroup(&attributes, 0);  // its own process group: cancel signals the whole tree
+  sigset_t default_signals;
+  sigemptyset(&default_signals);
+  sigaddset(&default_signals, SIGPIPE);
+  sigaddset(&default_signals, SIGTERM);
+  sigaddset(&default_signals, SIGINT);
+  posix_spawnattr_setsigdefault(&attributes, &default_signals);
+  sigset_t no_signals;
+  sigemptyset(&no_signals);
+  posix_spawnattr_setsigmask(&attributes, &no_signals);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  pid_t pid = 0;
+  const int rc = posix_spawnp(&pid, argv_c[0], &actions, &attributes, argv_c.data(), env_c.data());
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attributes);
+  if (rc != 0) {
+    const std::string why = std::string("cannot start ") + options_.mpirun + ": " + std::strerror(rc);
+    store_.update_job(record.id, JobUpdate{JobStatus::kFailed, std::nullopt, now_timestamp(), std::nullopt,
+                                           std::nullopt, std::nullopt, why});
+    return *store_.find_job(record.id);
+  }
+  std::string command_line;
+  for (const std::string& a : argv) command_line += (command_line.empty() ? "" : " ") + a;
+  log_to((work_dir / "service.log").string(), now_timestamp() + " started pid " + std::to_string(pid) + ": " + command_line);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    active_[record.id] = pid;
+  }
+  store_.update_job(record.id, JobUpdate{JobStatus::kRunning, now_timestamp(), std::nullopt, int64_t{pid},
+                                         process_start_time(pid), std::nullopt, std::nullopt});
+  return *store_.find_job(record.id);
+}
+
+JobRecord JobRunner::cancel(int64_t id) {
+  std::optional<JobRecord> job = store_.find_job(id);
+  if (!job) throw Refusal(404, "no job " + std::to_string(id));
+  if (job_status_final(job->status)) {
+    throw Refusal(409, std::string("job ") + std::to_string(id) + " is already " + job_status_name(job->status));
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  const bool ours = active_.count(id) != 0;
+  const bool reattached = reattached_.count(id) != 0;
+  if (!ours && !reattached) throw Refusal(409, "job " + std::to_string(id) + " has no process this service watches");
+  const pid_t pid = ours ? active_[id] : static_cast<pid_t>(job->pid);
+  cancel_requested_.insert(id);
+  ::kill(-pid, SIGTERM);
+  kill_deadlines_[id] = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(options_.cancel_grace_seconds * 1000));
+  log_to(job->work_dir + "/service.log", now_timestamp() + " cancel requested: SIGTERM to process group " + std::to_string(pid));
+  return *job;
+}
+
+void JobRunner::finish_child(int64_t id, int wait_status) {
+  bool cancelled = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cancelled = cancel_requested_.erase(id) != 0;
+    active_.erase(id);
+    kill_deadlines_.erase(id);
+  }
+  JobUpdate update;
+  update.finished_at = now_timestamp();
+  if (WIFEXITED(wait_status)) {
+    update.exit_code = WEXITSTATUS(wait_status);
+  } else if (WIFSIGNALED(wait_status)) {
+    update.exit_code = 128 + WTERMSIG(wait_status);
+  }
+  if (cancelled) {
+    update.status = JobStatus::kCancelled;
+    update.error = "cancelled through the API";
+  } else if (update.exit_code == 0) {
+    update.status = JobStatus::kSucceeded;
+  } else {
+    update.status = JobStatus::kFailed;
+    update.error = "n3rlhf-dist exited with status " + std::to_string(update.exit_code.value_or(-1)) +
+                   " (see stderr.log in the job's directory)";
+  }
+  store_.update_job(id, update);
+}
+
+void JobRunner::finish_without_status(const JobRecord& job, const std::string& why) {
+  JobUpdate update;
+  update.finished_at = now_timestamp();
+  if (model_written(job.output_dir)) {
+    update.status = JobStatus::kSucceeded;
+    update.error = why + "; the final model is in output.dir";
+  } else {
+    update.status = JobStatus::kLost;
+    update.error = why + "; no final model in output.dir";
+  }
+  store_.update_job(job.id, update);
+}
+
+void JobRunner::recover() {
+  for (const JobRecord& job : store_.jobs_with_status(JobStatus::kQueued)) {
+    finish_without_status(job, "the service stopped before the job started");
+  }
+  for (const JobRecord& job : store_.jobs_with_status(JobStatus::kRunning)) {
+    const int64_t start = process_start_time(job.pid);
+    if (start != 0 && start == job.pid_start_time) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      reattached_[job.id] = job;
+      log_to(job.work_dir + "/service.log", now_timestamp() + " reattached to pid " + std::to_string(job.pid));
+    } else {
+      finish_without_status(job, "the job's process ended while the service was down (exit status unknown)");
+    }
+  }
+}
+
+void JobRunner::monitor() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopping_) {
+    stop_signal_.wait_for(lock, std::chrono::milliseconds(200));
+    if (stopping_) break;
+    std::vector<std::pair<int64_t, int>> exited;
+    for (const auto& [id, pid] : active_) {
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) exited.emplace_back(id, status);
+    }
+    std::vector<JobRecord> gone;
+    for (auto it = reattached_.begin(); it != reattached_.end();) {
+      if (process_start_time(it->second.pid) != it->second.pid_start_time) {
+        gone.push_back(it->second);
+        it = reattached_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = kill_deadlines_.begin(); it != kill_deadlines_.end();) {
+      if (now < it->second) {
+        ++it;
+        continue;
+      }
+      const auto child = active_.find(it->first);
+      const auto found = reattached_.find(it->first);
+      if (child != active_.end()) ::kill(-child->second, SIGKILL);
+      if (found != reattached_.end()) ::kill(-static_cast<pid_t>(found->second.pid), SIGKILL);
+      it = kill_deadlines_.erase(it);
+    }
+    lock.unlock();
+    for (const auto& [id, status] : exited) finish_child(id, status);
+    for (const JobRecord& job : gone) {
+      bool cancelled = false;
+      {
+        std::lock_guard<std::mutex> relock(mutex_);
+        cancelled = cancel_requested_.erase(job.id) != 0;
+        kill_deadlines_.erase(job.id);
+      }
+      if (cancelled) {
+        store_.update_job(job.id, JobUpdate{JobStatus::kCancelled, std::nullopt, now_timestamp(), std::nullopt,
+                                            std::nullopt, std::nullopt, std::string("cancelled through the API")});
+      } else {
+        finish_without_status(job, "the reattached process ended (exit status unknown to a restarted service)");
+      }
+    }
+    lock.lock();
+  }
+}
+
+size_t JobRunner::active_jobs() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return active_.size() + reattached_.size();
+}
+
+nlohmann::json JobRunner::metric_series(const JobRecord& job, size_t max_points) const {
+  nlohmann::json points = nlohmann::json::array();
+  std::ifstream in(job.metrics_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_object() && record.contains("step") && !record.contains("params")) points.push_back(record);
+  }
+  if (points.size() <= max_points || max_points == 0) return points;
+  nlohmann::json thinned = nlohmann::json::array();
+  const double stride = static_cast<double>(points.size()) / static_cast<double>(max_points);
+  for (size_t i = 0; i < max_points; ++i) thinned.push_back(points[static_cast<size_t>(i * stride)]);
+  thinned.push_back(points.back());
+  return thinned;
+}
+
+nlohmann::json JobRunner::describe(const JobRecord& job) const {
+  nlohmann::json out;
+  out["id"] = job.id;
+  out["job_name"] = job.job_name;
+  out["algorithm"] = job.algorithm;
+  out["base_model"] = job.base_model;
+  out["dataset_path"] = job.dataset_path;
+  out["launcher"] = job.launcher;
+  out["status"] = job_status_name(job.status);
+  out["created_at"] = job.created_at;
+  out["started_at"] = job.started_at.empty() ? nlohmann::json(nullptr) : nlohmann::json(job.started_at);
+  out["finished_at"] = job.finished_at.empty() ? nlohmann::json(nullptr) : nlohmann::json(job.finished_at);
+  out["exit_code"] = job.exit_code ? nlohmann::json(*job.exit_code) : nlohmann::json(nullptr);
+  out["error"] = job.error;
+  out["pid"] = job.pid;
+  out["outputs"] = {{"work_dir", job.work_dir},
+                    {"output_dir", job.output_dir},
+                    {"metrics", job.metrics_path},
+                    {"stdout", job.work_dir + "/stdout.log"},
+                    {"stderr", job.work_dir + "/stderr.log"}};
+  nlohmann::json latest = nullptr;
+  std::ifstream in(job.metrics_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_object() && record.contains("step") && record.contains("loss")) latest = record;
+  }
+  out["latest_metrics"] = latest;
+  const nlohmann::json config = nlohmann::json::parse(job.config, nullptr, false);
+  out["config"] = config.is_discarded() ? nlohmann::json::object() : config;
+  if (!job.manifest.empty()) out["manifest"] = job.manifest;
+  return out;
+}
+
+}  // namespace n3rlhf::service
