@@ -118,14 +118,29 @@ Trainer::Trainer(const RLHFConfig& config, const MpiEnvironment& mpi, const Trai
 
 Trainer::~Trainer() = default;
 
+// The newest checkpoint that verifies; corrupt newer ones are named and passed over. With
+// checkpoints but none valid, RLHF053 listing each and why: starting over would overwrite them,
+// the evidence of what went wrong, so that is left to a run without --resume.
 void Trainer::resume() {
-  if (const std::optional<CheckpointInfo> latest = checkpoints_.latest_valid()) {
+  std::vector<CorruptCheckpoint> skipped;
+  const std::optional<CheckpointInfo> latest = checkpoints_.latest_valid(&skipped);
+  if (latest) {
     state_ = load_training_checkpoint(*latest, {*engine_, adalora_, config_, device_}, *communicator_);
     last_checkpoint_ = state_.step;
-    spdlog::info("resumed from {} at step {}", latest->directory, state_.step);
-  } else {
-    spdlog::warn("--resume: no valid checkpoint in {}; starting from step 0", checkpoints_.root());
+    spdlog::info("resumed from {} at step {}{}", latest->directory, state_.step,
+                 skipped.empty() ? "" : fmt::format(" (passed over {} newer corrupt checkpoint(s))", skipped.size()));
+    return;
   }
+  if (skipped.empty()) {
+    spdlog::warn("--resume: no checkpoint in {} yet; starting from step 0", checkpoints_.root());
+    return;
+  }
+  std::string list;
+  for (const CorruptCheckpoint& corrupt : skipped) list += "\n  " + corrupt.directory + ": " + corrupt.reason;
+  throw StorageError(ErrorCode::kArtifactCorruption,
+                     "--resume: no valid checkpoint in " + checkpoints_.root() + "; every one failed verification:" + list +
+                         "\nrun without --resume to start over from step 0 (new checkpoints then replace these)",
+                     {{"checkpoints", checkpoints_.root()}, {"skipped", std::to_string(skipped.size())}});
 }
 
 StepReport Trainer::step() {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -190,6 +191,36 @@ TEST(Trainer, KilledRunResumesBitwiseIdentical) {
   EXPECT_NE(resumed.err.find("resumed from"), std::string::npos) << resumed.err;
   EXPECT_NE(resumed.out.find("3 steps (to step 6)"), std::string::npos) << resumed.out;
   EXPECT_EQ(read_file(dir.path() + "/out/model.safetensors"), read_file(reference_dir.path() + "/out/model.safetensors"));
+}
+
+// --resume when every checkpoint fails verification refuses with RLHF053, naming each and why,
+// and leaves them as they were; without any checkpoint it starts from step 0.
+TEST(Trainer, ResumeRefusesWhenNoCheckpointIsValid) {
+  TempDir dir;
+  const std::string data = dir.path() + "/pairs.jsonl";
+  write_preference_data(data, 24);
+  const std::string job = job_file(dir, "dpo", data, "");
+  const CommandResult fresh = run_command(binary("n3rlhf-dist") + " " + job + " --resume");
+  ASSERT_EQ(fresh.exit_status, 0) << fresh.err;
+  EXPECT_NE(fresh.err.find("no checkpoint in"), std::string::npos) << fresh.err;
+  std::vector<std::string> shards;
+  for (const auto& entry : fs::recursive_directory_iterator(dir.path() + "/out/checkpoints")) {
+    if (entry.path().filename().string().rfind("shard-", 0) == 0) shards.push_back(entry.path().string());
+  }
+  ASSERT_EQ(shards.size(), 2u) << "checkpoints 3 and 6";
+  std::map<std::string, std::string> corrupted;
+  for (const std::string& shard : shards) {
+    std::string bytes = read_file(shard);
+    bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x5a);
+    std::ofstream(shard, std::ios::binary | std::ios::trunc) << bytes;
+    corrupted[shard] = bytes;
+  }
+  const CommandResult resumed = run_command(binary("n3rlhf-dist") + " " + job + " --resume");
+  EXPECT_EQ(resumed.exit_status, 1) << resumed.err;
+  EXPECT_NE(resumed.err.find("RLHF053"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.err.find("checkpoint-3"), std::string::npos) << resumed.err;
+  EXPECT_NE(resumed.err.find("checkpoint-6"), std::string::npos) << resumed.err;
+  for (const auto& [shard, bytes] : corrupted) EXPECT_EQ(read_file(shard), bytes) << shard << " was rewritten";
 }
 
 // N3RLHF_INJECT_NONFINITE_STEPS makes the listed steps' loss NaN. By default the first one stops
