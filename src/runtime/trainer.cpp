@@ -34,7 +34,8 @@
 #include "model/safetensors.hpp"
 #include "runtime/reference_log_probs.hpp"
 #include "runtime/training_objective.hpp"
-#include "shard/data_parallel_engine.hpp"
+#include "shard/shard_checkpoint.hpp"
+#include "shard/sharding_engine.hpp"
 
 namespace n3rlhf {
 
@@ -231,7 +232,7 @@ void restore_random_state(const CheckpointInfo& info, int saved_world, int rank,
   }
 }
 
-void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState& trainer, DataParallelEngine& engine,
+void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState& trainer, ShardingEngine& engine,
                      Communicator& communicator, const RLHFConfig& config, const AdaLoraAllocator* adalora,
                      const torch::Device& device) {
   const int64_t step = trainer.step;
@@ -245,7 +246,7 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState&
                             std::to_string(communicator.size()) + ".safetensors";
   // Written one tensor at a time: the moments are assembled per unit as the writer reaches them.
   std::vector<DeferredTensor> tensors;
-  for (DeferredShardTensor& entry : engine.deferred_shard_state()) {
+  for (DeferredShardTensor& entry : deferred_shard_state(engine)) {
     tensors.push_back({entry.name, torch::kFloat32, entry.shape, std::move(entry.make)});
   }
   save_safetensors(shard, tensors);
@@ -259,7 +260,7 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState&
     nlohmann::json state = {{"step", step},
                             {"skipped_steps", trainer.skipped_steps},
                             {"world_size", communicator.size()},
-                            {"layout", engine.layout_json()},
+                            {"layout", layout_json(engine)},
                             {"job", config_to_json(config)}};
     if (adalora) save_safetensors(pending->path(kAdaLoraStateFile), adalora->state_tensors());
     pending->write_file("trainer_state.json", state.dump(2));
@@ -270,13 +271,13 @@ void save_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState&
   communicator.barrier()->wait();
 }
 
-TrainerState load_checkpoint(const CheckpointInfo& info, DataParallelEngine& engine, AdaLoraAllocator* adalora,
+TrainerState load_checkpoint(const CheckpointInfo& info, ShardingEngine& engine, AdaLoraAllocator* adalora,
                              const Communicator& communicator, const torch::Device& device) {
   std::ifstream in(info.directory + "/trainer_state.json");
   const nlohmann::json state = nlohmann::json::parse(in);
   const int saved_world = state.at("world_size").get<int>();
   std::map<int, std::shared_ptr<SafetensorsFile>> files;
-  engine.load_shard_state(state.at("layout"), saved_world, [&](int rank, const std::string& name) {
+  load_shard_state(engine, state.at("layout"), saved_world, [&](int rank, const std::string& name) {
     auto& file = files[rank];
     if (!file) {
       file = SafetensorsFile::open(info.directory + "/shard-" + std::to_string(rank) + "-of-" + std::to_string(saved_world) +
@@ -422,7 +423,6 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     }
   }
   ShardingOptions sharding;
-  sharding.strategy = config.distributed.strategy;
   sharding.alignment = config.distributed.alignment;
   AdamWOptions adamw;
   adamw.lr = h.learning_rate;
@@ -430,8 +430,11 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
   adamw.beta2 = h.adam_beta2;
   adamw.eps = h.adam_epsilon;
   adamw.weight_decay = h.weight_decay;
-  DataParallelEngine engine(*policy, communicator, sharding, adamw);
-  if (sharding.strategy == ShardingStrategy::kFsdp) policy->set_layer_executor(&engine);
+  const std::unique_ptr<ShardingEngine> sharding_engine =
+      make_sharding_engine(config.distributed.strategy, *policy, communicator, sharding);
+  ShardingEngine& engine = *sharding_engine;
+  engine.set_optimizer(std::make_shared<AdamW>(engine.parameter_groups(adamw.weight_decay), adamw));
+  if (config.distributed.strategy == ShardingStrategy::kFsdp) policy->set_layer_executor(&engine);
   const LrSchedule schedule = LrSchedule::from_config(h, total_steps);
   const auto set_adapters_enabled = [&adapters](bool enabled) { adapters->set_enabled(enabled); };
   ReferenceModel reference;
@@ -515,7 +518,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     progress_options.log_interval = config.logging.log_interval;
     progress.emplace(progress_options);
     spdlog::info("training \"{}\": {} on {} rank(s) ({}), {} steps of {} examples, {} train / {} eval examples, {} parameters",
-                 config.job_name, enum_name(config.algorithm), world, enum_name(sharding.strategy), total_steps, h.batch_size,
+                 config.job_name, enum_name(config.algorithm), world, enum_name(config.distributed.strategy), total_steps, h.batch_size,
                  train_examples.size(), eval_examples.size(), engine.memory().trainable_parameters);
   }
 
@@ -627,7 +630,7 @@ TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, c
     save.max_shard_bytes = static_cast<uint64_t>(config.output.max_shard_size_gb * (1ull << 30));
     save.tokenizer_directory = fs::is_directory(tokenizer_path(config)) ? tokenizer_path(config) : config.base_model;
     policy->set_layer_executor(nullptr);
-    if (sharding.strategy == ShardingStrategy::kFsdp) {
+    if (config.distributed.strategy == ShardingStrategy::kFsdp) {
       // The layers' own tensors are empty between uses: give them the gathered values.
       torch::NoGradGuard no_grad;
       auto named = policy->named_parameters(true);
