@@ -16,7 +16,8 @@
 //   traffic   bytes sent per rank per step from the communicator's counters, in elements of the
 //             reduce dtype, against 2P(N-1)/N (ddp, zero2) and (2P + P_layers)(N-1)/N for fsdp
 //             as built (the paper's 3P(N-1)/N when embeddings and head are sharded too);
-//   overlap   1 - (time waiting for reductions after backward) / (time the reductions took);
+//   overlap   1 - (time waiting for reductions after backward) / (time the reductions took),
+//             from the CommunicationTimers the engine fills when given them;
 //   speed     global tokens/s over the timed steps.
 // Usage: sharding_benchmark STRATEGY SHAPE ROWS_PER_RANK TOKENS STEPS
 #include <sys/resource.h>
@@ -24,6 +25,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -35,7 +38,8 @@
 #include "comm/mpi_environment.hpp"
 #include "core/config.hpp"
 #include "model/log_probs.hpp"
-#include "shard/data_parallel_engine.hpp"
+#include "shard/shard_checkpoint.hpp"
+#include "shard/sharding_engine.hpp"
 
 #ifdef N3RLHF_BENCHMARK_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -45,14 +49,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The strategy by its job-file name (config.hpp's names), or exit status 2.
-n3rlhf::ShardingStrategy strategy_named(const std::string& name) {
+// The strategy by its job-file name (config.hpp's names); nothing for an unknown name.
+std::optional<n3rlhf::ShardingStrategy> strategy_named(const std::string& name) {
   const auto& names = n3rlhf::sharding_strategy_names();
   for (size_t i = 0; i < names.size(); ++i) {
     if (names[i] == name) return static_cast<n3rlhf::ShardingStrategy>(i);
   }
-  std::fprintf(stderr, "unknown strategy %s (ddp, zero2, fsdp)\n", name.c_str());
-  std::exit(2);
+  return std::nullopt;
 }
 
 double peak_memory_gib(bool cuda) {
@@ -76,7 +79,12 @@ int main(int argc, char** argv) {
     if (mpi.rank() == 0) std::fprintf(stderr, "usage: sharding_benchmark ddp|zero2|fsdp SHAPE ROWS_PER_RANK TOKENS STEPS\n");
     return 2;
   }
-  const n3rlhf::ShardingStrategy strategy = strategy_named(argv[1]);
+  const std::optional<n3rlhf::ShardingStrategy> named = strategy_named(argv[1]);
+  if (!named) {
+    if (mpi.rank() == 0) std::fprintf(stderr, "unknown strategy %s (ddp, zero2, fsdp)\n", argv[1]);
+    return 2;
+  }
+  const n3rlhf::ShardingStrategy strategy = *named;
   const std::string shape_name = argv[2];
   const int64_t rows = std::atoll(argv[3]);
   const int64_t tokens = std::atoll(argv[4]);
@@ -94,12 +102,14 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);  // every rank starts from the same weights
   const auto shape = n3rlhf::benchmarks::llama_shape_named(shape_name);
   n3rlhf::CausalTransformer model = n3rlhf::benchmarks::build_llama(shape_name, device, dtype);
-  n3rlhf::ShardingOptions options;
-  options.strategy = strategy;
   n3rlhf::AdamWOptions adamw;
   adamw.lr = 1e-5;
-  n3rlhf::DataParallelEngine engine(*model, communicator, options, adamw);
+  const std::unique_ptr<n3rlhf::ShardingEngine> sharding = n3rlhf::make_sharding_engine(strategy, *model, communicator);
+  n3rlhf::ShardingEngine& engine = *sharding;
+  engine.set_optimizer(std::make_shared<n3rlhf::AdamW>(engine.parameter_groups(adamw.weight_decay), adamw));
   if (strategy == n3rlhf::ShardingStrategy::kFsdp) model->set_layer_executor(&engine);
+  n3rlhf::CommunicationTimers timers;
+  engine.set_communication_timers(&timers);
 
   torch::manual_seed(1000 + mpi.rank());  // each rank its own rows
   const torch::Tensor ids = torch::randint(shape.vocab, {rows, tokens}, torch::TensorOptions().dtype(torch::kLong).device(device));
@@ -115,7 +125,7 @@ int main(int argc, char** argv) {
   train_step();  // warm-up: buffers allocated, first gathers done
   communicator->barrier();
   communicator->reset_traffic();
-  engine.reset_timers();
+  timers = {};
   if (cuda) torch::cuda::synchronize();
   const auto start = Clock::now();
   for (int step = 0; step < steps; ++step) train_step();
@@ -126,15 +136,15 @@ int main(int argc, char** argv) {
   const n3rlhf::EngineMemory memory = engine.memory();
   const n3rlhf::TrafficSnapshot traffic = communicator->traffic();
   int64_t layer_parameters = 0;
-  const nlohmann::json layout = engine.layout_json();  // kept: the loop below reads into it
+  const nlohmann::json layout = n3rlhf::layout_json(engine);  // kept: the loop below reads into it
   for (const nlohmann::json& unit : layout.at("units")) {
     if (unit["name"].get<std::string>().rfind("layers.", 0) == 0) layer_parameters += unit["numel"].get<int64_t>();
   }
   // The largest peak over the ranks, and the waits summed so the overlap is the world's.
   torch::Tensor peaks = torch::tensor({peak_memory_gib(cuda)}, torch::kFloat64);
   communicator->all_reduce(peaks, {n3rlhf::ReduceOp::kMax})->wait();
-  torch::Tensor timers = torch::tensor({engine.reduction_wait_seconds(), engine.reduction_total_seconds()}, torch::kFloat64);
-  communicator->all_reduce(timers, {n3rlhf::ReduceOp::kSum})->wait();
+  torch::Tensor seconds_summed = torch::tensor({timers.reduction_wait_seconds, timers.reduction_total_seconds}, torch::kFloat64);
+  communicator->all_reduce(seconds_summed, {n3rlhf::ReduceOp::kSum})->wait();
   if (mpi.rank() != 0) return 0;
 
   const double p = static_cast<double>(memory.trainable_parameters);
@@ -162,7 +172,7 @@ int main(int argc, char** argv) {
       break;
   }
   const double traffic_elements = static_cast<double>(traffic.total().bytes_sent) / steps / 4.0;  // reduced in fp32
-  const double waited = timers[0].item<double>(), reduced = timers[1].item<double>();
+  const double waited = seconds_summed[0].item<double>(), reduced = seconds_summed[1].item<double>();
   nlohmann::json result = {
       {"impl", "n3rlhf"}, {"strategy", argv[1]}, {"shape", shape_name}, {"device", cuda ? "cuda" : "cpu"},
       {"ranks", world}, {"rows_per_rank", rows}, {"tokens", tokens}, {"steps", steps},

@@ -77,13 +77,15 @@ Trainer::Trainer(const RLHFConfig& config, const MpiEnvironment& mpi, const Trai
   objective_ = TrainingObjective::create(config, objective_context(communicator_));
   models_ = load_training_models(config, *objective_, device_, data_.total_steps, communicator_->rank());
 
-  // The engine shards what trains (the adapters, under PEFT) and leaves the frozen base alone.
+  // The engine shards what trains (the adapters, under PEFT) and leaves the frozen base alone;
+  // AdamW steps the fp32 master shards it exposes.
   ShardingOptions sharding;
-  sharding.strategy = config.distributed.strategy;
   sharding.alignment = config.distributed.alignment;
   CausalTransformer& policy = models_.policy.model;
-  engine_ = std::make_unique<DataParallelEngine>(*policy, communicator_, sharding, adamw_options(config.hyperparameters));
-  if (sharding.strategy == ShardingStrategy::kFsdp) policy->set_layer_executor(engine_.get());
+  engine_ = make_sharding_engine(config.distributed.strategy, *policy, communicator_, sharding);
+  const AdamWOptions adamw = adamw_options(config.hyperparameters);
+  engine_->set_optimizer(std::make_shared<AdamW>(engine_->parameter_groups(adamw.weight_decay), adamw));
+  if (config.distributed.strategy == ShardingStrategy::kFsdp) policy->set_layer_executor(engine_.get());
   schedule_.emplace(LrSchedule::from_config(config.hyperparameters, data_.total_steps));
   reference_ = prepare_step_reference(config, *objective_, models_, data_, *communicator_, device_);
 
@@ -110,7 +112,7 @@ Trainer::Trainer(const RLHFConfig& config, const MpiEnvironment& mpi, const Trai
     progress.log_interval = config.logging.log_interval;
     progress_.emplace(progress);
     spdlog::info("training \"{}\": {} on {} rank(s) ({}), {} steps of {} examples, {} train / {} eval examples, {} parameters",
-                 config.job_name, enum_name(config.algorithm), communicator_->size(), enum_name(sharding.strategy),
+                 config.job_name, enum_name(config.algorithm), communicator_->size(), enum_name(config.distributed.strategy),
                  data_.total_steps, config.hyperparameters.batch_size, data_.train_examples.size(), data_.eval_examples.size(),
                  engine_->memory().trainable_parameters);
   }

@@ -20,7 +20,7 @@
 #include "optim/lr_schedule.hpp"
 #include "runtime/training_checkpoint.hpp"
 #include "runtime/training_setup.hpp"
-#include "shard/data_parallel_engine.hpp"
+#include "shard/sharding_engine.hpp"
 
 namespace n3rlhf {
 
@@ -76,7 +76,7 @@ class Trainer {
   TrainingData data_;
   std::unique_ptr<TrainingObjective> objective_;
   TrainingModels models_;
-  std::unique_ptr<DataParallelEngine> engine_;
+  std::unique_ptr<ShardingEngine> engine_;
   std::optional<LrSchedule> schedule_;  // from the data's step count
   StepReference reference_;
   CheckpointDirectory checkpoints_;

@@ -16,6 +16,7 @@
 #include "core/config_schema.hpp"
 #include "core/log.hpp"
 #include "model/safetensors.hpp"
+#include "shard/shard_checkpoint.hpp"
 
 namespace n3rlhf {
 
@@ -92,7 +93,7 @@ void restore_random_state(const CheckpointInfo& info, int saved_world, int rank,
 
 void save_training_checkpoint(const CheckpointDirectory& checkpoints, const TrainerState& trainer, const CheckpointParts& parts,
                               Communicator& communicator) {
-  DataParallelEngine& engine = parts.engine;
+  ShardingEngine& engine = parts.engine;
   const int64_t step = trainer.step;
   // Rank 0 opens the pending directory; every rank writes its shard into it (a shared file
   // system, as for any multi-node checkpoint); rank 0 commits after all have written.
@@ -104,7 +105,7 @@ void save_training_checkpoint(const CheckpointDirectory& checkpoints, const Trai
                             std::to_string(communicator.size()) + ".safetensors";
   // Written one tensor at a time: the moments are assembled per unit as the writer reaches them.
   std::vector<DeferredTensor> tensors;
-  for (DeferredShardTensor& entry : engine.deferred_shard_state()) {
+  for (DeferredShardTensor& entry : deferred_shard_state(engine)) {
     tensors.push_back({entry.name, torch::kFloat32, entry.shape, std::move(entry.make)});
   }
   save_safetensors(shard, tensors);
@@ -118,7 +119,7 @@ void save_training_checkpoint(const CheckpointDirectory& checkpoints, const Trai
     nlohmann::json state = {{"step", step},
                             {"skipped_steps", trainer.skipped_steps},
                             {"world_size", communicator.size()},
-                            {"layout", engine.layout_json()},
+                            {"layout", layout_json(engine)},
                             {"job", config_to_json(parts.config)}};
     if (parts.adalora) save_safetensors(pending->path(kAdaLoraStateFile), parts.adalora->state_tensors());
     pending->write_file("trainer_state.json", state.dump(2));
@@ -130,13 +131,13 @@ void save_training_checkpoint(const CheckpointDirectory& checkpoints, const Trai
 }
 
 TrainerState load_training_checkpoint(const CheckpointInfo& info, const CheckpointParts& parts, const Communicator& communicator) {
-  DataParallelEngine& engine = parts.engine;
+  ShardingEngine& engine = parts.engine;
   AdaLoraAllocator* adalora = parts.adalora;
   std::ifstream in(info.directory + "/trainer_state.json");
   const nlohmann::json state = nlohmann::json::parse(in);
   const int saved_world = state.at("world_size").get<int>();
   std::map<int, std::shared_ptr<SafetensorsFile>> files;
-  engine.load_shard_state(state.at("layout"), saved_world, [&](int rank, const std::string& name) {
+  load_shard_state(engine, state.at("layout"), saved_world, [&](int rank, const std::string& name) {
     auto& file = files[rank];
     if (!file) {
       file = SafetensorsFile::open(info.directory + "/shard-" + std::to_string(rank) + "-of-" + std::to_string(saved_world) +

@@ -12,7 +12,7 @@
 #include "comm/communicator.hpp"
 #include "core/config.hpp"
 #include "io/checkpoint_directory.hpp"
-#include "shard/data_parallel_engine.hpp"
+#include "shard/sharding_engine.hpp"
 
 namespace n3rlhf {
 
@@ -24,7 +24,7 @@ struct TrainerState {
 
 // What a checkpoint is made from and restored into.
 struct CheckpointParts {
-  DataParallelEngine& engine;
+  ShardingEngine& engine;
   AdaLoraAllocator* adalora = nullptr;  // the allocator whose schedule runs, if any
   const RLHFConfig& config;
   torch::Device device;

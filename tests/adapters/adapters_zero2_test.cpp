@@ -9,7 +9,7 @@
 #include "comm/local_communicator.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "model/pretrained.hpp"
-#include "shard/data_parallel_engine.hpp"
+#include "shard/sharding_engine.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {
@@ -54,11 +54,12 @@ std::map<std::string, torch::Tensor> train(std::shared_ptr<Communicator> communi
   CausalTransformer model = load_with_lora(&adapters);
   for (const auto& [name, tensor] : frozen_parameters(*model)) (*base_before)[name] = tensor.clone();
   ShardingOptions options;
-  options.strategy = ShardingStrategy::kZero2;
   options.alignment = 4;
   AdamWOptions adamw;
   adamw.lr = kLearningRate;
-  DataParallelEngine engine(*model, communicator, options, adamw);
+  const std::unique_ptr<ShardingEngine> sharding = make_sharding_engine(ShardingStrategy::kZero2, *model, communicator, options);
+  ShardingEngine& engine = *sharding;
+  engine.set_optimizer(std::make_shared<AdamW>(engine.parameter_groups(adamw.weight_decay), adamw));
   const int rank = engine.communicator().rank();
   const int per_rank = kGlobalBatch / engine.communicator().size();
   for (int step = 0; step < kSteps; ++step) {

@@ -1,16 +1,19 @@
 // engine_equivalence_test.cpp: a small Llama trained for 5 steps with DDP, ZeRO-2 and FSDP on
 // the ranks of this mpirun (1, 2, 3 or 4; 3 gives uneven shards) ends within 1e-5 of the same
 // training in one process; sharded state saved on N ranks loads on fewer ranks and continues
-// to the same result; traffic per step matches the ring-algorithm theory.
+// to the same result; traffic per step matches the ring-algorithm theory; the engine steps only
+// an optimizer built on its master shards.
 #include <gtest/gtest.h>
 
 #include <mpi.h>
 
 #include "comm/local_communicator.hpp"
 #include "comm/mpi_communicator.hpp"
+#include "core/error.hpp"
 #include "model/model_config.hpp"
 #include "model/transformer.hpp"
-#include "shard/data_parallel_engine.hpp"
+#include "shard/shard_checkpoint.hpp"
+#include "shard/sharding_engine.hpp"
 
 namespace n3rlhf {
 namespace {
@@ -62,8 +65,17 @@ AdamWOptions adamw_options() {
   return options;
 }
 
+// The engine of `strategy` with the test's AdamW built on its master shards.
+std::unique_ptr<ShardingEngine> make_engine(ShardingStrategy strategy, torch::nn::Module& module,
+                                            std::shared_ptr<Communicator> communicator, ShardingOptions options = {}) {
+  std::unique_ptr<ShardingEngine> engine = make_sharding_engine(strategy, module, std::move(communicator), options);
+  const AdamWOptions adamw = adamw_options();
+  engine->set_optimizer(std::make_shared<AdamW>(engine->parameter_groups(adamw.weight_decay), adamw));
+  return engine;
+}
+
 // Trains `steps` steps; this rank takes its slice of each global batch, in `micro_batches` parts.
-void train(CausalTransformer& model, DataParallelEngine& engine, int first_step, int steps, int micro_batches = 1) {
+void train(CausalTransformer& model, ShardingEngine& engine, int first_step, int steps, int micro_batches = 1) {
   const int rank = engine.communicator().rank();
   const int world = engine.communicator().size();
   const int per_rank = kGlobalBatch / world;
@@ -81,7 +93,7 @@ void train(CausalTransformer& model, DataParallelEngine& engine, int first_step,
   }
 }
 
-std::map<std::string, torch::Tensor> parameters_of(DataParallelEngine& engine) {
+std::map<std::string, torch::Tensor> parameters_of(ShardingEngine& engine) {
   std::map<std::string, torch::Tensor> result;
   for (auto& [name, tensor] : engine.gathered_parameters()) result[name] = tensor.detach().clone();
   return result;
@@ -89,11 +101,9 @@ std::map<std::string, torch::Tensor> parameters_of(DataParallelEngine& engine) {
 
 std::map<std::string, torch::Tensor> single_process_reference(int steps) {
   CausalTransformer model = make_model();
-  ShardingOptions options;
-  options.strategy = ShardingStrategy::kDdp;
-  DataParallelEngine engine(*model, std::make_shared<LocalCommunicator>(), options, adamw_options());
-  train(model, engine, 0, steps);
-  return parameters_of(engine);
+  auto engine = make_engine(ShardingStrategy::kDdp, *model, std::make_shared<LocalCommunicator>());
+  train(model, *engine, 0, steps);
+  return parameters_of(*engine);
 }
 
 double max_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
@@ -119,12 +129,11 @@ TEST_P(Equivalence, FiveStepsMatchTheSingleProcessRun) {
   const auto reference = single_process_reference(5);
   CausalTransformer model = make_model();
   ShardingOptions options;
-  options.strategy = GetParam();
   options.alignment = 4;
-  DataParallelEngine engine(*model, world(), options, adamw_options());
-  if (options.strategy == ShardingStrategy::kFsdp) model->set_layer_executor(&engine);
-  train(model, engine, 0, 5);
-  EXPECT_LT(max_difference(parameters_of(engine), reference), 1e-5);
+  auto engine = make_engine(GetParam(), *model, world(), options);
+  if (GetParam() == ShardingStrategy::kFsdp) model->set_layer_executor(engine.get());
+  train(model, *engine, 0, 5);
+  EXPECT_LT(max_difference(parameters_of(*engine), reference), 1e-5);
 }
 
 TEST_P(Equivalence, GradientAccumulationMatchesOneBigBatch) {
@@ -132,33 +141,30 @@ TEST_P(Equivalence, GradientAccumulationMatchesOneBigBatch) {
   if ((kGlobalBatch / world_size) % 2 != 0) GTEST_SKIP() << "the rank's share does not split in two";
   const auto reference = single_process_reference(3);
   CausalTransformer model = make_model();
-  ShardingOptions options;
-  options.strategy = GetParam();
-  DataParallelEngine engine(*model, world(), options, adamw_options());
-  if (options.strategy == ShardingStrategy::kFsdp) model->set_layer_executor(&engine);
-  train(model, engine, 0, 3, /*micro_batches=*/2);
+  auto engine = make_engine(GetParam(), *model, world());
+  if (GetParam() == ShardingStrategy::kFsdp) model->set_layer_executor(engine.get());
+  train(model, *engine, 0, 3, /*micro_batches=*/2);
   // Two half-batch means summed are the batch mean up to fp32 rounding in another order; Adam's
   // normalisation (m / sqrt(v)) enlarges such differences on near-zero gradients, so this bound
   // is looser than the strategies' 1e-5.
-  EXPECT_LT(max_difference(parameters_of(engine), reference), 5e-5);
+  EXPECT_LT(max_difference(parameters_of(*engine), reference), 5e-5);
 }
 
 TEST_P(Equivalence, TrafficPerStepMatchesTheory) {
   CausalTransformer model = make_model();
   auto communicator = world();
   ShardingOptions options;
-  options.strategy = GetParam();
   options.alignment = 1;
-  DataParallelEngine engine(*model, communicator, options, adamw_options());
-  if (options.strategy == ShardingStrategy::kFsdp) model->set_layer_executor(&engine);
-  train(model, engine, 0, 1);  // warm-up
+  auto engine = make_engine(GetParam(), *model, communicator, options);
+  if (GetParam() == ShardingStrategy::kFsdp) model->set_layer_executor(engine.get());
+  train(model, *engine, 0, 1);  // warm-up
   communicator->reset_traffic();
-  train(model, engine, 1, 1);
+  train(model, *engine, 1, 1);
   const int n = communicator->size();
   const TrafficSnapshot traffic = communicator->traffic();
   // Unit sizes from the engine's layout (FSDP's layer parameters are empty between uses).
   int64_t padded = 0, layer_padded = 0;
-  const nlohmann::json layout = engine.layout_json();
+  const nlohmann::json layout = layout_json(*engine);
   for (const nlohmann::json& unit : layout.at("units")) {
     const int64_t numel = unit["numel"].get<int64_t>();
     const int64_t unit_padded = (numel + n - 1) / n * n;
@@ -190,34 +196,48 @@ TEST(Resharding, SavedOnNRanksResumesOnFewer) {
   for (ShardingStrategy strategy : {ShardingStrategy::kZero2, ShardingStrategy::kFsdp, ShardingStrategy::kDdp}) {
     SCOPED_TRACE(enum_name(strategy));
     CausalTransformer model = make_model();
-    ShardingOptions options;
-    options.strategy = strategy;
-    DataParallelEngine engine(*model, communicator, options, adamw_options());
-    if (strategy == ShardingStrategy::kFsdp) model->set_layer_executor(&engine);
-    train(model, engine, 0, 2);
+    auto engine = make_engine(strategy, *model, communicator);
+    if (strategy == ShardingStrategy::kFsdp) model->set_layer_executor(engine.get());
+    train(model, *engine, 0, 2);
     // Every rank's saved shards, exchanged through the communicator instead of files.
     std::vector<std::map<std::string, torch::Tensor>> saved(n);
-    for (auto& [name, tensor] : engine.shard_state()) {
+    for (auto& [name, tensor] : shard_state(*engine)) {
       torch::Tensor all = torch::empty({n * tensor.numel()}, tensor.options());
       communicator->all_gather(tensor.contiguous(), all)->wait();
       for (int k = 0; k < n; ++k) saved[k][name] = all.narrow(0, k * tensor.numel(), tensor.numel()).clone();
     }
-    const nlohmann::json layout = engine.layout_json();
+    const nlohmann::json layout = layout_json(*engine);
     const int smaller = n - 1 >= 2 ? n - 1 : 1;
     SplitOptions split;
     split.color = communicator->rank() < smaller ? 0 : SplitOptions::kNoGroup;
     std::shared_ptr<Communicator> group = communicator->split(split);
     if (group) {
       CausalTransformer resumed = make_model();
-      DataParallelEngine resumed_engine(*resumed, group, options, adamw_options());
-      if (strategy == ShardingStrategy::kFsdp) resumed->set_layer_executor(&resumed_engine);
-      resumed_engine.load_shard_state(layout, n, [&](int k, const std::string& name) { return saved[k].at(name); });
+      auto resumed_engine = make_engine(strategy, *resumed, group);
+      if (strategy == ShardingStrategy::kFsdp) resumed->set_layer_executor(resumed_engine.get());
+      load_shard_state(*resumed_engine, layout, n, [&](int k, const std::string& name) { return saved[k].at(name); });
       // The global batch splits over `smaller` ranks only when it divides; 12 does for 1..4.
-      train(resumed, resumed_engine, 2, 3);
-      EXPECT_LT(max_difference(parameters_of(resumed_engine), single_process_reference(5)), 1e-5);
+      train(resumed, *resumed_engine, 2, 3);
+      EXPECT_LT(max_difference(parameters_of(*resumed_engine), single_process_reference(5)), 1e-5);
     }
     communicator->barrier()->wait();
   }
+}
+
+// The engine steps only an optimizer built on its master shards, and none before it has one.
+TEST(ShardingEngine, TakesOnlyAnOptimizerOnItsMasterShards) {
+  CausalTransformer model = make_model();
+  auto engine = make_sharding_engine(ShardingStrategy::kZero2, *model, std::make_shared<LocalCommunicator>());
+  EXPECT_THROW(engine->step(kLearningRate, 1.0), ConfigurationError);
+  std::vector<torch::Tensor> others;
+  for (const torch::Tensor& tensor : model->parameters()) others.push_back(tensor);
+  EXPECT_THROW(engine->set_optimizer(std::make_shared<AdamW>(others, adamw_options())), ConfigurationError);
+  const auto groups = engine->parameter_groups(0.01);
+  ASSERT_EQ(groups.size(), 2u);  // weight-decayed matrices, then norm weights without decay
+  EXPECT_EQ(groups[0].weight_decay, 0.01);
+  EXPECT_EQ(groups[1].weight_decay, 0.0);
+  EXPECT_NO_THROW(engine->set_optimizer(std::make_shared<AdamW>(groups, adamw_options())));
+  EXPECT_EQ(engine->master_slices().size(), engine->optimizer()->parameters().size());
 }
 
 TEST(FlatLayout, ShardsCoverEveryElementOnce) {
