@@ -47,7 +47,7 @@ std::vector<RewardRuleSpec> build_rules() {
                     arg("match", RuleArgType::kString, "search", "search: anywhere in the completion; full: the whole completion.",
                         {}, {"search", "full"}),
                     arg("reward", RuleArgType::kNumber, 1.0, "Reward of a match.")}});
-  rules.push_back({"length", "max(0, 1 - |n - target| / tolerance) for the completion's length n: 1 at the target.",
+  rules.push_back({"length", "max(0, 1 - abs(n - target) / tolerance) for the completion's length n: 1 at the target.",
                    {arg("target", RuleArgType::kInteger, required, "Target length.", at_least_one),
                     arg("unit", RuleArgType::kString, "tokens", "What n counts.", {}, {"tokens", "words", "chars"}),
                     arg("tolerance", RuleArgType::kNumber, 0.0, "Distance at which the reward reaches 0; 0 means target.",
