@@ -29,7 +29,9 @@ std::unique_ptr<TrainingObjective> TrainingObjective::create(const RLHFConfig& c
   const auto found = registry().find(config.algorithm);
   if (found == registry().end()) {
     throw ConfigurationError(ErrorCode::kInvalidAlgorithm,
-                             "PPO training is not in this build yet; the offline algorithms are (sft, reward_model, dpo, ipo, simpo, orpo, kto)",
+                             "online training (" + enum_name(config.algorithm) +
+                                 ") is not in this build yet: its losses are (src/algos), its rollout loop is not; the "
+                                 "offline algorithms are (sft, reward_model, dpo, ipo, simpo, orpo, kto)",
                              {{"algorithm", enum_name(config.algorithm)}});
   }
   if (!context.mean_over_ranks) context.mean_over_ranks = [](const torch::Tensor& value) { return value; };

@@ -30,9 +30,9 @@ std::vector<Role> roles_of_rank(const RLHFConfig& config, int rank) {
     return {};
   }
   std::vector<Role> roles = {Role::kPolicy};
-  if (config.algorithm == Algorithm::kPpo) roles.push_back(Role::kRollout);
+  if (is_online_algorithm(config.algorithm)) roles.push_back(Role::kRollout);
   if (config.uses_reference_model()) roles.push_back(Role::kReference);
-  if (config.algorithm == Algorithm::kPpo) roles.push_back(Role::kReward);
+  if (is_online_algorithm(config.algorithm)) roles.push_back(Role::kReward);
   return roles;
 }
 

@@ -14,7 +14,9 @@
 
 namespace n3rlhf {
 
-enum class Algorithm { kSft, kRewardModel, kPpo, kDpo, kIpo, kSimpo, kOrpo, kKto };
+// The online algorithms (PPO, GRPO, RLOO, REINFORCE++ and its baseline variant) generate their
+// training data; the others learn from a data set.
+enum class Algorithm { kSft, kRewardModel, kPpo, kDpo, kIpo, kSimpo, kOrpo, kKto, kGrpo, kRloo, kReinforcePp, kReinforcePpBaseline };
 enum class PeftMethod { kNone, kLora, kQlora, kIa3, kAdalora, kDora };
 enum class DpoLossType { kSigmoid, kHinge, kIpo, kRobust };
 enum class LrScheduler { kConstant, kLinear, kCosine };
@@ -25,6 +27,18 @@ enum class ShardingStrategy { kDdp, kZero2, kFsdp };
 enum class CommBackend { kAuto, kLocal, kMpi, kNccl };
 enum class LayoutKind { kDataParallel, kColocated, kSplit };
 enum class Device { kAuto, kCpu, kCuda };
+// Where the KL to the reference enters an online algorithm: subtracted from the per-token reward
+// (PPO's classic k1 penalty) or added to the loss (GRPO-style, k3).
+enum class KlPenaltyMode { kReward, kLoss };
+// Estimators of KL(policy || reference) per token, from r = log p_ref - log p (Schulman's
+// "Approximating KL divergence"): k1 = -r, k2 = r^2 / 2, k3 = e^r - 1 - r.
+enum class KlEstimator { kK1, kK2, kK3 };
+// How per-token losses become one number, named as verl's loss_agg_mode.
+enum class LossAggregation { kTokenMean, kSeqMeanTokenSum, kSeqMeanTokenMean, kSeqMeanTokenSumNorm };
+// TRL's GRPO loss types: the aggregation of the clipped per-token surrogate.
+enum class GrpoLossType { kGrpo, kDrGrpo, kDapo, kBnpo };
+// TRL's GRPOConfig.scale_rewards: what the group-centred rewards are divided by.
+enum class RewardScaling { kGroup, kBatch, kNone };
 
 // Names as written in job files ("dpo", "reward_model", ...), in declaration order.
 const std::vector<std::string>& algorithm_names();
@@ -38,6 +52,16 @@ const std::vector<std::string>& sharding_strategy_names();
 const std::vector<std::string>& comm_backend_names();
 const std::vector<std::string>& layout_kind_names();
 const std::vector<std::string>& device_names();
+const std::vector<std::string>& kl_penalty_mode_names();
+const std::vector<std::string>& kl_estimator_names();
+const std::vector<std::string>& loss_aggregation_names();
+const std::vector<std::string>& grpo_loss_type_names();
+const std::vector<std::string>& reward_scaling_names();
+
+// PPO, GRPO, RLOO, REINFORCE++ and REINFORCE++-baseline: they sample completions and score them.
+bool is_online_algorithm(Algorithm algorithm);
+// GRPO, RLOO and REINFORCE++-baseline: completions come in groups of grpo.num_generations per prompt.
+bool uses_completion_groups(Algorithm algorithm);
 
 template <typename Enum>
 const std::string& enum_name(Enum value);
@@ -102,23 +126,60 @@ struct Hyperparameters {
   std::optional<double> beta;      // shorthand for the algorithm's beta (DPO, IPO, KTO, ORPO, SimPO)
 };
 
+// The online loop (every online algorithm): rollouts, the PPO optimisation epochs, the KL to the
+// reference and the advantage estimate. Field names are those of the seed's / TRL's PPOConfig.
 struct PpoConfig {
+  int64_t batch_size = 0;          // completions per iteration; 0: rollout_batch_size x samples per prompt
   int64_t rollout_batch_size = 64;
   int64_t mini_batch_size = 16;
   int64_t ppo_epochs = 4;
   double init_kl_coef = 0.2;
   bool adaptive_kl = true;
   double target_kl = 6.0;
+  int64_t horizon = 10000;         // Ziegler's adaptive controller
+  KlPenaltyMode kl_penalty = KlPenaltyMode::kReward;
+  KlEstimator kl_estimator = KlEstimator::kK1;
   double gamma = 1.0;
   double lam = 0.95;
   double cliprange = 0.2;
+  std::optional<double> cliprange_low;   // unset: cliprange
+  std::optional<double> cliprange_high;  // unset: cliprange (DAPO's clip-higher uses 0.28)
+  std::optional<double> dual_clip;       // > 1: the dual-clip bound c for negative advantages
   double cliprange_value = 0.2;
   double vf_coef = 0.1;
   bool whiten_rewards = false;
+  bool whiten_advantages = true;
+  std::optional<double> reward_clip;     // scores clipped to [-reward_clip, reward_clip]
+  std::optional<double> missing_eos_penalty;  // subtracted from a completion's score without EOS
+  LossAggregation loss_agg_mode = LossAggregation::kTokenMean;
   int64_t max_new_tokens = 128;
   double temperature = 1.0;
   int64_t top_k = 0;
   double top_p = 1.0;
+};
+
+// GRPO (and the groups of RLOO and REINFORCE++-baseline), with TRL's GRPOConfig names.
+struct GrpoConfig {
+  int64_t num_generations = 8;
+  GrpoLossType loss_type = GrpoLossType::kDapo;
+  RewardScaling scale_rewards = RewardScaling::kGroup;
+  double beta = 0.0;                     // KL coefficient (k3 in the loss; RLOO: k1 in the reward)
+  double epsilon = 0.2;
+  std::optional<double> epsilon_high;    // unset: epsilon
+  std::optional<double> delta;           // INTELLECT-2's upper bound on the unclipped ratio
+  bool normalize_advantages = false;     // RLOO: whiten the advantages over the batch
+  bool mask_truncated_completions = false;
+  bool dynamic_sampling = false;         // DAPO: drop groups whose rewards are all equal
+  int64_t overlong_buffer_len = 0;       // DAPO's soft overlong punishment; 0: off
+  double overlong_penalty_factor = 1.0;
+};
+
+// One term of the reward: a rule function with its arguments, or the reward model, and a weight.
+// Written in a job file as a call: exact_answer(column: "answer", weight: 2.0).
+struct RewardTerm {
+  std::string function;  // a rule of reward_rule_specs() (core/reward_rules.hpp) or "reward_model"
+  double weight = 1.0;
+  DslValue call;         // the call as written: its named arguments with their source positions
 };
 
 struct DpoConfig {
@@ -224,13 +285,15 @@ struct RLHFConfig {
   std::string base_model;
   std::string tokenizer;           // "" = base_model
   std::string reward_model;
-  std::string reward_function;     // a built-in rule reward, instead of a reward model
+  std::string reward_function;     // one built-in rule reward (shorthand for rewards: [name()])
+  std::vector<RewardTerm> rewards; // weighted rule rewards and the reward model (online algorithms)
   std::string reference_model;     // "" = a frozen copy of base_model
   DatasetSource dataset;
   DatasetSource eval_dataset;
   PeftConfig peft;
   Hyperparameters hyperparameters;
   PpoConfig ppo;
+  GrpoConfig grpo;
   DpoConfig dpo;
   OrpoConfig orpo;
   KtoConfig kto;
@@ -245,6 +308,13 @@ struct RLHFConfig {
   // The beta the active algorithm uses (hyperparameters.beta when given).
   double effective_beta() const;
   bool uses_reference_model() const;
+  // The reward terms the online algorithms score with: `rewards`, or reward_function as one term
+  // of weight 1, or the reward model alone.
+  std::vector<RewardTerm> effective_rewards() const;
+  // Completions sampled per prompt: grpo.num_generations for group algorithms, else 1.
+  int64_t samples_per_prompt() const;
+  // ppo.batch_size, or rollout_batch_size x samples_per_prompt() when it is 0.
+  int64_t online_batch_size() const;
 };
 
 }  // namespace n3rlhf

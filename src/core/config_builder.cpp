@@ -228,6 +228,35 @@ class JobBuilder {
           return type_error(field, value, "a list of strings");
         }
         break;
+      case FieldType::kRewardList: {
+        // A list of calls; one call alone, or a bare name (`repetition`, "repetition") for a call
+        // without arguments, reads as a list of one.
+        const std::string expected = "a list of reward calls such as [exact_answer(column: \"answer\"), reward_model(weight: 0.5)]";
+        const auto as_call = [](const DslValue& item, DslValue* call) {
+          if (item.kind == DslValue::Kind::kCall) {
+            *call = item;
+            return true;
+          }
+          if (item.kind != DslValue::Kind::kReference && item.kind != DslValue::Kind::kString) return false;
+          *call = item;
+          call->kind = DslValue::Kind::kCall;
+          return true;
+        };
+        coerced.kind = DslValue::Kind::kList;
+        coerced.items.clear();
+        if (value.kind == DslValue::Kind::kList) {
+          for (const DslValue& item : value.items) {
+            DslValue call;
+            if (!as_call(item, &call)) return type_error(field, item, expected);
+            coerced.items.push_back(call);
+          }
+        } else {
+          DslValue call;
+          if (!as_call(value, &call)) return type_error(field, value, expected);
+          coerced.items.push_back(call);
+        }
+        break;
+      }
       case FieldType::kDataset:
         if (value.kind != DslValue::Kind::kString && value.kind != DslValue::Kind::kCall) {
           return type_error(field, value, "a path string or a call such as feedback.export(\"agent\")");

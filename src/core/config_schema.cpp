@@ -1,6 +1,8 @@
 // config_schema.cpp: the table of every configuration field (see config_schema.hpp).
 #include "core/config_schema.hpp"
 
+#include "core/reward_rules.hpp"
+
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -52,6 +54,7 @@ const char* FieldSpec::type_name() const {
     case FieldType::kEnum: return "choice";
     case FieldType::kStringList: return "list of strings";
     case FieldType::kDataset: return "path or feedback.export(...)";
+    case FieldType::kRewardList: return "list of reward calls";
   }
   return "value";
 }
@@ -188,6 +191,38 @@ FieldSpec dataset_field(std::string path, Accessor<DatasetSource> get, std::stri
   return spec;
 }
 
+// `rewards`: each item a call (already checked by the builder); its `weight` argument is the
+// term's weight, the rest are the function's arguments (checked by core/reward_rules.hpp).
+FieldSpec reward_list_field(std::string path, Accessor<std::vector<RewardTerm>> get, std::string doc) {
+  FieldSpec spec;
+  spec.path = std::move(path);
+  spec.type = FieldType::kRewardList;
+  spec.doc = std::move(doc);
+  spec.assign = [get](RLHFConfig& c, const DslValue& v) {
+    auto& terms = get(c);
+    terms.clear();
+    for (const DslValue& item : v.items) {
+      RewardTerm term;
+      term.function = item.text;
+      term.call = item;
+      if (const DslEntry* weight = item.find("weight"); weight && weight->value.is_number()) term.weight = weight->value.number;
+      terms.push_back(std::move(term));
+    }
+  };
+  spec.read = [get](const RLHFConfig& c) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const RewardTerm& term : get(const_cast<RLHFConfig&>(c))) {
+      nlohmann::json args = nlohmann::json::object();
+      for (const DslEntry& entry : term.call.entries) {
+        if (entry.key != "weight") args[entry.key] = dsl_value_to_json(entry.value);
+      }
+      list.push_back({{"function", term.function}, {"weight", term.weight}, {"args", args}});
+    }
+    return list;
+  };
+  return spec;
+}
+
 #define N3RLHF_FIELD(member) [](RLHFConfig& c) -> auto& { return c.member; }
 
 std::vector<FieldSpec> build_fields() {
@@ -203,7 +238,10 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(string_field("reward_model", N3RLHF_FIELD(reward_model),
       "Reward model checkpoint (PPO).", "RLHF_REWARD_MODEL"));
   f.push_back(string_field("reward_function", N3RLHF_FIELD(reward_function),
-      "Built-in rule reward used instead of a reward model (PPO)."));
+      "One built-in rule reward with its default arguments (online algorithms); shorthand for rewards: [name()]."));
+  f.push_back(reward_list_field("rewards", N3RLHF_FIELD(rewards),
+      "Weighted reward terms of the online algorithms, summed: rule calls such as exact_answer(column: \"answer\", "
+      "weight: 2.0) and reward_model(weight: 1.0) for the reward_model checkpoint (see \"Reward functions\" below)."));
   f.push_back(string_field("reference_model", N3RLHF_FIELD(reference_model),
       "Reference checkpoint; empty means a frozen copy of base_model (or the adapter-disabled base under PEFT)."));
   f.push_back(dataset_field("dataset", N3RLHF_FIELD(dataset),
@@ -286,23 +324,78 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(optional_float_field("hyperparameters.beta", N3RLHF_FIELD(hyperparameters.beta),
       "Shorthand for the algorithm's beta (dpo.beta, kto.beta, orpo.beta).", above(0), "RLHF_BETA"));
 
-  // ppo
-  f.push_back(integer_field("ppo.rollout_batch_size", N3RLHF_FIELD(ppo.rollout_batch_size), "Prompts generated per PPO iteration.", at_least(1)));
-  f.push_back(integer_field("ppo.mini_batch_size", N3RLHF_FIELD(ppo.mini_batch_size), "Sequences per PPO optimisation mini batch.", at_least(1)));
-  f.push_back(integer_field("ppo.ppo_epochs", N3RLHF_FIELD(ppo.ppo_epochs), "Optimisation epochs over each rollout batch.", at_least(1)));
-  f.push_back(float_field("ppo.init_kl_coef", N3RLHF_FIELD(ppo.init_kl_coef), "Initial KL penalty coefficient.", at_least(0)));
-  f.push_back(bool_field("ppo.adaptive_kl", N3RLHF_FIELD(ppo.adaptive_kl), "Adapt the KL coefficient towards target_kl."));
-  f.push_back(float_field("ppo.target_kl", N3RLHF_FIELD(ppo.target_kl), "Target KL for the adaptive controller.", above(0)));
+  // ppo: the online loop of every online algorithm
+  f.push_back(integer_field("ppo.batch_size", N3RLHF_FIELD(ppo.batch_size),
+      "Completions per online iteration (TRL's PPOConfig.batch_size); 0 means rollout_batch_size x samples per prompt "
+      "(grpo.num_generations for grpo, rloo and reinforce_pp_baseline, else 1).", at_least(0)));
+  f.push_back(integer_field("ppo.rollout_batch_size", N3RLHF_FIELD(ppo.rollout_batch_size), "Prompts generated per online iteration.", at_least(1)));
+  f.push_back(integer_field("ppo.mini_batch_size", N3RLHF_FIELD(ppo.mini_batch_size),
+      "Completions per optimisation mini batch (one optimizer step); divides batch_size.", at_least(1)));
+  f.push_back(integer_field("ppo.ppo_epochs", N3RLHF_FIELD(ppo.ppo_epochs),
+      "Optimisation epochs over each iteration's completions (GRPO's num_iterations).", at_least(1)));
+  f.push_back(float_field("ppo.init_kl_coef", N3RLHF_FIELD(ppo.init_kl_coef),
+      "Initial KL coefficient (PPO, REINFORCE++); 0 runs without a reference.", at_least(0)));
+  f.push_back(bool_field("ppo.adaptive_kl", N3RLHF_FIELD(ppo.adaptive_kl), "Adapt the KL coefficient towards target_kl (Ziegler et al. 2019)."));
+  f.push_back(float_field("ppo.target_kl", N3RLHF_FIELD(ppo.target_kl), "Target KL (nats per sequence) of the adaptive controller.", above(0)));
+  f.push_back(integer_field("ppo.horizon", N3RLHF_FIELD(ppo.horizon), "Adaptive controller horizon: coef *= 1 + clip(KL/target - 1, +-0.2) * n / horizon.", at_least(1)));
+  f.push_back(enum_field<KlPenaltyMode>("ppo.kl_penalty", N3RLHF_FIELD(ppo.kl_penalty), kl_penalty_mode_names(),
+      "Where the KL to the reference goes: subtracted from each token's reward, or added to the loss."));
+  f.push_back(enum_field<KlEstimator>("ppo.kl_estimator", N3RLHF_FIELD(ppo.kl_estimator), kl_estimator_names(),
+      "Per-token KL estimator: k1 = log p - log p_ref, k2 = (log p - log p_ref)^2 / 2, k3 = e^r - 1 - r with r = log p_ref - log p."));
   f.push_back(float_field("ppo.gamma", N3RLHF_FIELD(ppo.gamma), "Discount factor.", between(0, 1)));
   f.push_back(float_field("ppo.lam", N3RLHF_FIELD(ppo.lam), "GAE lambda.", between(0, 1)));
   f.push_back(float_field("ppo.cliprange", N3RLHF_FIELD(ppo.cliprange), "Policy ratio clip range.", {0.0, 1.0, true, false}));
+  f.push_back(optional_float_field("ppo.cliprange_low", N3RLHF_FIELD(ppo.cliprange_low),
+      "Lower clip range (ratio >= 1 - cliprange_low); null means cliprange.", {0.0, 1.0, false, true}));
+  f.push_back(optional_float_field("ppo.cliprange_high", N3RLHF_FIELD(ppo.cliprange_high),
+      "Upper clip range (ratio <= 1 + cliprange_high; DAPO's clip-higher uses 0.28); null means cliprange.", above(0)));
+  f.push_back(optional_float_field("ppo.dual_clip", N3RLHF_FIELD(ppo.dual_clip),
+      "Dual-clip bound c > 1: a negative-advantage token's loss is at most -c * advantage (Ye et al. 2020); null disables it.", above(1)));
   f.push_back(float_field("ppo.cliprange_value", N3RLHF_FIELD(ppo.cliprange_value), "Value function clip range.", above(0)));
   f.push_back(float_field("ppo.vf_coef", N3RLHF_FIELD(ppo.vf_coef), "Value loss coefficient.", at_least(0)));
-  f.push_back(bool_field("ppo.whiten_rewards", N3RLHF_FIELD(ppo.whiten_rewards), "Normalise rewards per batch."));
-  f.push_back(integer_field("ppo.max_new_tokens", N3RLHF_FIELD(ppo.max_new_tokens), "Tokens generated per rollout.", between(1, 1 << 20)));
+  f.push_back(bool_field("ppo.whiten_rewards", N3RLHF_FIELD(ppo.whiten_rewards), "Whiten the per-token rewards over the batch, keeping their mean (TRL)."));
+  f.push_back(bool_field("ppo.whiten_advantages", N3RLHF_FIELD(ppo.whiten_advantages),
+      "Whiten the advantages over the batch's response tokens (PPO, REINFORCE++)."));
+  f.push_back(optional_float_field("ppo.reward_clip", N3RLHF_FIELD(ppo.reward_clip),
+      "Clip each completion's score to [-reward_clip, reward_clip]; null disables it.", above(0)));
+  f.push_back(optional_float_field("ppo.missing_eos_penalty", N3RLHF_FIELD(ppo.missing_eos_penalty),
+      "Subtracted from the score of a completion that never reaches EOS (TRL); null disables it.", at_least(0)));
+  f.push_back(enum_field<LossAggregation>("ppo.loss_agg_mode", N3RLHF_FIELD(ppo.loss_agg_mode), loss_aggregation_names(),
+      "How per-token losses are averaged (verl's loss_agg_mode; PPO and REINFORCE++)."));
+  f.push_back(integer_field("ppo.max_new_tokens", N3RLHF_FIELD(ppo.max_new_tokens),
+      "Tokens generated per rollout (GRPO's max_completion_length).", between(1, 1 << 20)));
   f.push_back(float_field("ppo.temperature", N3RLHF_FIELD(ppo.temperature), "Sampling temperature of rollouts.", above(0)));
   f.push_back(integer_field("ppo.top_k", N3RLHF_FIELD(ppo.top_k), "Top-k sampling; 0 disables it.", at_least(0)));
   f.push_back(float_field("ppo.top_p", N3RLHF_FIELD(ppo.top_p), "Nucleus sampling threshold.", {0.0, 1.0, true, false}));
+
+  // grpo: GRPO, and the groups of RLOO and REINFORCE++-baseline (TRL's GRPOConfig names)
+  f.push_back(integer_field("grpo.num_generations", N3RLHF_FIELD(grpo.num_generations),
+      "Completions sampled per prompt (the group); grpo, rloo and reinforce_pp_baseline.", between(2, 1 << 16)));
+  f.push_back(enum_field<GrpoLossType>("grpo.loss_type", N3RLHF_FIELD(grpo.loss_type), grpo_loss_type_names(),
+      "GRPO loss normaliser as TRL defines it: grpo per-sequence token mean; bnpo local token mean; dapo token mean over "
+      "the global batch; dr_grpo sum / (sequences x max_new_tokens)."));
+  f.push_back(enum_field<RewardScaling>("grpo.scale_rewards", N3RLHF_FIELD(grpo.scale_rewards), reward_scaling_names(),
+      "Divide group-centred rewards by the group's std, the batch's std, or nothing (Dr. GRPO)."));
+  f.push_back(float_field("grpo.beta", N3RLHF_FIELD(grpo.beta),
+      "KL coefficient: k3 in the GRPO loss; for rloo the k1 sequence KL subtracted from the reward. 0 runs without a reference.",
+      at_least(0)));
+  f.push_back(float_field("grpo.epsilon", N3RLHF_FIELD(grpo.epsilon), "Ratio clip range (lower, and upper unless epsilon_high).",
+      {0.0, 1.0, false, true}));
+  f.push_back(optional_float_field("grpo.epsilon_high", N3RLHF_FIELD(grpo.epsilon_high),
+      "Upper ratio clip range (DAPO recommends 0.28); null means epsilon.", above(0)));
+  f.push_back(optional_float_field("grpo.delta", N3RLHF_FIELD(grpo.delta),
+      "Two-sided GRPO: cap on the unclipped ratio (INTELLECT-2; > 1 + epsilon_high); null disables it.", above(1)));
+  f.push_back(bool_field("grpo.normalize_advantages", N3RLHF_FIELD(grpo.normalize_advantages),
+      "RLOO: whiten the leave-one-out advantages over the batch (TRL's RLOOConfig.normalize_advantages)."));
+  f.push_back(bool_field("grpo.mask_truncated_completions", N3RLHF_FIELD(grpo.mask_truncated_completions),
+      "Leave completions that hit max_new_tokens without EOS out of the loss (DAPO's overlong filtering)."));
+  f.push_back(bool_field("grpo.dynamic_sampling", N3RLHF_FIELD(grpo.dynamic_sampling),
+      "DAPO: drop groups whose rewards are all equal (no signal) and sample more until the batch is full."));
+  f.push_back(integer_field("grpo.overlong_buffer_len", N3RLHF_FIELD(grpo.overlong_buffer_len),
+      "DAPO's soft overlong punishment: completions longer than max_new_tokens - overlong_buffer_len lose up to "
+      "overlong_penalty_factor linearly (TRL's soft_punish_cache); 0 disables it.", at_least(0)));
+  f.push_back(float_field("grpo.overlong_penalty_factor", N3RLHF_FIELD(grpo.overlong_penalty_factor),
+      "Largest overlong penalty (at max_new_tokens tokens).", at_least(0)));
 
   // dpo (also IPO and SimPO)
   f.push_back(float_field("dpo.beta", N3RLHF_FIELD(dpo.beta), "Strength of the implicit KL constraint.", above(0)));
@@ -465,6 +558,7 @@ std::string config_reference_markdown() {
     out << "| `" << field.key() << "` | " << field.type_name() << " | " << default_text << " | " << range
         << " | " << (field.env.empty() ? "" : "`" + field.env + "`") << " | " << field.doc << " |\n";
   }
+  out << reward_rules_markdown();
   return out.str();
 }
 

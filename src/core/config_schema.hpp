@@ -14,7 +14,8 @@
 
 namespace n3rlhf {
 
-enum class FieldType { kString, kInteger, kFloat, kOptionalFloat, kBool, kEnum, kStringList, kDataset };
+// kRewardList: a list of reward calls, `rewards: [exact_answer(column: "answer"), reward_model(weight: 0.5)]`.
+enum class FieldType { kString, kInteger, kFloat, kOptionalFloat, kBool, kEnum, kStringList, kDataset, kRewardList };
 
 struct NumericRange {
   std::optional<double> min;

@@ -11,6 +11,7 @@
 #include "core/data_source_resolver.hpp"
 #include "core/config_builder.hpp"
 #include "core/config_schema.hpp"
+#include "core/reward_rules.hpp"
 
 namespace n3rlhf {
 
@@ -25,6 +26,7 @@ class Rules {
     check_ranges();
     check_precision();
     check_algorithm();
+    check_online();
     check_peft();
     check_batching();
     check_lengths_and_schedule();
@@ -76,14 +78,10 @@ class Rules {
 
   void check_algorithm() {
     const Algorithm algorithm = config_.algorithm;
-    if (algorithm == Algorithm::kPpo && config_.reward_model.empty() && config_.reward_function.empty()) {
-      error(ErrorCode::kIncompatibleOptions, {"algorithm"},
-            "PPO needs a reward: set reward_model or reward_function",
-            "reward_model: \"path/to/reward-checkpoint\"");
-    }
-    if (algorithm != Algorithm::kPpo && (set("reward_model") || set("reward_function"))) {
-      sink_.warning(at({"reward_model", "reward_function"}),
-                    "reward_model/reward_function are used by PPO only; " + enum_name(algorithm) + " ignores them");
+    if (!is_online_algorithm(algorithm) && (set("reward_model") || set("reward_function") || set("rewards"))) {
+      sink_.warning(at({"rewards", "reward_model", "reward_function"}),
+                    "reward_model/reward_function/rewards are used by the online algorithms (ppo, grpo, rloo, reinforce_pp, "
+                    "reinforce_pp_baseline); " + enum_name(algorithm) + " ignores them");
     }
     if (algorithm == Algorithm::kIpo && config_.dpo.loss_type != DpoLossType::kIpo) {
       error(ErrorCode::kIncompatibleOptions, {"dpo.loss_type"},
@@ -117,6 +115,76 @@ class Rules {
               std::string("beta is given twice: hyperparameters.beta and ") + section_beta,
               "keep one of them");
       }
+    }
+  }
+
+  // The online algorithms: a reward to score with (each term checked against the rule table), a
+  // batch that splits into mini batches, and options that go together.
+  void check_online() {
+    const Algorithm algorithm = config_.algorithm;
+    if (!is_online_algorithm(algorithm)) return;
+    const std::string name = enum_name(algorithm);
+    if (!config_.rewards.empty() && set("reward_function")) {
+      error(ErrorCode::kIncompatibleOptions, {"reward_function"},
+            "give rewards or reward_function, not both", "add the function to the rewards list: rewards: [" + config_.reward_function + "(), ...]");
+    }
+    const std::vector<RewardTerm> terms = config_.effective_rewards();
+    if (terms.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"algorithm"}, name + " needs a reward: set rewards, reward_model or reward_function",
+            "rewards: [exact_answer(column: \"answer\")] or reward_model: \"path/to/reward-checkpoint\"");
+    }
+    bool reward_model_term = false;
+    for (RewardTerm term : terms) {
+      if (term.call.location.file == nullptr && term.call.location.origin.empty()) term.call.location = at({"reward_function", "rewards"});
+      check_reward_term(term, sink_);
+      reward_model_term = reward_model_term || term.function == "reward_model";
+    }
+    if (reward_model_term && config_.reward_model.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"rewards"}, "rewards uses reward_model(...) but the job has no reward_model checkpoint",
+            "reward_model: \"path/to/reward-checkpoint\"");
+    }
+    if (!reward_model_term && set("reward_model")) {
+      sink_.warning(at({"reward_model"}), "reward_model is set but the rewards list does not use it",
+                    "add reward_model(weight: 1.0) to rewards, or remove reward_model");
+    }
+
+    const PpoConfig& ppo = config_.ppo;
+    const int64_t samples = config_.samples_per_prompt();
+    const int64_t batch = config_.online_batch_size();
+    if (ppo.batch_size > 0 && ppo.batch_size != ppo.rollout_batch_size * samples) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.batch_size"},
+            "ppo.batch_size (" + std::to_string(ppo.batch_size) + ") must be rollout_batch_size (" + std::to_string(ppo.rollout_batch_size) +
+                ") x completions per prompt (" + std::to_string(samples) + ")",
+            "remove ppo.batch_size to derive it, or make the product agree");
+    }
+    if (ppo.mini_batch_size > batch || batch % ppo.mini_batch_size != 0) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.mini_batch_size"},
+            "ppo.mini_batch_size (" + std::to_string(ppo.mini_batch_size) + ") must divide the " + std::to_string(batch) +
+                " completions of an iteration",
+            "choose a divisor of rollout_batch_size x completions per prompt");
+    }
+    if (uses_completion_groups(algorithm) && ppo.mini_batch_size % config_.grpo.num_generations != 0) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.mini_batch_size", "grpo.num_generations"},
+            "ppo.mini_batch_size (" + std::to_string(ppo.mini_batch_size) + ") must hold whole groups of grpo.num_generations (" +
+                std::to_string(config_.grpo.num_generations) + ")");
+    }
+    const GrpoConfig& grpo = config_.grpo;
+    if (grpo.overlong_buffer_len >= ppo.max_new_tokens) {
+      error(ErrorCode::kIncompatibleOptions, {"grpo.overlong_buffer_len"},
+            "grpo.overlong_buffer_len (" + std::to_string(grpo.overlong_buffer_len) + ") must be below ppo.max_new_tokens (" +
+                std::to_string(ppo.max_new_tokens) + ")");
+    }
+    if (grpo.delta && *grpo.delta <= 1.0 + grpo.epsilon_high.value_or(grpo.epsilon)) {
+      error(ErrorCode::kIncompatibleOptions, {"grpo.delta"},
+            "grpo.delta must exceed 1 + epsilon_high, or it would cap the ratio below the clip range");
+    }
+    if (grpo.dynamic_sampling && algorithm != Algorithm::kGrpo) {
+      error(ErrorCode::kIncompatibleOptions, {"grpo.dynamic_sampling"}, "grpo.dynamic_sampling applies to grpo, not \"" + name + "\"");
+    }
+    if (algorithm == Algorithm::kPpo && ppo.kl_penalty == KlPenaltyMode::kLoss && ppo.kl_estimator == KlEstimator::kK1) {
+      sink_.warning(at({"ppo.kl_estimator", "ppo.kl_penalty"}),
+                    "k1 as a loss term has zero expected gradient on samples of the policy; k3 (or k2) is the usual choice",
+                    "kl_estimator: \"k3\"");
     }
   }
 
@@ -338,20 +406,22 @@ class Rules {
             "the job expects " + std::to_string(d.world_size) + " ranks but runs on " + std::to_string(context_.world_size));
     }
     if (layout.kind == LayoutKind::kSplit) {
-      if (config_.algorithm != Algorithm::kPpo) {
+      if (!is_online_algorithm(config_.algorithm)) {
         error(ErrorCode::kIncompatibleOptions, {"distributed.layout.kind", "distributed.layout.policy"},
-              "a split role layout is for PPO; " + enum_name(config_.algorithm) + " runs data-parallel",
+              "a split role layout is for the online algorithms; " + enum_name(config_.algorithm) + " runs data-parallel",
               "remove the layout or use layout: \"data_parallel\"");
       }
       if (layout.policy < 1 || layout.rollout < 1) {
         error(ErrorCode::kIncompatibleOptions, {"distributed.layout.policy", "distributed.layout.rollout"},
               "a split layout needs at least one policy rank and one rollout rank");
       }
-      if (layout.reward < 1 && config_.reward_function.empty()) {
+      bool reward_model_term = false;
+      for (const RewardTerm& term : config_.effective_rewards()) reward_model_term = reward_model_term || term.function == "reward_model";
+      if (layout.reward < 1 && reward_model_term) {
         error(ErrorCode::kIncompatibleOptions, {"distributed.layout.reward"},
-              "a split layout needs a reward rank unless a reward_function scores the rollouts");
+              "a split layout needs a reward rank when the reward model scores the rollouts");
       }
-      if (layout.reference < 1 && config_.peft.method == PeftMethod::kNone) {
+      if (layout.reference < 1 && config_.uses_reference_model() && config_.peft.method == PeftMethod::kNone) {
         error(ErrorCode::kIncompatibleOptions, {"distributed.layout.reference"},
               "a split layout needs a reference rank unless adapters are trained (the base is the reference)");
       }
@@ -418,7 +488,8 @@ class Rules {
   void warn_ignored_sections() {
     struct SectionUse { const char* section; std::vector<Algorithm> used_by; };
     const std::vector<SectionUse> uses = {
-        {"ppo", {Algorithm::kPpo}},
+        {"ppo", {Algorithm::kPpo, Algorithm::kGrpo, Algorithm::kRloo, Algorithm::kReinforcePp, Algorithm::kReinforcePpBaseline}},
+        {"grpo", {Algorithm::kGrpo, Algorithm::kRloo, Algorithm::kReinforcePpBaseline}},
         {"dpo", {Algorithm::kDpo, Algorithm::kIpo, Algorithm::kSimpo}},
         {"orpo", {Algorithm::kOrpo}},
         {"kto", {Algorithm::kKto}},

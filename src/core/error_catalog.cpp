@@ -13,8 +13,10 @@ const std::vector<ErrorInfo>& error_catalog() {
        "Fix the text at the caret. For unknown keys follow the 'did you mean' hint; "
        "`n3rlhf validate job.n3` lists every problem at once."},
       {ErrorCode::kInvalidAlgorithm, "Invalid algorithm selection",
-       "algorithm names something n3rlhf does not train, or an adapter/method name is not supported.",
-       "Use one of sft, reward_model, ppo, dpo, ipo, simpo, orpo, kto (peft.method: none, lora, qlora, ia3, adalora, dora)."},
+       "algorithm names something n3rlhf does not train (or not in this build: the online algorithms' training loop), "
+       "an adapter/method name is not supported, or a rewards term names no reward function.",
+       "Use one of sft, reward_model, ppo, dpo, ipo, simpo, orpo, kto, grpo, rloo, reinforce_pp, reinforce_pp_baseline "
+       "(peft.method: none, lora, qlora, ia3, adalora, dora; reward functions: docs/configuration.md)."},
       {ErrorCode::kInvalidHyperparameter, "Invalid hyperparameter value",
        "A value has the wrong type (a string where a number is needed) or lies outside its documented range.",
        "See docs/configuration.md for each field's type and range; the message names the range."},
@@ -85,7 +87,8 @@ const std::vector<ErrorInfo>& error_catalog() {
        "The model does not fit in the memory available to a rank; the message gives the numbers.",
        "Use more ranks with fsdp, adapters (qlora), or a smaller model or batch."},
       {ErrorCode::kRewardModelFailure, "Reward model prediction failure",
-       "The reward model produced no usable score (wrong head shape, NaN scores).",
+       "The reward model produced no usable score (wrong head shape, NaN scores), or a reward term of a sample is not "
+       "finite (the message names the sample and the term).",
        "Check that the reward model is a sequence-classification checkpoint with one label."},
       {ErrorCode::kEvaluationDatasetUnavailable, "Evaluation dataset unavailable",
        "The evaluation split is empty or its file cannot be read.",

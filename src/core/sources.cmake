@@ -11,4 +11,5 @@ set(N3RLHF_CORE_PARSER_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/config_builder.cpp
   ${CMAKE_CURRENT_LIST_DIR}/config_validation.cpp
   ${CMAKE_CURRENT_LIST_DIR}/data_source_resolver.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/reward_rules.cpp
 )

@@ -29,7 +29,12 @@ DatasetKind dataset_kind_for(Algorithm algorithm) {
   switch (algorithm) {
     case Algorithm::kSft: return DatasetKind::kSft;
     case Algorithm::kKto: return DatasetKind::kUnpaired;
-    case Algorithm::kPpo: return DatasetKind::kPrompts;
+    case Algorithm::kPpo:
+    case Algorithm::kGrpo:
+    case Algorithm::kRloo:
+    case Algorithm::kReinforcePp:
+    case Algorithm::kReinforcePpBaseline:
+      return DatasetKind::kPrompts;
     default: return DatasetKind::kPreference;
   }
 }

@@ -131,8 +131,9 @@ TEST(Config, MisspeltAlgorithmIsRlhf002WithSuggestion) {
   EXPECT_EQ(o.errors[0].code, ErrorCode::kInvalidAlgorithm);
   EXPECT_EQ(o.errors[0].hint, "did you mean 'dpo'?");
   EXPECT_EQ(o.errors[0].location.line, 4);
-  const Outcome far = resolve(job("", "reinforce"));
+  const Outcome far = resolve(job("", "qlearning"));
   EXPECT_NE(far.errors.at(0).hint.find("supported: sft, reward_model, ppo"), std::string::npos);
+  EXPECT_EQ(resolve(job("", "reinforce")).errors.at(0).hint, "did you mean 'reinforce_pp'?");
   EXPECT_TRUE(resolve(job("", "reward")).ok());  // alias of reward_model
   EXPECT_TRUE(resolve(job("", "KTO")).ok());     // case-insensitive
 }
@@ -226,8 +227,8 @@ TEST(Config, LayoutShorthandAndCounts) {
       << wrong.dump();
   EXPECT_TRUE(resolve(split, {"distributed.world_size=7"}).has(ErrorCode::kIncompatibleOptions, "world has 7"));
   EXPECT_TRUE(resolve(job("  distributed: { layout: { policy: 1 rollout: 1 reward: 1 reference: 1 } }"), {}, 4)
-                  .has(ErrorCode::kIncompatibleOptions, "a split role layout is for PPO"));
-  EXPECT_TRUE(resolve(job("  reward_function: \"length\"\n  distributed: { layout: { policy: 1 } }", "ppo"), {}, 1)
+                  .has(ErrorCode::kIncompatibleOptions, "a split role layout is for the online algorithms"));
+  EXPECT_TRUE(resolve(job("  reward_function: \"repetition\"\n  distributed: { layout: { policy: 1 } }", "ppo"), {}, 1)
                   .has(ErrorCode::kIncompatibleOptions, "one policy rank and one rollout rank"));
 }
 
@@ -254,7 +255,18 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         RuleCase{"fp16_with_bf16", "dpo", "hyperparameters: { bf16: true fp16: true }", 0, ErrorCode::kIncompatibleOptions, "bf16 and fp16"},
         RuleCase{"mixed_precision_on_cpu", "dpo", "hyperparameters: { bf16: true device: \"cpu\" }", 0, ErrorCode::kIncompatibleOptions, "mixed precision"},
-        RuleCase{"ppo_without_reward", "ppo", "", 0, ErrorCode::kIncompatibleOptions, "PPO needs a reward"},
+        RuleCase{"ppo_without_reward", "ppo", "", 0, ErrorCode::kIncompatibleOptions, "ppo needs a reward"},
+        RuleCase{"grpo_without_reward", "grpo", "", 0, ErrorCode::kIncompatibleOptions, "grpo needs a reward"},
+        RuleCase{"rewards_and_reward_function", "grpo", "rewards: [repetition()] reward_function: \"repetition\"", 0, ErrorCode::kIncompatibleOptions, "not both"},
+        RuleCase{"reward_model_term_without_checkpoint", "grpo", "rewards: [reward_model(weight: 0.5)]", 0, ErrorCode::kIncompatibleOptions, "no reward_model checkpoint"},
+        RuleCase{"ppo_batch_size_product", "grpo", "reward_model: \"rm\" ppo: { batch_size: 100 rollout_batch_size: 8 } grpo: { num_generations: 4 }", 0, ErrorCode::kIncompatibleOptions, "must be rollout_batch_size (8) x completions per prompt (4)"},
+        RuleCase{"mini_batch_divides", "ppo", "reward_model: \"rm\" ppo: { rollout_batch_size: 10 mini_batch_size: 4 }", 0, ErrorCode::kIncompatibleOptions, "must divide the 10 completions"},
+        RuleCase{"mini_batch_whole_groups", "grpo", "reward_model: \"rm\" ppo: { rollout_batch_size: 8 mini_batch_size: 4 } grpo: { num_generations: 8 }", 0, ErrorCode::kIncompatibleOptions, "whole groups"},
+        RuleCase{"overlong_buffer_too_long", "grpo", "reward_model: \"rm\" ppo: { max_new_tokens: 64 } grpo: { overlong_buffer_len: 64 }", 0, ErrorCode::kIncompatibleOptions, "below ppo.max_new_tokens"},
+        RuleCase{"delta_inside_clip", "grpo", "reward_model: \"rm\" grpo: { epsilon_high: 0.28 delta: 1.2 }", 0, ErrorCode::kIncompatibleOptions, "exceed 1 + epsilon_high"},
+        RuleCase{"dynamic_sampling_rloo", "rloo", "reward_model: \"rm\" grpo: { dynamic_sampling: true }", 0, ErrorCode::kIncompatibleOptions, "applies to grpo"},
+        RuleCase{"dual_clip_at_most_one", "ppo", "reward_model: \"rm\" ppo: { dual_clip: 1.0 }", 0, ErrorCode::kInvalidHyperparameter, "'ppo.dual_clip' = 1.0 is out of range (1, inf)"},
+        RuleCase{"one_generation", "grpo", "reward_model: \"rm\" grpo: { num_generations: 1 }", 0, ErrorCode::kInvalidHyperparameter, "'grpo.num_generations' = 1 is out of range"},
         RuleCase{"qlora_bits", "dpo", "peft: { method: \"qlora\" quantization_bits: 3 }", 0, ErrorCode::kIncompatibleOptions, "4 bits (NF4) or 8 bits, not 3"},
         RuleCase{"bits_without_qlora", "dpo", "peft: { method: \"lora\" quantization_bits: 4 }", 0, ErrorCode::kIncompatibleOptions, "applies to method \"qlora\" only"},
         RuleCase{"adalora_ranks", "dpo", "peft: { method: \"adalora\" init_r: 4 target_r: 8 }", 0, ErrorCode::kIncompatibleOptions, "exceeds init_r"},
@@ -334,7 +346,7 @@ TEST(Config, IgnoredOptionsAreWarningsNotErrors) {
   const Outcome o = resolve(job("  kto: { beta: 0.3 }\n  peft: { r: 4 }\n  reward_model: \"rm\""));
   ASSERT_TRUE(o.ok()) << o.dump();
   ASSERT_EQ(o.file.warnings.size(), 3u);
-  EXPECT_NE(o.file.warnings[0].message.find("reward_model/reward_function are used by PPO only"), std::string::npos);
+  EXPECT_NE(o.file.warnings[0].message.find("reward_model/reward_function/rewards are used by the online algorithms"), std::string::npos);
   EXPECT_NE(o.file.warnings[1].message.find("peft.r has no effect"), std::string::npos);
   EXPECT_NE(o.file.warnings[2].message.find("'kto' options have no effect on algorithm \"dpo\""), std::string::npos);
 }
@@ -353,6 +365,159 @@ TEST(Config, NullUnsetsOptionalNumbers) {
   const Outcome o = resolve(job("  hyperparameters: { beta: 0.3 }"), {"hyperparameters.beta=null"});
   ASSERT_TRUE(o.ok()) << o.dump();
   EXPECT_FALSE(o.file.jobs[0].config.hyperparameters.beta.has_value());
+}
+
+// The online algorithms: their fields, the rewards list, and where its errors point.
+const char* kGrpoJob = R"(train rlhf "G" {
+  base_model: "models/tiny"
+  dataset: "data/prompts.jsonl"
+  algorithm: "grpo"
+  reward_model: "models/rm"
+  rewards: [
+    exact_answer(column: "solution", weight: 2.0)
+    regex(pattern: "^<think>.*</think>", match: "search", weight: 0.5)
+    reward_model(weight: 0.25)
+    repetition
+  ]
+  ppo: { rollout_batch_size: 16  mini_batch_size: 32  batch_size: 64  cliprange_high: 0.28  dual_clip: 3.0  loss_agg_mode: "seq-mean-token-sum-norm"  kl_estimator: "k3"  kl_penalty: "loss" }
+  grpo: { num_generations: 4  loss_type: "dr_grpo"  scale_rewards: "none"  beta: 0.04  epsilon_high: 0.28  overlong_buffer_len: 32 }
+}
+)";
+
+TEST(Config, OnlineAlgorithmsReadTheirFieldsAndRewards) {
+  const Outcome o = resolve(kGrpoJob);
+  ASSERT_TRUE(o.ok()) << o.dump();
+  const RLHFConfig& c = o.file.jobs.at(0).config;
+  EXPECT_EQ(c.algorithm, Algorithm::kGrpo);
+  EXPECT_TRUE(is_online_algorithm(c.algorithm));
+  EXPECT_EQ(c.ppo.batch_size, 64);
+  EXPECT_EQ(c.online_batch_size(), 64);
+  EXPECT_EQ(c.samples_per_prompt(), 4);
+  EXPECT_EQ(c.ppo.loss_agg_mode, LossAggregation::kSeqMeanTokenSumNorm);
+  EXPECT_EQ(c.ppo.kl_estimator, KlEstimator::kK3);
+  EXPECT_EQ(c.ppo.kl_penalty, KlPenaltyMode::kLoss);
+  EXPECT_DOUBLE_EQ(*c.ppo.dual_clip, 3.0);
+  EXPECT_EQ(c.grpo.loss_type, GrpoLossType::kDrGrpo);
+  EXPECT_EQ(c.grpo.scale_rewards, RewardScaling::kNone);
+  EXPECT_TRUE(c.uses_reference_model());  // beta > 0
+  ASSERT_EQ(c.rewards.size(), 4u);
+  EXPECT_EQ(c.rewards[0].function, "exact_answer");
+  EXPECT_DOUBLE_EQ(c.rewards[0].weight, 2.0);
+  EXPECT_EQ(c.rewards[2].function, "reward_model");
+  EXPECT_EQ(c.rewards[3].function, "repetition");  // a bare name is a call without arguments
+  EXPECT_DOUBLE_EQ(c.rewards[3].weight, 1.0);
+  const nlohmann::json rendered = config_to_json(c);
+  EXPECT_EQ(rendered["rewards"][0]["args"]["column"], "solution");
+  EXPECT_EQ(rendered["rewards"][1]["weight"], 0.5);
+  EXPECT_EQ(rendered["grpo"]["epsilon_high"], 0.28);
+  EXPECT_EQ(rendered["ppo"]["loss_agg_mode"], "seq-mean-token-sum-norm");
+  // Defaults: TRL's GRPOConfig (loss dapo, scale group, beta 0) and no reference without a KL.
+  const Outcome defaults = resolve(job("  rewards: [repetition()]", "rloo"));
+  ASSERT_TRUE(defaults.ok()) << defaults.dump();
+  EXPECT_EQ(defaults.file.jobs[0].config.grpo.loss_type, GrpoLossType::kDapo);
+  EXPECT_FALSE(defaults.file.jobs[0].config.uses_reference_model());
+  EXPECT_EQ(defaults.file.jobs[0].config.online_batch_size(), 64 * 8);
+}
+
+TEST(Config, PpoKeepsTheSeedsFieldNames) {
+  const Outcome o = resolve(job("  reward_model: \"rm\"\n  ppo: { batch_size: 64 mini_batch_size: 16 ppo_epochs: 2 init_kl_coef: 0.1 "
+                                "target_kl: 3.0 gamma: 0.99 lam: 0.9 cliprange: 0.1 vf_coef: 0.5 horizon: 5000 }",
+                                "ppo"));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  const PpoConfig& p = o.file.jobs[0].config.ppo;
+  EXPECT_EQ(p.batch_size, 64);
+  EXPECT_EQ(p.ppo_epochs, 2);
+  EXPECT_DOUBLE_EQ(p.lam, 0.9);
+  EXPECT_EQ(p.horizon, 5000);
+  EXPECT_FALSE(p.cliprange_low.has_value());
+  // The reference warning: grpo options on a PPO job have no effect.
+  const Outcome ignored = resolve(job("  reward_model: \"rm\"\n  grpo: { beta: 0.1 }", "ppo"));
+  ASSERT_TRUE(ignored.ok()) << ignored.dump();
+  ASSERT_EQ(ignored.file.warnings.size(), 1u);
+  EXPECT_NE(ignored.file.warnings[0].message.find("'grpo' options have no effect"), std::string::npos);
+}
+
+// Finds the error of this code whose message contains `part`.
+const Diagnostic* find_error(const Outcome& o, ErrorCode code, const std::string& part) {
+  for (const Diagnostic& d : o.errors) {
+    if (d.code == code && d.message.find(part) != std::string::npos) return &d;
+  }
+  return nullptr;
+}
+
+TEST(Config, RewardCallErrorsPointAtTheCall) {
+  const Outcome o = resolve(R"(train rlhf "G" {
+  base_model: "m"
+  dataset: "d.jsonl"
+  algorithm: "grpo"
+  rewards: [
+    exact_anwser(column: "answer")
+    regex(patern: "x")
+    length(target: "long")
+    keywords(words: [], mode: "some")
+    regex(pattern: "(unclosed")
+    soft_overlong(max_completion_len: 10)
+    repetition(3)
+    length(target: 0, weight: "heavy")
+  ]
+})");
+  const Diagnostic* name = find_error(o, ErrorCode::kInvalidAlgorithm, "unknown reward function 'exact_anwser'");
+  ASSERT_NE(name, nullptr) << o.dump();
+  EXPECT_EQ(name->location.line, 6);
+  EXPECT_EQ(name->location.column, 5);
+  EXPECT_NE(name->hint.find("exact_answer"), std::string::npos);
+  const Diagnostic* unknown = find_error(o, ErrorCode::kMissingField, "unknown argument 'patern' of reward function regex");
+  ASSERT_NE(unknown, nullptr) << o.dump();
+  EXPECT_EQ(unknown->location.line, 7);
+  EXPECT_EQ(unknown->location.column, 11);
+  EXPECT_NE(unknown->hint.find("pattern"), std::string::npos);
+  EXPECT_NE(find_error(o, ErrorCode::kMissingField, "regex needs the argument 'pattern'"), nullptr) << o.dump();
+  const Diagnostic* type = find_error(o, ErrorCode::kInvalidHyperparameter, "argument 'target' of length must be an integer");
+  ASSERT_NE(type, nullptr) << o.dump();
+  EXPECT_EQ(type->location.line, 8);
+  EXPECT_NE(find_error(o, ErrorCode::kInvalidHyperparameter, "argument 'words' of keywords is an empty list"), nullptr) << o.dump();
+  EXPECT_NE(find_error(o, ErrorCode::kInvalidHyperparameter, "argument 'mode' of keywords cannot be \"some\""), nullptr) << o.dump();
+  EXPECT_NE(find_error(o, ErrorCode::kInvalidHyperparameter, "the pattern of regex(...) is not a valid regular expression"), nullptr)
+      << o.dump();
+  EXPECT_NE(find_error(o, ErrorCode::kMissingField, "soft_overlong needs the argument 'soft_punish_cache'"), nullptr) << o.dump();
+  EXPECT_NE(find_error(o, ErrorCode::kMissingField, "the arguments of repetition(...) are named"), nullptr) << o.dump();
+  EXPECT_NE(find_error(o, ErrorCode::kInvalidHyperparameter, "argument 'target' of length = 0 is out of range [1, inf)"), nullptr)
+      << o.dump();
+  EXPECT_NE(find_error(o, ErrorCode::kInvalidHyperparameter, "the weight of length(...) must be a finite number"), nullptr)
+      << o.dump();
+  // A rewards value that is not a list of calls is a type error.
+  EXPECT_TRUE(resolve(job("  rewards: 3", "grpo")).has(ErrorCode::kInvalidHyperparameter, "'rewards' must be a list of reward calls"));
+}
+
+TEST(Config, RewardFunctionIsOneTermAndIsCheckedToo) {
+  const Outcome ok = resolve(job("  reward_function: \"repetition\"", "reinforce_pp"));
+  ASSERT_TRUE(ok.ok()) << ok.dump();
+  const std::vector<RewardTerm> terms = ok.file.jobs[0].config.effective_rewards();
+  ASSERT_EQ(terms.size(), 1u);
+  EXPECT_EQ(terms[0].function, "repetition");
+  const Outcome unknown = resolve(job("  reward_function: \"follows_format\"", "ppo"));
+  const Diagnostic* d = find_error(unknown, ErrorCode::kInvalidAlgorithm, "unknown reward function 'follows_format'");
+  ASSERT_NE(d, nullptr) << unknown.dump();
+  EXPECT_EQ(d->location.line, 5);  // the reward_function line of job()
+  EXPECT_TRUE(resolve(job("  reward_function: \"length\"", "ppo")).has(ErrorCode::kMissingField, "length needs the argument 'target'"));
+  // A reward model alone is the one term.
+  const Outcome rm = resolve(job("  reward_model: \"rm\"", "reinforce_pp_baseline"));
+  ASSERT_TRUE(rm.ok()) << rm.dump();
+  EXPECT_EQ(rm.file.jobs[0].config.effective_rewards().at(0).function, "reward_model");
+}
+
+TEST(Config, RewardsCanBeSetOnTheCommandLine) {
+  const Outcome o = resolve(job("  rewards: [repetition()]", "grpo"),
+                            {"rewards=[exact_answer(column: \"gold\"), keywords(words: [\"because\"], weight: 0.1)]"});
+  ASSERT_TRUE(o.ok()) << o.dump();
+  const RLHFConfig& c = o.file.jobs[0].config;
+  ASSERT_EQ(c.rewards.size(), 2u);
+  EXPECT_EQ(c.rewards[1].function, "keywords");
+  EXPECT_DOUBLE_EQ(c.rewards[1].weight, 0.1);
+  const Outcome bad = resolve(job("  rewards: [repetition()]", "grpo"), {"rewards=[exact(column: \"gold\")]"});
+  const Diagnostic* d = find_error(bad, ErrorCode::kInvalidAlgorithm, "unknown reward function 'exact'");
+  ASSERT_NE(d, nullptr) << bad.dump();
+  EXPECT_NE(d->location.describe().find("--set rewards="), std::string::npos) << d->location.describe();
 }
 
 }  // namespace
