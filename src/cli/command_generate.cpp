@@ -4,10 +4,10 @@
 #include <chrono>
 #include <iostream>
 
-#include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
+#include "cli/command_options.hpp"
 #include "core/error.hpp"
 #include "model/generation.hpp"
 #include "model/pretrained.hpp"
@@ -27,9 +27,8 @@ int generate_command(const std::vector<std::string>& arguments) {
   bool json_output = false;
   bool no_eos = false;
   bool timing = false;
-  po::options_description visible("n3rlhf generate MODEL_DIR [options] PROMPT...");
-  visible.add_options()
-      ("help,h", "print this help")
+  CommandOptions command({"generate", "n3rlhf generate MODEL_DIR [options] PROMPT..."});
+  command.add()
       ("tokenizer", po::value(&tokenizer_path), "tokenizer.json or a directory holding one (default: MODEL_DIR)")
       ("max-new-tokens", po::value(&options.max_new_tokens)->default_value(32), "tokens to generate at most")
       ("sample", po::bool_switch(&options.do_sample), "sample instead of greedy decoding")
@@ -41,27 +40,10 @@ int generate_command(const std::vector<std::string>& arguments) {
       ("device", po::value(&device_name), "cpu (float32) or cuda[:N] (bfloat16)")
       ("json", po::bool_switch(&json_output), "print ids, log-probs and text as JSON")
       ("timing", po::bool_switch(&timing), "also print the prefill time and the time per new token (stderr)");
-  po::options_description all;
-  all.add(visible).add_options()("model", po::value(&model_directory))("prompt", po::value(&prompts)->composing());
-  po::positional_options_description positional;
-  positional.add("model", 1).add("prompt", -1);
-  po::variables_map values;
-  try {
-    po::store(po::command_line_parser(arguments).options(all).positional(positional).run(), values);
-    po::notify(values);
-  } catch (const po::error& error) {
-    std::cerr << "n3rlhf generate: " << error.what() << "\n" << visible;
-    return 2;
-  }
-  if (values.count("help")) {
-    std::cout << visible;
-    return 0;
-  }
-  if (model_directory.empty() || prompts.empty()) {
-    std::cerr << "n3rlhf generate: give a model directory and at least one prompt\n" << visible;
-    return 2;
-  }
-  if (values.count("seed")) options.seed = seed;
+  command.positional("model", &model_directory).positionals("prompt", &prompts);
+  if (const std::optional<int> status = command.parse(arguments)) return *status;
+  if (model_directory.empty() || prompts.empty()) return command.usage_error("give a model directory and at least one prompt");
+  if (command.given("seed")) options.seed = seed;
 
   const Tokenizer tokenizer = Tokenizer::from_file(tokenizer_path.empty() ? model_directory : tokenizer_path);
   LoadOptions load_options;

@@ -3,10 +3,10 @@
 // named preset (model/model_presets.hpp); `--list` prints the presets.
 #include <iomanip>
 #include <iostream>
-
-#include <boost/program_options.hpp>
+#include <sstream>
 
 #include "cli/cli.hpp"
+#include "cli/command_options.hpp"
 #include "core/error.hpp"
 #include "model/model_presets.hpp"
 
@@ -31,9 +31,10 @@ void print_presets(std::ostream& out) {
 int init_model_command(const std::vector<std::string>& arguments) {
   InitModelOptions options;
   bool no_weights = false;
-  po::options_description visible("n3rlhf init-model --preset NAME --out DIR [options]");
-  visible.add_options()
-      ("help,h", "print this help")
+  std::ostringstream presets;
+  print_presets(presets);
+  CommandOptions command({"init-model", "n3rlhf init-model --preset NAME --out DIR [options]", presets.str()});
+  command.add()
       ("list", "print the presets")
       ("preset", po::value(&options.preset), "tiny-llama | small-llama | llama-100m | tinyllama-1.1b")
       ("out", po::value(&options.out_directory), "directory to write (config.json, model.safetensors, tokenizer files)")
@@ -43,27 +44,12 @@ int init_model_command(const std::vector<std::string>& arguments) {
       ("seed", po::value(&options.seed)->default_value(0), "seed of the weight initialisation")
       ("no-weights", po::bool_switch(&no_weights), "write config.json (and the tokenizer files) only")
       ("force", po::bool_switch(&options.overwrite), "replace a model already in --out");
-  po::variables_map values;
-  try {
-    po::store(po::command_line_parser(arguments).options(visible).run(), values);
-    po::notify(values);
-  } catch (const po::error& error) {
-    std::cerr << "n3rlhf init-model: " << error.what() << "\n" << visible;
-    return 2;
-  }
-  if (values.count("help")) {
-    std::cout << visible << "\n";
-    print_presets(std::cout);
+  if (const std::optional<int> status = command.parse(arguments)) return *status;
+  if (command.given("list")) {
+    std::cout << presets.str();
     return 0;
   }
-  if (values.count("list")) {
-    print_presets(std::cout);
-    return 0;
-  }
-  if (options.preset.empty() || options.out_directory.empty()) {
-    std::cerr << "n3rlhf init-model: give --preset NAME and --out DIR\n" << visible;
-    return 2;
-  }
+  if (options.preset.empty() || options.out_directory.empty()) return command.usage_error("give --preset NAME and --out DIR");
   options.write_weights = !no_weights;
   const InitModelResult result = init_model_from_preset(options);
   std::cout << "wrote " << options.preset << " (" << std::fixed << std::setprecision(2)

@@ -4,25 +4,28 @@
 
 #include "adapters/adapter_parity.hpp"
 #include "cli/cli.hpp"
+#include "cli/command_options.hpp"
 #include "model/parity.hpp"
 
 namespace n3rlhf {
 
 int parity_command(const std::vector<std::string>& arguments) {
-  if (arguments.size() != 1 || arguments[0] == "--help" || arguments[0] == "-h") {
-    std::ostream& out = arguments.size() == 1 ? std::cout : std::cerr;
-    out << "usage: n3rlhf parity DIR\n"
-           "  Compares n3rlhf with the Hugging Face reference fixtures under DIR (tokenizers/<family>,\n"
-           "  models/<name>, adapters/<name>): token ids and greedy generations exactly, logits and\n"
-           "  log-probs to 1e-4 (adapters: adapted, disabled and merged logits).\n";
-    return arguments.size() == 1 ? 0 : 2;
-  }
+  std::string directory;
+  CommandOptions command({"parity",
+                          "n3rlhf parity DIR\n"
+                          "  Compares n3rlhf with the Hugging Face reference fixtures under DIR (tokenizers/<family>,\n"
+                          "  models/<name>, adapters/<name>): token ids and greedy generations exactly, logits and\n"
+                          "  log-probs to 1e-4 (adapters: adapted, disabled and merged logits).\n"
+                          "options"});
+  command.positional("dir", &directory);
+  if (const std::optional<int> status = command.parse(arguments)) return *status;
+  if (directory.empty()) return command.usage_error("give the fixtures directory DIR");
   const ParityReport report = run_parity_checks(
-      arguments[0], [](const ParityCheck& check) { std::cout << format_parity_check(check) << std::endl; },
+      directory, [](const ParityCheck& check) { std::cout << format_parity_check(check) << std::endl; },
       {adapter_parity_suite()});
   std::cout << report.passed() << " passed, " << report.failed() << " failed" << std::endl;
   if (report.checks.empty()) {
-    std::cerr << "n3rlhf parity: no reference fixtures found under " << arguments[0] << "\n";
+    std::cerr << "n3rlhf parity: no reference fixtures found under " << directory << "\n";
     return 1;
   }
   return report.failed() == 0 ? 0 : 1;

@@ -8,10 +8,10 @@
 #include <iostream>
 #include <optional>
 
-#include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
+#include "cli/command_options.hpp"
 #include "core/config_builder.hpp"
 #include "core/error.hpp"
 #include "io/batching.hpp"
@@ -157,12 +157,11 @@ std::string batching_report(const RLHFConfig& config, const std::string& directo
 
 int prepare_command(const std::vector<std::string>& arguments) {
   PrepareOptions options;
-  po::options_description visible(
-      "n3rlhf prepare JOB_FILE_OR_JSONL [options]\n"
-      "Tokenizes a JSONL data set into HDF5 shards and a manifest. With a job file: the job's dataset\n"
-      "(and eval_dataset), tokenizer and settings. With a JSONL file: --tokenizer and the options below");
-  visible.add_options()
-      ("help,h", "print this help")
+  CommandOptions command({"prepare",
+                          "n3rlhf prepare JOB_FILE_OR_JSONL [options]\n"
+                          "Tokenizes a JSONL data set into HDF5 shards and a manifest. With a job file: the job's dataset\n"
+                          "(and eval_dataset), tokenizer and settings. With a JSONL file: --tokenizer and the options below"});
+  command.add()
       ("job", po::value(&options.job_name), "the job, when the file has several")
       ("set", po::value(&options.assignments)->composing(), "override a job field: --set hyperparameters.max_length=512")
       ("out,o", po::value(&options.output_dir), "output directory (default: data.prepared_dir, else <data>.prepared beside the data)")
@@ -179,26 +178,9 @@ int prepare_command(const std::vector<std::string>& arguments) {
       ("shard-tokens", po::value(&options.shard_tokens), "tokens per shard before a new one starts (default 33554432)")
       ("world-size", po::value(&options.world_size), "job file: ranks to report the batching for (default 1)")
       ("json", po::bool_switch(&options.json), "print the manifest(s) as JSON instead of a summary");
-  po::options_description all;
-  all.add(visible).add_options()("input", po::value(&options.input));
-  po::positional_options_description positional;
-  positional.add("input", 1);
-  po::variables_map values;
-  try {
-    po::store(po::command_line_parser(arguments).options(all).positional(positional).run(), values);
-    po::notify(values);
-  } catch (const po::error& error) {
-    std::cerr << "n3rlhf prepare: " << error.what() << "\n" << visible;
-    return 2;
-  }
-  if (values.count("help")) {
-    std::cout << visible;
-    return 0;
-  }
-  if (options.input.empty()) {
-    std::cerr << "n3rlhf prepare: give a job file or a JSONL file\n" << visible;
-    return 2;
-  }
+  command.positional("input", &options.input);
+  if (const std::optional<int> status = command.parse(arguments)) return *status;
+  if (options.input.empty()) return command.usage_error("give a job file or a JSONL file");
 
   struct Work {
     std::string source;
@@ -230,10 +212,7 @@ int prepare_command(const std::vector<std::string>& arguments) {
                                                  : options.output_dir + "/eval"});
     }
   } else {
-    if (tokenizer_path.empty()) {
-      std::cerr << "n3rlhf prepare: a JSONL input needs --tokenizer PATH\n";
-      return 2;
-    }
+    if (tokenizer_path.empty()) return command.usage_error("a JSONL input needs --tokenizer PATH");
     RLHFConfig config;
     if (!options.algorithm.empty()) config.algorithm = parse_enum<Algorithm>("algorithm", options.algorithm, algorithm_names());
     settings = TokenizationSettings::from_config(config);

@@ -5,10 +5,10 @@
 #include <iterator>
 #include <sstream>
 
-#include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
 #include "cli/cli.hpp"
+#include "cli/command_options.hpp"
 #include "core/error.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -45,32 +45,16 @@ int tokenize_command(const std::vector<std::string>& arguments) {
   std::string tokenizer_path, decode_list;
   std::vector<std::string> words;
   bool ids_only = false, no_special = false;
-  po::options_description visible("n3rlhf tokenize --tokenizer PATH [options] TEXT|-");
-  visible.add_options()
-      ("help,h", "print this help")
+  CommandOptions command({"tokenize", "n3rlhf tokenize --tokenizer PATH [options] TEXT|-"});
+  command.add()
       ("tokenizer", po::value(&tokenizer_path), "tokenizer.json, or a model directory holding one")
       ("ids", po::bool_switch(&ids_only), "print only the ids, space-separated, on one line")
       ("decode", po::value(&decode_list), "decode these comma-separated ids instead of encoding: --decode 1,2,3")
       ("no-special", po::bool_switch(&no_special), "no template tokens on encode; skip special tokens on decode");
-  po::options_description all;
-  all.add(visible).add_options()("text", po::value(&words)->composing());
-  po::positional_options_description positional;
-  positional.add("text", -1);
-  po::variables_map values;
-  try {
-    po::store(po::command_line_parser(arguments).options(all).positional(positional).run(), values);
-    po::notify(values);
-  } catch (const po::error& error) {
-    std::cerr << "n3rlhf tokenize: " << error.what() << "\n" << visible;
-    return 2;
-  }
-  if (values.count("help")) {
-    std::cout << visible;
-    return 0;
-  }
+  command.positionals("text", &words);
+  if (const std::optional<int> status = command.parse(arguments)) return *status;
   if (tokenizer_path.empty() || (words.empty() && decode_list.empty())) {
-    std::cerr << "n3rlhf tokenize: give --tokenizer PATH and a TEXT (or - for standard input) or --decode IDS\n" << visible;
-    return 2;
+    return command.usage_error("give --tokenizer PATH and a TEXT (or - for standard input) or --decode IDS");
   }
   const Tokenizer tokenizer = Tokenizer::from_file(tokenizer_path);
   if (!decode_list.empty()) {

@@ -3,9 +3,8 @@
 // (exit 2). Warnings go to stderr in both cases.
 #include <iostream>
 
-#include <boost/program_options.hpp>
-
 #include "cli/cli.hpp"
+#include "cli/command_options.hpp"
 #include "core/config_builder.hpp"
 
 namespace n3rlhf {
@@ -17,32 +16,14 @@ int validate_command(const std::vector<std::string>& arguments) {
   ConfigOverrides overrides;
   ValidationContext context;
   bool no_environment = false;
-  po::options_description visible("n3rlhf validate FILE... [options]");
-  visible.add_options()
-      ("help,h", "print this help")
+  CommandOptions command({"validate", "n3rlhf validate FILE... [options]"});
+  command.add()
       ("set", po::value(&overrides.assignments)->composing(), "override a field in every job: --set peft.r=16")
       ("world-size", po::value(&context.world_size), "check the job against this many ranks (layouts, batch split)")
       ("no-env", po::bool_switch(&no_environment), "ignore RLHF_* environment overrides");
-  po::options_description all;
-  all.add(visible).add_options()("file", po::value(&files)->composing());
-  po::positional_options_description positional;
-  positional.add("file", -1);
-  po::variables_map values;
-  try {
-    po::store(po::command_line_parser(arguments).options(all).positional(positional).run(), values);
-    po::notify(values);
-  } catch (const po::error& error) {
-    std::cerr << "n3rlhf validate: " << error.what() << "\n" << visible;
-    return 2;
-  }
-  if (values.count("help")) {
-    std::cout << visible;
-    return 0;
-  }
-  if (files.empty()) {
-    std::cerr << "n3rlhf validate: give at least one job file\n" << visible;
-    return 2;
-  }
+  command.positionals("file", &files);
+  if (const std::optional<int> status = command.parse(arguments)) return *status;
+  if (files.empty()) return command.usage_error("give at least one job file");
   overrides.use_environment = !no_environment;
   nlohmann::json output = nlohmann::json::array();
   int status = 0;
