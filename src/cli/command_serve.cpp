@@ -5,9 +5,8 @@
 #include <iostream>
 #include <thread>
 
-#include <boost/program_options.hpp>
-
 #include "cli/cli.hpp"
+#include "cli/command_options.hpp"
 #include "core/log.hpp"
 #include "service/feedback_source.hpp"
 #include "service/server.hpp"
@@ -30,9 +29,8 @@ int serve_command(const std::vector<std::string>& arguments) {
                                                                     : service::store_url_from_environment();
   std::string token_file;
   std::string limits_text;
-  po::options_description visible("n3rlhf serve [options]");
-  visible.add_options()
-      ("help,h", "print this help")
+  CommandOptions command({"serve", "n3rlhf serve [options]", ""});
+  command.add()
       ("host", po::value(&options.host)->default_value(options.host), "address to listen on")
       ("port", po::value(&options.port)->default_value(options.port), "port (0: any free port, printed)")
       ("store", po::value(&options.store_url)->default_value(options.store_url),
@@ -51,22 +49,10 @@ int serve_command(const std::vector<std::string>& arguments) {
       ("ranks", po::value(&options.jobs.default_ranks)->default_value(options.jobs.default_ranks), "ranks of a job that names none")
       ("k8s-image", po::value(&options.jobs.kubernetes_image)->default_value(options.jobs.kubernetes_image), "image of rendered MPIJobs")
       ("k8s-namespace", po::value(&options.jobs.kubernetes_namespace)->default_value(options.jobs.kubernetes_namespace), "namespace of rendered MPIJobs");
-  po::variables_map values;
-  try {
-    po::store(po::command_line_parser(arguments).options(visible).run(), values);
-    po::notify(values);
-  } catch (const po::error& error) {
-    std::cerr << "n3rlhf serve: " << error.what() << "\n" << visible;
-    return 2;
-  }
-  if (values.count("help")) {
-    std::cout << visible;
-    return 0;
-  }
+  if (const std::optional<int> status = command.parse(arguments)) return *status;
   if (!token_file.empty()) options.tokens = service::read_token_file(token_file);
   if (options.tokens.empty() && !options.allow_anonymous) {
-    std::cerr << "n3rlhf serve: give --tokens FILE (or --allow-anonymous for local use)\n";
-    return 2;
+    return command.usage_error("give --tokens FILE (or --allow-anonymous for local use)");
   }
   // Jobs submitted with feedback.export(...) are resolved by this process into the job's directory.
   service::install_feedback_source_resolver();
