@@ -104,11 +104,6 @@ void DiagnosticSink::warning(SourceLocation location, std::string message, std::
                           std::move(message), std::move(hint)});
 }
 
-bool DiagnosticSink::has_errors() const {
-  return std::any_of(diagnostics_.begin(), diagnostics_.end(),
-                     [](const Diagnostic& d) { return d.severity == Severity::kError; });
-}
-
 std::vector<Diagnostic> DiagnosticSink::warnings() const {
   std::vector<Diagnostic> result;
   for (const Diagnostic& d : diagnostics_) {
