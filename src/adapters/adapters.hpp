@@ -99,7 +99,6 @@ class AdapterSet {
   // registered (libtorch cannot unregister a parameter); save with is_adapter_parameter_name as
   // the skip filter.
   void merge_into_base();
-  bool merged() const { return merged_; }
 
  private:
   AdapterConfig config_;

@@ -8,16 +8,6 @@
 
 namespace n3rlhf {
 
-const char* reduce_op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kMin: return "min";
-  }
-  return "?";
-}
-
 const char* comm_op_name(CommOp op) {
   switch (op) {
     case CommOp::kAllReduce: return "all_reduce";

@@ -18,7 +18,6 @@
 namespace n3rlhf {
 
 enum class ReduceOp { kSum, kAvg, kMax, kMin };
-const char* reduce_op_name(ReduceOp op);
 
 // Operation kinds, for error messages and traffic counters.
 enum class CommOp { kAllReduce, kReduceScatter, kAllGather, kBroadcast, kSend, kRecv, kBarrier, kSplit };
@@ -113,7 +112,6 @@ class Communicator {
   // The world rank of this group's rank `group_rank` (for messages and role maps).
   virtual int world_rank_of(int group_rank) const = 0;
   const std::string& name() const { return options_.name; }
-  CommTimeout default_timeout() const { return options_.timeout; }
 
   // Tensors: contiguous; f32, f64, bf16, f16, i64, i32, i8 or u8; empty tensors are valid.
   // In place on `tensor`. avg is for floating types.

@@ -58,8 +58,6 @@ class MpiCommunicator : public Communicator {
   int size() const override { return group_->size; }
   const char* backend_name() const override { return "mpi"; }
   int world_rank_of(int group_rank) const override { return group_->world_ranks.at(group_rank); }
-  MPI_Comm mpi_comm() const { return group_->comm; }
-  const std::shared_ptr<ArrivalWatchdog>& watchdog() const { return group_->watchdog; }
 
  protected:
   WorkHandle do_all_reduce(torch::Tensor& tensor, ReduceOp op, CommTimeout timeout, uint64_t sequence) override;

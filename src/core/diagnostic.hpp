@@ -73,7 +73,6 @@ class DiagnosticSink {
   void error(ErrorCode code, SourceLocation location, std::string message, std::string hint = "");
   void warning(SourceLocation location, std::string message, std::string hint = "");
   bool has_errors() const;
-  const std::vector<Diagnostic>& all() const { return diagnostics_; }
   std::vector<Diagnostic> warnings() const;
   // Throws JobFileError with the errors when there are any.
   void throw_if_errors() const;

@@ -89,7 +89,6 @@ class CheckpointDirectory {
   explicit CheckpointDirectory(std::string root, int64_t keep_last = 3);
 
   const std::string& root() const { return root_; }
-  int64_t keep_last() const { return keep_last_; }
 
   // Starts checkpoint `step` in <root>/.tmp-step-N (a stale one from a killed run is replaced).
   PendingCheckpoint begin(int64_t step) const;

@@ -33,7 +33,6 @@ class JsonlFile {
    public:
     explicit LineCursor(std::string_view bytes);
     bool next(JsonlLine* line);
-    size_t offset() const { return offset_; }  // bytes consumed so far
 
    private:
     std::string_view bytes_;

@@ -7,11 +7,6 @@
 
 namespace n3rlhf {
 
-const std::string& sequence_kind_name(SequenceKind kind) {
-  static const std::vector<std::string> names = {"chosen", "rejected", "desirable", "undesirable", "sft", "prompt"};
-  return names.at(static_cast<size_t>(kind));
-}
-
 const std::string& bad_row_reason_name(BadRowReason reason) {
   static const std::vector<std::string> names = {"chosen_equals_rejected", "empty_response", "prompt_too_long",
                                                  "no_response_tokens"};

@@ -30,7 +30,6 @@ enum class SequenceKind : int8_t {
   kSft = 4,
   kPrompt = 5,       // prompt only (PPO)
 };
-const std::string& sequence_kind_name(SequenceKind kind);
 
 enum class BadRowReason { kChosenEqualsRejected = 0, kEmptyResponse, kPromptTooLong, kNoResponseTokens };
 constexpr size_t kBadRowReasonCount = 4;

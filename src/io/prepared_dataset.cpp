@@ -72,11 +72,6 @@ int32_t PreparedDataset::prompt_length(int64_t sequence) const {
   return shards_[at.shard].metadata().prompt_lengths[static_cast<size_t>(at.local)];
 }
 
-SequenceKind PreparedDataset::sequence_kind(int64_t sequence) const {
-  const ShardLocation at = locate_sequence(sequence);
-  return static_cast<SequenceKind>(shards_[at.shard].metadata().kinds[static_cast<size_t>(at.local)]);
-}
-
 int64_t PreparedDataset::source_line(int64_t example) const {
   const ShardLocation at = locate_example(example);
   return shards_[at.shard].metadata().source_lines[static_cast<size_t>(at.local)];

@@ -42,7 +42,6 @@ class PreparedDataset {
   int64_t sequences_per_example() const { return manifest_.sequences_per_example; }
   int64_t sequence_length(int64_t sequence) const { return sequence_lengths_[static_cast<size_t>(sequence)]; }
   int32_t prompt_length(int64_t sequence) const;
-  SequenceKind sequence_kind(int64_t sequence) const;
   int64_t source_line(int64_t example) const;
   // The longest of the example's sequences: the width it pads to.
   int64_t example_length(int64_t example) const;

@@ -32,11 +32,6 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const tor
 
 void KVCache::advance(int64_t tokens) { length_ += tokens; }
 
-void KVCache::select_rows(const torch::Tensor& rows) {
-  for (auto& key : keys_) key = key.index_select(0, rows);
-  for (auto& value : values_) value = value.index_select(0, rows);
-}
-
 AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
                                      int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,
                                      bool need_sliding, torch::Device device, const torch::Tensor& segment_ids,

@@ -21,13 +21,10 @@ class KVCache {
           torch::ScalarType dtype, torch::Device device);
 
   int64_t length() const { return length_; }
-  int64_t capacity() const { return capacity_; }
   // Writes [B, Hkv, T, D] keys/values after the cached ones of `layer` and returns views of all
   // of them ([B, Hkv, length + T, D]). The length moves on only with advance().
   std::pair<torch::Tensor, torch::Tensor> append(int64_t layer, const torch::Tensor& key, const torch::Tensor& value);
   void advance(int64_t tokens);
-  // Keeps only the rows in `rows` (int64 indices), for dropping finished sequences.
-  void select_rows(const torch::Tensor& rows);
 
  private:
   std::vector<torch::Tensor> keys_;

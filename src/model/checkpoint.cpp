@@ -262,8 +262,6 @@ torch::Tensor CheckpointReader::load(const std::string& name) const {
   return file_holding(name)->load(name);
 }
 
-const std::string& CheckpointReader::directory() const { return state_->directory; }
-
 bool CheckpointReader::is_sharded() const { return state_->sharded; }
 
 size_t CheckpointReader::open_file_count() const {

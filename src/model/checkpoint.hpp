@@ -34,7 +34,6 @@ class CheckpointReader {
   // A CPU tensor in the stored dtype that owns its memory; RLHF013 when absent.
   torch::Tensor load(const std::string& name) const;
 
-  const std::string& directory() const;
   bool is_sharded() const;
   // How many weight files have been opened so far (1 for a single file once opened).
   size_t open_file_count() const;

@@ -5,23 +5,6 @@
 
 namespace n3rlhf {
 
-std::string head_kind_name(HeadKind kind) {
-  switch (kind) {
-    case HeadKind::kCausalLM: return "causal-lm";
-    case HeadKind::kSequenceClassification: return "sequence-classification";
-    case HeadKind::kCausalLMWithValue: return "value";
-  }
-  return "unknown";
-}
-
-HeadKind parse_head_kind(const std::string& name) {
-  if (name == "causal-lm" || name == "lm") return HeadKind::kCausalLM;
-  if (name == "sequence-classification" || name == "reward" || name == "score") return HeadKind::kSequenceClassification;
-  if (name == "value") return HeadKind::kCausalLMWithValue;
-  throw ConfigurationError(ErrorCode::kIncompatibleOptions, "unknown model head '" + name + "'",
-                           {{"expected", "causal-lm, sequence-classification, value"}});
-}
-
 ValueHeadImpl::ValueHeadImpl(int64_t hidden_size) {
   summary_ = register_module("summary", torch::nn::Linear(torch::nn::LinearOptions(hidden_size, 1)));
 }

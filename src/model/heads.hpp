@@ -15,9 +15,6 @@ enum class HeadKind {
   kCausalLMWithValue,       // lm_head plus v_head.summary (TRL AutoModelForCausalLMWithValueHead)
 };
 
-std::string head_kind_name(HeadKind kind);
-// "causal-lm" | "sequence-classification" | "value"; throws ConfigurationError otherwise.
-HeadKind parse_head_kind(const std::string& name);
 
 // How new value-head weights start, as TRL's ValueHead: kDefault is nn.Linear's own
 // initialisation (TRL's default); kNormal draws the weight from N(0, std) and zeroes the bias

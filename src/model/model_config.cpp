@@ -454,16 +454,6 @@ void save_model_config(const ModelConfig& config, const std::string& directory) 
   if (!out) throw StorageError(ErrorCode::kDirectoryNotWritable, "cannot write config.json", {{"path", path.string()}});
 }
 
-std::string model_family_name(ModelFamily family) {
-  switch (family) {
-    case ModelFamily::kLlama: return "llama";
-    case ModelFamily::kMistral: return "mistral";
-    case ModelFamily::kQwen2: return "qwen2";
-    case ModelFamily::kGpt2: return "gpt2";
-  }
-  return "unknown";
-}
-
 std::string rope_type_name(RopeType type) {
   switch (type) {
     case RopeType::kNone: return "none";

@@ -91,7 +91,6 @@ ModelConfig load_model_config(const std::string& directory);
 nlohmann::json model_config_to_json(const ModelConfig& config);
 void save_model_config(const ModelConfig& config, const std::string& directory);
 
-std::string model_family_name(ModelFamily family);
 std::string rope_type_name(RopeType type);
 
 }  // namespace n3rlhf

@@ -78,8 +78,6 @@ class BpeModel {
   const std::string* id_to_token(int32_t id) const;
   size_t vocab_size() const { return vocab_.size(); }
   // Every (token, id) of the vocabulary, for the tokenizer's added-token bookkeeping.
-  const std::vector<std::string>& tokens_by_id() const { return tokens_by_id_; }
-  const std::vector<bool>& id_present() const { return id_present_; }
 
  private:
   struct MergeEntry {
