@@ -38,14 +38,37 @@ std::string optional_text(const std::optional<double>& value) {
   return text;
 }
 
+// A group commit inserts its rows with multi-row INSERTs of these sizes (largest first), each a
+// prepared statement: one round trip per chunk instead of one per row.
+constexpr size_t kInsertChunks[] = {256, 64, 16, 4, 1};
+
+std::string insert_statement_name(size_t rows) { return "insert_feedback_" + std::to_string(rows); }
+
+std::string multi_row_insert(size_t rows) {
+  std::string sql =
+      "INSERT INTO rlhf_feedback (agent_id, prompt, response_chosen, response_rejected, score, annotator_id, "
+      "metadata, created_at) VALUES ";
+  for (size_t r = 0; r < rows; ++r) {
+    const auto p = [&](size_t k) { return "$" + std::to_string(r * 8 + k); };
+    sql += (r ? ", (" : "(") + p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", NULLIF(" + p(5) +
+           ", '')::double precision, " + p(6) + ", " + p(7) + "::jsonb, " + p(8) + "::timestamptz)";
+  }
+  // Rows are inserted, and take their ids from the sequence, in VALUES order; RETURNING lists
+  // them in that order.
+  return sql + " RETURNING id";
+}
+
 void prepare_statements(pqxx::connection& c) {
-  c.prepare("insert_feedback",
-            "INSERT INTO rlhf_feedback (agent_id, prompt, response_chosen, response_rejected, score, annotator_id, "
-            "metadata, created_at) VALUES ($1, $2, $3, $4, NULLIF($5, '')::double precision, $6, $7::jsonb, "
-            "$8::timestamptz) RETURNING id");
+  for (const size_t rows : kInsertChunks) c.prepare(insert_statement_name(rows), multi_row_insert(rows));
   c.prepare("scan_feedback", std::string(kFeedbackSelect) + kFeedbackWhere +
                                  "AND ($4 = '' OR (created_at, id) > (NULLIF($4, '')::timestamptz, $5::bigint)) "
                                  "ORDER BY created_at, id LIMIT $6");
+  // The export's columns only; created_at as the server's own text (read back by the next page's
+  // $4::timestamptz exactly), id for ties.
+  c.prepare("scan_pairs", std::string("SELECT prompt, response_chosen, response_rejected, created_at, id "
+                                      "FROM rlhf_feedback ") + kFeedbackWhere +
+                              "AND ($4 = '' OR (created_at, id) > (NULLIF($4, '')::timestamptz, $5::bigint)) "
+                              "ORDER BY created_at, id LIMIT $6");
   c.prepare("count_feedback", std::string("SELECT COUNT(*) FROM rlhf_feedback ") + kFeedbackWhere);
   c.prepare("feedback_counts", "SELECT agent_id, COUNT(*) FROM rlhf_feedback GROUP BY agent_id ORDER BY agent_id");
   c.prepare("insert_job",
@@ -141,11 +164,29 @@ class PostgresqlStore final : public Store {
       pqxx::work tx(*lease.connection);
       std::vector<int64_t> ids;
       ids.reserve(rows.size());
-      for (const FeedbackRecord& row : rows) {
-        const pqxx::row r = tx.exec_prepared1("insert_feedback", row.agent_id, row.prompt, row.response_chosen,
-                                              row.response_rejected, optional_text(row.score), row.annotator_id,
-                                              row.metadata, row.created_at.empty() ? now_timestamp() : row.created_at);
-        ids.push_back(r[0].as<int64_t>());
+      const std::string stamp = now_timestamp();
+      std::vector<std::string> parameters;
+      size_t next = 0;
+      while (next < rows.size()) {
+        size_t chunk = 1;
+        for (const size_t size : kInsertChunks) {
+          if (size <= rows.size() - next) {
+            chunk = size;
+            break;
+          }
+        }
+        parameters.clear();
+        for (size_t i = next; i < next + chunk; ++i) {
+          const FeedbackRecord& row = rows[i];
+          parameters.insert(parameters.end(), {row.agent_id, row.prompt, row.response_chosen, row.response_rejected,
+                                               optional_text(row.score), row.annotator_id, row.metadata,
+                                               row.created_at.empty() ? stamp : row.created_at});
+        }
+        const pqxx::result result =
+            tx.exec_prepared(insert_statement_name(chunk), pqxx::prepare::make_dynamic_params(parameters));
+        if (result.size() != chunk) throw std::runtime_error("a multi-row INSERT returned a different row count");
+        for (const pqxx::row& r : result) ids.push_back(r[0].as<int64_t>());
+        next += chunk;
       }
       tx.commit();
       return ids;
@@ -168,6 +209,31 @@ class PostgresqlStore final : public Store {
           visit(row);
           after_time = row.created_at;
           after_id = row.id;
+        }
+        if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
+        if (static_cast<int64_t>(result.size()) < page) break;
+      }
+      return 0;
+    });
+  }
+
+  void scan_preference_pairs(const FeedbackQuery& query,
+                             const std::function<void(const PreferencePair&)>& visit) override {
+    guard("export feedback", [&] {
+      Lease lease(*this);
+      pqxx::read_transaction tx(*lease.connection);  // one snapshot for every page
+      std::string after_time;
+      int64_t after_id = 0;
+      int64_t remaining = query.limit > 0 ? query.limit : -1;
+      const auto view = [](const pqxx::field& f) { return std::string_view(f.c_str(), f.size()); };
+      while (remaining != 0) {
+        const int64_t page = remaining < 0 ? kPageRows : std::min(remaining, kPageRows);
+        const pqxx::result result = tx.exec_prepared("scan_pairs", query.agent_id, query.since, query.until,
+                                                     after_time, after_id, page);
+        for (const pqxx::row& r : result) visit(PreferencePair{view(r[0]), view(r[1]), view(r[2])});
+        if (!result.empty()) {
+          after_time = result.back()[3].as<std::string>();
+          after_id = result.back()[4].as<int64_t>();
         }
         if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
         if (static_cast<int64_t>(result.size()) < page) break;
