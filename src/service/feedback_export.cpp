@@ -60,6 +60,16 @@ void append_json_string(std::string& out, std::string_view text) {
   out += '"';
   size_t plain = 0;  // start of the run of bytes copied as they are
   for (size_t i = 0; i < text.size();) {
+    // Eight bytes at a time while none needs attention (a control, '"', '\\' or a non-ASCII byte).
+    while (i + 8 <= text.size()) {
+      uint64_t x;
+      std::memcpy(&x, text.data() + i, 8);
+      constexpr uint64_t kOnes = 0x0101010101010101ull, kHigh = 0x8080808080808080ull;
+      const auto zero_byte = [&](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+      if (((x - 0x20 * kOnes) & ~x & kHigh) | zero_byte(x ^ ('"' * kOnes)) | zero_byte(x ^ ('\\' * kOnes)) | (x & kHigh)) break;
+      i += 8;
+    }
+    if (i >= text.size()) break;
     const unsigned char c = static_cast<unsigned char>(text[i]);
     if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
       ++i;

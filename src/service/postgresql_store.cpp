@@ -38,37 +38,38 @@ std::string optional_text(const std::optional<double>& value) {
   return text;
 }
 
-// A group commit inserts its rows with multi-row INSERTs of these sizes (largest first), each a
-// prepared statement: one round trip per chunk instead of one per row.
-constexpr size_t kInsertChunks[] = {256, 64, 16, 4, 1};
+// A group commit's rows go in as one statement: each column as one array parameter, unnested in
+// order (WITH ORDINALITY), so that ids are drawn from the sequence, and RETURNING lists them, in
+// the rows' order. One round trip and, being one statement, its own transaction.
+constexpr const char* kInsertFeedback =
+    "INSERT INTO rlhf_feedback (agent_id, prompt, response_chosen, response_rejected, score, annotator_id, metadata, "
+    "created_at) SELECT a, p, c, r, s, n, m, t FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::double precision[], $6::text[], $7::jsonb[], $8::timestamptz[]) WITH ORDINALITY AS u(a, p, c, r, s, n, m, t, k) "
+    "ORDER BY k RETURNING id";
 
-std::string insert_statement_name(size_t rows) { return "insert_feedback_" + std::to_string(rows); }
-
-std::string multi_row_insert(size_t rows) {
-  std::string sql =
-      "INSERT INTO rlhf_feedback (agent_id, prompt, response_chosen, response_rejected, score, annotator_id, "
-      "metadata, created_at) VALUES ";
-  for (size_t r = 0; r < rows; ++r) {
-    const auto p = [&](size_t k) { return "$" + std::to_string(r * 8 + k); };
-    sql += (r ? ", (" : "(") + p(1) + ", " + p(2) + ", " + p(3) + ", " + p(4) + ", NULLIF(" + p(5) +
-           ", '')::double precision, " + p(6) + ", " + p(7) + "::jsonb, " + p(8) + "::timestamptz)";
+// An element of a PostgreSQL array literal: double-quoted, '"' and '\\' escaped (NUL never reaches
+// the store: the API refuses it).
+void append_array_element(std::string& out, const std::string& text) {
+  out += out.size() > 1 ? ",\"" : "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
   }
-  // Rows are inserted, and take their ids from the sequence, in VALUES order; RETURNING lists
-  // them in that order.
-  return sql + " RETURNING id";
+  out += '"';
 }
 
 void prepare_statements(pqxx::connection& c) {
-  for (const size_t rows : kInsertChunks) c.prepare(insert_statement_name(rows), multi_row_insert(rows));
+  c.prepare("insert_feedback", kInsertFeedback);
   c.prepare("scan_feedback", std::string(kFeedbackSelect) + kFeedbackWhere +
                                  "AND ($4 = '' OR (created_at, id) > (NULLIF($4, '')::timestamptz, $5::bigint)) "
                                  "ORDER BY created_at, id LIMIT $6");
-  // The export's columns only; created_at as the server's own text (read back by the next page's
-  // $4::timestamptz exactly), id for ties.
-  c.prepare("scan_pairs", std::string("SELECT prompt, response_chosen, response_rejected, created_at, id "
-                                      "FROM rlhf_feedback ") + kFeedbackWhere +
+  // The export's columns only (and id): created_at is read only for the last row of a full page,
+  // as the server's own text that $4::timestamptz reads back exactly.
+  c.prepare("scan_pairs", std::string("SELECT prompt, response_chosen, response_rejected, id FROM rlhf_feedback ") +
+                              kFeedbackWhere +
                               "AND ($4 = '' OR (created_at, id) > (NULLIF($4, '')::timestamptz, $5::bigint)) "
                               "ORDER BY created_at, id LIMIT $6");
+  c.prepare("feedback_created_at", "SELECT created_at::text FROM rlhf_feedback WHERE id = $1");
   c.prepare("count_feedback", std::string("SELECT COUNT(*) FROM rlhf_feedback ") + kFeedbackWhere);
   c.prepare("feedback_counts", "SELECT agent_id, COUNT(*) FROM rlhf_feedback GROUP BY agent_id ORDER BY agent_id");
   c.prepare("insert_job",
@@ -160,35 +161,32 @@ class PostgresqlStore final : public Store {
 
   std::vector<int64_t> insert_feedback(const std::vector<FeedbackRecord>& rows) override {
     return guard("insert feedback", [&] {
+      const std::string stamp = now_timestamp();
+      std::string columns[8];
+      for (std::string& column : columns) column = "{";
+      for (const FeedbackRecord& row : rows) {
+        append_array_element(columns[0], row.agent_id);
+        append_array_element(columns[1], row.prompt);
+        append_array_element(columns[2], row.response_chosen);
+        append_array_element(columns[3], row.response_rejected);
+        if (row.score) {
+          append_array_element(columns[4], optional_text(row.score));
+        } else {
+          columns[4] += columns[4].size() > 1 ? ",NULL" : "NULL";
+        }
+        append_array_element(columns[5], row.annotator_id);
+        append_array_element(columns[6], row.metadata);
+        append_array_element(columns[7], row.created_at.empty() ? stamp : row.created_at);
+      }
+      for (std::string& column : columns) column += "}";
       Lease lease(*this);
-      pqxx::work tx(*lease.connection);
+      pqxx::nontransaction tx(*lease.connection);  // the one statement commits by itself
+      const pqxx::result result = tx.exec_prepared("insert_feedback", columns[0], columns[1], columns[2], columns[3],
+                                                   columns[4], columns[5], columns[6], columns[7]);
+      if (result.size() != rows.size()) throw std::runtime_error("the INSERT returned a different row count");
       std::vector<int64_t> ids;
       ids.reserve(rows.size());
-      const std::string stamp = now_timestamp();
-      std::vector<std::string> parameters;
-      size_t next = 0;
-      while (next < rows.size()) {
-        size_t chunk = 1;
-        for (const size_t size : kInsertChunks) {
-          if (size <= rows.size() - next) {
-            chunk = size;
-            break;
-          }
-        }
-        parameters.clear();
-        for (size_t i = next; i < next + chunk; ++i) {
-          const FeedbackRecord& row = rows[i];
-          parameters.insert(parameters.end(), {row.agent_id, row.prompt, row.response_chosen, row.response_rejected,
-                                               optional_text(row.score), row.annotator_id, row.metadata,
-                                               row.created_at.empty() ? stamp : row.created_at});
-        }
-        const pqxx::result result =
-            tx.exec_prepared(insert_statement_name(chunk), pqxx::prepare::make_dynamic_params(parameters));
-        if (result.size() != chunk) throw std::runtime_error("a multi-row INSERT returned a different row count");
-        for (const pqxx::row& r : result) ids.push_back(r[0].as<int64_t>());
-        next += chunk;
-      }
-      tx.commit();
+      for (const pqxx::row& r : result) ids.push_back(r[0].as<int64_t>());
       return ids;
     });
   }
@@ -231,12 +229,10 @@ class PostgresqlStore final : public Store {
         const pqxx::result result = tx.exec_prepared("scan_pairs", query.agent_id, query.since, query.until,
                                                      after_time, after_id, page);
         for (const pqxx::row& r : result) visit(PreferencePair{view(r[0]), view(r[1]), view(r[2])});
-        if (!result.empty()) {
-          after_time = result.back()[3].as<std::string>();
-          after_id = result.back()[4].as<int64_t>();
-        }
         if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
-        if (static_cast<int64_t>(result.size()) < page) break;
+        if (static_cast<int64_t>(result.size()) < page || remaining == 0) break;
+        after_id = result.back()[3].as<int64_t>();
+        after_time = tx.exec_prepared1("feedback_created_at", after_id)[0].as<std::string>();
       }
       return 0;
     });

@@ -24,8 +24,10 @@ namespace n3rlhf::service {
 
 namespace {
 
-// The streamed JSONL export's chunks.
-constexpr size_t kExportChunkBytes = 256u << 10;
+// JSONL exports up to this many rows and bytes go out whole; larger ones are streamed in chunks.
+constexpr int64_t kInlineExportRows = 2000;
+constexpr size_t kInlineExportBytes = 1u << 20;
+constexpr size_t kExportChunkBytes = 64u << 10;
 
 constexpr double kLatencyBuckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 
@@ -309,12 +311,45 @@ struct Service::Impl {
                  res.set_content(std::move(result.data), "application/vnd.apache.parquet");
                  return;
                }
-               // JSONL is streamed in chunks: the count first (X-Row-Count), then exactly that many
-               // rows, oldest first (rows committed in between are not part of this export).
+               // A small export (the usual case) is one query, sent whole with its length.
+               struct TooLarge {};  // not a std::exception: the stores pass it through
+               FeedbackQuery first = query;
+               first.limit = query.limit > 0 ? std::min(query.limit, kInlineExportRows + 1) : kInlineExportRows + 1;
+               // The body is built in this worker's own buffer, kept between requests (its pages
+               // stay mapped) and sent from there before the connection's next request is read.
+               thread_local std::string body;
+               body.clear();
+               int64_t rows = 0;
+               try {
+                 store->scan_preference_pairs(first, [&](const PreferencePair& pair) {
+                   append_jsonl_line(body, pair);
+                   ++rows;
+                   if (body.size() > kInlineExportBytes) throw TooLarge{};
+                 });
+               } catch (const TooLarge&) {
+                 rows = kInlineExportRows + 1;
+               }
+               if (rows <= kInlineExportRows) {
+                 res.set_header("X-Row-Count", std::to_string(rows));
+                 if (body.empty()) {
+                   res.set_content("", "application/x-ndjson");
+                   return;
+                 }
+                 const std::string* whole = &body;
+                 res.set_content_provider(body.size(), "application/x-ndjson",
+                                          [whole](size_t offset, size_t length, httplib::DataSink& sink) {
+                                            return sink.write(whole->data() + offset, length);
+                                          });
+                 return;
+               }
+               // Larger ones are streamed in chunks: the count first (X-Row-Count), then exactly
+               // that many rows, oldest first (rows committed in between are not part of it).
+               body.clear();
+               body.shrink_to_fit();
                FeedbackQuery counted = query;
                counted.limit = store->count_feedback(query);
                res.set_header("X-Row-Count", std::to_string(counted.limit));
-               if (counted.limit == 0) {
+               if (counted.limit == 0) {  // every row went away meanwhile (limit 0 would mean all)
                  res.set_content("", "application/x-ndjson");
                  return;
                }

@@ -184,7 +184,7 @@ TEST_P(ApiTest, ExportsJsonlAndParquetWithTrlColumns) {
   EXPECT_EQ(s.client(kAnnotator).Get("/api/rlhf/feedback/export?agent_id=a")->status, 403);
 }
 
-// A JSONL export larger than one chunk is streamed (chunked transfer encoding), holds exactly
+// A JSONL export of more than 2000 rows is streamed (chunked transfer encoding), holds exactly
 // X-Row-Count rows in order, and is byte for byte what the in-memory exporter writes.
 TEST_P(ApiTest, LargeJsonlExportsAreStreamedInOrder) {
   const ServiceOptions o = options();
@@ -221,6 +221,13 @@ TEST_P(ApiTest, LargeJsonlExportsAreStreamedInOrder) {
   ASSERT_TRUE(limited);
   EXPECT_EQ(limited->get_header_value("X-Row-Count"), "2500");
   EXPECT_EQ(std::count(limited->body.begin(), limited->body.end(), '\n'), 2500);
+  // Up to 2000 rows (and 1 MiB) an export goes out whole, with its length.
+  const auto small = s.client(kReader).Get("/api/rlhf/feedback/export?agent_id=big&limit=2000");
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->get_header_value("X-Row-Count"), "2000");
+  EXPECT_EQ(small->get_header_value("Content-Length"), std::to_string(small->body.size()));
+  EXPECT_EQ(small->body, limited->body.substr(0, small->body.size()));
+  EXPECT_EQ(std::count(small->body.begin(), small->body.end(), '\n'), 2000);
 }
 
 TEST_P(ApiTest, RateLimitIsPerToken) {
