@@ -12,7 +12,8 @@ from sqlalchemy import create_engine, text
 
 DATABASE = os.environ["N3RLHF_PEER_DB"]
 TOKENS = {"Bearer annotator-token-0123456789", "Bearer all-roles-token-0123456789"}
-engine = create_engine(DATABASE, pool_size=16, max_overflow=16, pool_pre_ping=False)
+POOL = int(os.environ.get("N3RLHF_PEER_POOL", "16"))
+engine = create_engine(DATABASE, pool_size=POOL, max_overflow=POOL, pool_pre_ping=False)
 if DATABASE.startswith("sqlite"):
     with engine.connect() as c:
         c.exec_driver_sql("PRAGMA journal_mode=WAL")

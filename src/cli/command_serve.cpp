@@ -37,7 +37,9 @@ int serve_command(const std::vector<std::string>& arguments) {
        "sqlite:PATH or postgresql://user@host:port/db (default from N3RLHF_FEEDBACK_STORE)")
       ("tokens", po::value(&token_file), "token file: {\"tokens\": [{\"name\", \"token\", \"roles\": [...]}]}")
       ("allow-anonymous", po::bool_switch(&options.allow_anonymous), "without a token a request holds every role (local use only)")
-      ("threads", po::value(&options.threads)->default_value(0), "HTTP worker threads (0: 4 x cores, at least 8)")
+      ("threads", po::value(&options.threads)->default_value(0),
+       "HTTP worker threads, one per open connection (0: 8 x cores, at least 128)")
+      ("pool-size", po::value(&options.store_pool_size)->default_value(0), "store connections for reads (0: 16)")
       ("rate", po::value(&options.limits.rate_per_second)->default_value(0), "requests per second per token (0: unlimited)")
       ("burst", po::value(&options.limits.rate_burst)->default_value(0), "rate-limit bucket size")
       ("max-body-bytes", po::value(&options.limits.max_body_bytes)->default_value(options.limits.max_body_bytes), "request body limit")

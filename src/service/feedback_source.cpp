@@ -116,9 +116,12 @@ std::string feedback_export_path(const FeedbackSourceCall& call, const RLHFConfi
   return (directory / ("feedback-" + safe_file_part(call.agent_id) + ".jsonl")).string();
 }
 
-std::string resolve_feedback_source(const DslValue& call, const RLHFConfig& config, const std::string& directory) {
+std::string resolve_feedback_source(const DslValue& call, const RLHFConfig& config, const std::string& directory,
+                                    const std::string& default_store) {
   const FeedbackSourceCall parsed = parse_feedback_source_call(call);
-  const std::string url = parsed.store_url.empty() ? store_url_from_environment() : parsed.store_url;
+  const std::string url = !parsed.store_url.empty() ? parsed.store_url
+                          : !default_store.empty()  ? default_store
+                                                    : store_url_from_environment();
   if (url.empty()) {
     throw ConfigurationError(ErrorCode::kMissingEnvironmentVariable,
                              "feedback.export needs a feedback store: set N3RLHF_FEEDBACK_STORE (sqlite:PATH or "
@@ -139,17 +142,23 @@ std::string resolve_feedback_source(const DslValue& call, const RLHFConfig& conf
 
 namespace {
 thread_local std::string current_export_directory;
+thread_local std::string current_store_url;
 }  // namespace
 
-ScopedExportDirectory::ScopedExportDirectory(std::string directory) : previous_(std::move(current_export_directory)) {
+ScopedExportDirectory::ScopedExportDirectory(std::string directory, std::string store_url)
+    : previous_(std::move(current_export_directory)), previous_store_(std::move(current_store_url)) {
   current_export_directory = std::move(directory);
+  current_store_url = std::move(store_url);
 }
 
-ScopedExportDirectory::~ScopedExportDirectory() { current_export_directory = std::move(previous_); }
+ScopedExportDirectory::~ScopedExportDirectory() {
+  current_export_directory = std::move(previous_);
+  current_store_url = std::move(previous_store_);
+}
 
 void install_feedback_source_resolver() {
   set_data_source_resolver([](const DslValue& call, const RLHFConfig& config) {
-    return resolve_feedback_source(call, config, current_export_directory);
+    return resolve_feedback_source(call, config, current_export_directory, current_store_url);
   });
 }
 

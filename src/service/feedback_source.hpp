@@ -30,23 +30,26 @@ std::string feedback_export_path(const FeedbackSourceCall& call, const RLHFConfi
 
 // The resolver (core/data_source_resolver.hpp): every rank counts; the export is written only by
 // the launcher's rank 0 (OMPI_COMM_WORLD_RANK / PMI_RANK unset or 0), which prepares the data.
+// `default_store` is the store of a call without `store:` (before N3RLHF_FEEDBACK_STORE).
 std::string resolve_feedback_source(const DslValue& call, const RLHFConfig& config,
-                                    const std::string& directory = "");
+                                    const std::string& directory = "", const std::string& default_store = "");
 
 // Installs resolve_feedback_source as the process's data-source resolver. The export directory
 // is the calling thread's ScopedExportDirectory when one is alive (the service puts each job's
-// export in the job's own directory), else the default above.
+// export in the job's own directory, from its own store), else the default above.
 void install_feedback_source_resolver();
 
 class ScopedExportDirectory {
  public:
-  explicit ScopedExportDirectory(std::string directory);
+  // `store_url`: the store of calls without `store:` on this thread (empty: the environment's).
+  explicit ScopedExportDirectory(std::string directory, std::string store_url = "");
   ~ScopedExportDirectory();
   ScopedExportDirectory(const ScopedExportDirectory&) = delete;
   ScopedExportDirectory& operator=(const ScopedExportDirectory&) = delete;
 
  private:
   std::string previous_;
+  std::string previous_store_;
 };
 
 }  // namespace n3rlhf::service

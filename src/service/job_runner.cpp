@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -171,6 +172,51 @@ bool model_written(const std::string& output_dir) {
 void log_to(const std::string& path, const std::string& line) {
   std::ofstream out(path, std::ios::app);
   out << line << "\n";
+}
+
+// The parent pid of a live process (/proc/<pid>/stat field 4); 0 when it is gone.
+int64_t parent_pid(int64_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(in, text)) return 0;
+  const size_t close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close + 2));
+  std::string state;
+  int64_t parent = 0;
+  fields >> state >> parent;
+  return parent;
+}
+
+// The process groups of `leader`'s tree: its own and those of its descendants (Open MPI puts each
+// rank in a process group of its own, so signalling mpirun's group alone reaches only mpirun).
+std::set<pid_t> process_groups_of_tree(pid_t leader) {
+  std::map<int64_t, std::vector<int64_t>> children;
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator("/proc", error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); })) continue;
+    const int64_t pid = std::stoll(name);
+    const int64_t parent = parent_pid(pid);
+    if (parent > 0) children[parent].push_back(pid);
+  }
+  std::set<pid_t> groups = {leader};
+  std::vector<int64_t> pending = {leader};
+  while (!pending.empty()) {
+    const int64_t pid = pending.back();
+    pending.pop_back();
+    for (const int64_t child : children[pid]) {
+      const pid_t group = ::getpgid(static_cast<pid_t>(child));
+      if (group > 0) groups.insert(group);
+      pending.push_back(child);
+    }
+  }
+  return groups;
+}
+
+// `signal` to every process group of the job's tree (mpirun's and its ranks').
+void signal_job(pid_t leader, int signal) {
+  for (const pid_t group : process_groups_of_tree(leader)) ::kill(-group, signal);
 }
 
 }  // namespace
@@ -397,7 +443,7 @@ JobRecord JobRunner::submit(const JobSubmission& submission) {
   context.world_size = ranks;
   ResolvedJobFile resolved;
   try {
-    ScopedExportDirectory export_directory((work_dir / "data").string());
+    ScopedExportDirectory export_directory((work_dir / "data").string(), options_.feedback_store_url);
     auto file = std::make_shared<SourceFile>("job.n3", submission.job_text);
     resolved = resolve_job_file(parse_job_text(file), overrides, context);
   } catch (const JobFileError& invalid) {
@@ -529,7 +575,7 @@ JobRecord JobRunner::cancel(int64_t id) {
   if (!ours && !reattached) throw Refusal(409, "job " + std::to_string(id) + " has no process this service watches");
   const pid_t pid = ours ? active_[id] : static_cast<pid_t>(job->pid);
   cancel_requested_.insert(id);
-  ::kill(-pid, SIGTERM);
+  signal_job(pid, SIGTERM);
   kill_deadlines_[id] = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(options_.cancel_grace_seconds * 1000));
   log_to(job->work_dir + "/service.log", now_timestamp() + " cancel requested: SIGTERM to process group " + std::to_string(pid));
@@ -620,8 +666,8 @@ void JobRunner::monitor() {
       }
       const auto child = active_.find(it->first);
       const auto found = reattached_.find(it->first);
-      if (child != active_.end()) ::kill(-child->second, SIGKILL);
-      if (found != reattached_.end()) ::kill(-static_cast<pid_t>(found->second.pid), SIGKILL);
+      if (child != active_.end()) signal_job(child->second, SIGKILL);
+      if (found != reattached_.end()) signal_job(static_cast<pid_t>(found->second.pid), SIGKILL);
       it = kill_deadlines_.erase(it);
     }
     lock.unlock();

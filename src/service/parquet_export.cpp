@@ -52,10 +52,10 @@ std::string feedback_parquet(FeedbackStore& store, const FeedbackQuery& query, i
     check(writer->WriteRecordBatch(*batch));
     pending = 0;
   };
-  store.scan_feedback(query, [&](const FeedbackRecord& row) {
+  store.scan_preference_pairs(query, [&](const PreferencePair& row) {
     check(prompt.Append(row.prompt));
-    check(chosen.Append(row.response_chosen));
-    check(rejected.Append(row.response_rejected));
+    check(chosen.Append(row.chosen));
+    check(rejected.Append(row.rejected));
     ++pending;
     ++*rows;
     if (pending == kBatchRows) flush(false);

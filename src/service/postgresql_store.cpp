@@ -38,14 +38,38 @@ std::string optional_text(const std::optional<double>& value) {
   return text;
 }
 
+// A group commit's rows go in as one statement: each column as one array parameter, unnested in
+// order (WITH ORDINALITY), so that ids are drawn from the sequence, and RETURNING lists them, in
+// the rows' order. One round trip and, being one statement, its own transaction.
+constexpr const char* kInsertFeedback =
+    "INSERT INTO rlhf_feedback (agent_id, prompt, response_chosen, response_rejected, score, annotator_id, metadata, "
+    "created_at) SELECT a, p, c, r, s, n, m, t FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::double precision[], $6::text[], $7::jsonb[], $8::timestamptz[]) WITH ORDINALITY AS u(a, p, c, r, s, n, m, t, k) "
+    "ORDER BY k RETURNING id";
+
+// An element of a PostgreSQL array literal: double-quoted, '"' and '\\' escaped (NUL never reaches
+// the store: the API refuses it).
+void append_array_element(std::string& out, const std::string& text) {
+  out += out.size() > 1 ? ",\"" : "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+}
+
 void prepare_statements(pqxx::connection& c) {
-  c.prepare("insert_feedback",
-            "INSERT INTO rlhf_feedback (agent_id, prompt, response_chosen, response_rejected, score, annotator_id, "
-            "metadata, created_at) VALUES ($1, $2, $3, $4, NULLIF($5, '')::double precision, $6, $7::jsonb, "
-            "$8::timestamptz) RETURNING id");
+  c.prepare("insert_feedback", kInsertFeedback);
   c.prepare("scan_feedback", std::string(kFeedbackSelect) + kFeedbackWhere +
                                  "AND ($4 = '' OR (created_at, id) > (NULLIF($4, '')::timestamptz, $5::bigint)) "
                                  "ORDER BY created_at, id LIMIT $6");
+  // The export's columns only (and id): created_at is read only for the last row of a full page,
+  // as the server's own text that $4::timestamptz reads back exactly.
+  c.prepare("scan_pairs", std::string("SELECT prompt, response_chosen, response_rejected, id FROM rlhf_feedback ") +
+                              kFeedbackWhere +
+                              "AND ($4 = '' OR (created_at, id) > (NULLIF($4, '')::timestamptz, $5::bigint)) "
+                              "ORDER BY created_at, id LIMIT $6");
+  c.prepare("feedback_created_at", "SELECT created_at::text FROM rlhf_feedback WHERE id = $1");
   c.prepare("count_feedback", std::string("SELECT COUNT(*) FROM rlhf_feedback ") + kFeedbackWhere);
   c.prepare("feedback_counts", "SELECT agent_id, COUNT(*) FROM rlhf_feedback GROUP BY agent_id ORDER BY agent_id");
   c.prepare("insert_job",
@@ -137,17 +161,32 @@ class PostgresqlStore final : public Store {
 
   std::vector<int64_t> insert_feedback(const std::vector<FeedbackRecord>& rows) override {
     return guard("insert feedback", [&] {
+      const std::string stamp = now_timestamp();
+      std::string columns[8];
+      for (std::string& column : columns) column = "{";
+      for (const FeedbackRecord& row : rows) {
+        append_array_element(columns[0], row.agent_id);
+        append_array_element(columns[1], row.prompt);
+        append_array_element(columns[2], row.response_chosen);
+        append_array_element(columns[3], row.response_rejected);
+        if (row.score) {
+          append_array_element(columns[4], optional_text(row.score));
+        } else {
+          columns[4] += columns[4].size() > 1 ? ",NULL" : "NULL";
+        }
+        append_array_element(columns[5], row.annotator_id);
+        append_array_element(columns[6], row.metadata);
+        append_array_element(columns[7], row.created_at.empty() ? stamp : row.created_at);
+      }
+      for (std::string& column : columns) column += "}";
       Lease lease(*this);
-      pqxx::work tx(*lease.connection);
+      pqxx::nontransaction tx(*lease.connection);  // the one statement commits by itself
+      const pqxx::result result = tx.exec_prepared("insert_feedback", columns[0], columns[1], columns[2], columns[3],
+                                                   columns[4], columns[5], columns[6], columns[7]);
+      if (result.size() != rows.size()) throw std::runtime_error("the INSERT returned a different row count");
       std::vector<int64_t> ids;
       ids.reserve(rows.size());
-      for (const FeedbackRecord& row : rows) {
-        const pqxx::row r = tx.exec_prepared1("insert_feedback", row.agent_id, row.prompt, row.response_chosen,
-                                              row.response_rejected, optional_text(row.score), row.annotator_id,
-                                              row.metadata, row.created_at.empty() ? now_timestamp() : row.created_at);
-        ids.push_back(r[0].as<int64_t>());
-      }
-      tx.commit();
+      for (const pqxx::row& r : result) ids.push_back(r[0].as<int64_t>());
       return ids;
     });
   }
@@ -171,6 +210,29 @@ class PostgresqlStore final : public Store {
         }
         if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
         if (static_cast<int64_t>(result.size()) < page) break;
+      }
+      return 0;
+    });
+  }
+
+  void scan_preference_pairs(const FeedbackQuery& query,
+                             const std::function<void(const PreferencePair&)>& visit) override {
+    guard("export feedback", [&] {
+      Lease lease(*this);
+      pqxx::read_transaction tx(*lease.connection);  // one snapshot for every page
+      std::string after_time;
+      int64_t after_id = 0;
+      int64_t remaining = query.limit > 0 ? query.limit : -1;
+      const auto view = [](const pqxx::field& f) { return std::string_view(f.c_str(), f.size()); };
+      while (remaining != 0) {
+        const int64_t page = remaining < 0 ? kPageRows : std::min(remaining, kPageRows);
+        const pqxx::result result = tx.exec_prepared("scan_pairs", query.agent_id, query.since, query.until,
+                                                     after_time, after_id, page);
+        for (const pqxx::row& r : result) visit(PreferencePair{view(r[0]), view(r[1]), view(r[2])});
+        if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
+        if (static_cast<int64_t>(result.size()) < page || remaining == 0) break;
+        after_id = result.back()[3].as<int64_t>();
+        after_time = tx.exec_prepared1("feedback_created_at", after_id)[0].as<std::string>();
       }
       return 0;
     });

@@ -24,6 +24,11 @@ namespace n3rlhf::service {
 
 namespace {
 
+// JSONL exports up to this many rows and bytes go out whole; larger ones are streamed in chunks.
+constexpr int64_t kInlineExportRows = 2000;
+constexpr size_t kInlineExportBytes = 1u << 20;
+constexpr size_t kExportChunkBytes = 64u << 10;
+
 constexpr double kLatencyBuckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 
 // Request counters and latency histograms per route, in Prometheus' text format.
@@ -187,10 +192,12 @@ struct Service::Impl {
         limiter(options.limits.rate_per_second, options.limits.rate_burst) {
     StoreOptions store_options;
     store_options.url = options.store_url;
-    store_options.pool_size = std::max(4, options.threads > 0 ? options.threads : 8);
+    store_options.pool_size = options.store_pool_size > 0 ? options.store_pool_size : 16;
     store = open_store(store_options);
     committer = std::make_unique<FeedbackCommitter>(*store);
-    runner = std::make_unique<JobRunner>(*store, options.jobs);
+    JobRunnerOptions job_options = options.jobs;
+    if (job_options.feedback_store_url.empty()) job_options.feedback_store_url = options.store_url;
+    runner = std::make_unique<JobRunner>(*store, job_options);
     runner->recover();
     routes();
   }
@@ -257,8 +264,10 @@ struct Service::Impl {
     // Headers and body go out in separate writes: without TCP_NODELAY, Nagle and delayed ACKs
     // hold every keep-alive response ~40 ms.
     http.set_tcp_nodelay(true);
+    // cpp-httplib gives a keep-alive connection one worker thread for its whole life: fewer
+    // threads than client connections leave the others waiting for a free thread.
     const int threads = options.threads > 0 ? options.threads
-                                            : std::max(8, 4 * static_cast<int>(std::thread::hardware_concurrency()));
+                                            : std::max(128, 8 * static_cast<int>(std::thread::hardware_concurrency()));
     http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
     // httplib's own refusals (413 over the body limit, 404 no route, 400 bad request) get a JSON body too.
     http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
@@ -292,13 +301,73 @@ struct Service::Impl {
                  throw Refusal(400, "format must be jsonl or parquet", {{"field", "format"}});
                }
                const FeedbackQuery query = feedback_query(req, limits);
-               ExportResult result = export_feedback(*store, query, format);
-               res.status = 200;
-               res.set_header("X-Row-Count", std::to_string(result.rows));
                const bool parquet = format == ExportFormat::kParquet;
                res.set_header("Content-Disposition",
                               std::string("attachment; filename=\"feedback.") + (parquet ? "parquet" : "jsonl") + "\"");
-               res.set_content(std::move(result.data), parquet ? "application/vnd.apache.parquet" : "application/x-ndjson");
+               res.status = 200;
+               if (parquet) {  // a Parquet file's footer comes last: built whole, then sent
+                 ExportResult result = export_feedback(*store, query, format);
+                 res.set_header("X-Row-Count", std::to_string(result.rows));
+                 res.set_content(std::move(result.data), "application/vnd.apache.parquet");
+                 return;
+               }
+               // A small export (the usual case) is one query, sent whole with its length.
+               struct TooLarge {};  // not a std::exception: the stores pass it through
+               FeedbackQuery first = query;
+               first.limit = query.limit > 0 ? std::min(query.limit, kInlineExportRows + 1) : kInlineExportRows + 1;
+               // The body is built in this worker's own buffer, kept between requests (its pages
+               // stay mapped) and sent from there before the connection's next request is read.
+               thread_local std::string body;
+               body.clear();
+               int64_t rows = 0;
+               try {
+                 store->scan_preference_pairs(first, [&](const PreferencePair& pair) {
+                   append_jsonl_line(body, pair);
+                   ++rows;
+                   if (body.size() > kInlineExportBytes) throw TooLarge{};
+                 });
+               } catch (const TooLarge&) {
+                 rows = kInlineExportRows + 1;
+               }
+               if (rows <= kInlineExportRows) {
+                 res.set_header("X-Row-Count", std::to_string(rows));
+                 if (body.empty()) {
+                   res.set_content("", "application/x-ndjson");
+                   return;
+                 }
+                 const std::string* whole = &body;
+                 res.set_content_provider(body.size(), "application/x-ndjson",
+                                          [whole](size_t offset, size_t length, httplib::DataSink& sink) {
+                                            return sink.write(whole->data() + offset, length);
+                                          });
+                 return;
+               }
+               // Larger ones are streamed in chunks: the count first (X-Row-Count), then exactly
+               // that many rows, oldest first (rows committed in between are not part of it).
+               body.clear();
+               body.shrink_to_fit();
+               FeedbackQuery counted = query;
+               counted.limit = store->count_feedback(query);
+               res.set_header("X-Row-Count", std::to_string(counted.limit));
+               if (counted.limit == 0) {  // every row went away meanwhile (limit 0 would mean all)
+                 res.set_content("", "application/x-ndjson");
+                 return;
+               }
+               Store* source = store.get();
+               res.set_chunked_content_provider("application/x-ndjson", [source, counted](size_t, httplib::DataSink& sink) {
+                 try {
+                   stream_feedback_jsonl(*source, counted, kExportChunkBytes, [&](const std::string& chunk) {
+                     if (!sink.write(chunk.data(), chunk.size())) throw std::runtime_error("the client went away");
+                   });
+                   sink.done();
+                   return true;
+                 } catch (const std::exception& error) {
+                   // The status line is gone: ending the connection leaves the client a truncated
+                   // chunked body, which it reports as an error.
+                   spdlog::error("GET /api/rlhf/feedback/export: {}", error.what());
+                   return false;
+                 }
+               });
              }));
     http.Get("/api/rlhf/feedback/stats", api("/api/rlhf/feedback/stats", Role::kReader, [this](auto&, auto& res, auto&) {
       nlohmann::json agents = nlohmann::json::array();

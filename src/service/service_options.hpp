@@ -37,6 +37,9 @@ struct JobRunnerOptions {
   std::string mpirun = "mpirun";                 // found on PATH when not absolute
   std::vector<std::string> mpirun_args = {"--oversubscribe"};
   std::string dist_binary;                       // n3rlhf-dist; empty: beside this executable
+  // The store feedback.export(...) of a submitted job reads when the call names none (the
+  // service sets its own; empty: N3RLHF_FEEDBACK_STORE).
+  std::string feedback_store_url;
   int64_t default_ranks = 1;
   int64_t max_ranks = 64;
   double cancel_grace_seconds = 10.0;            // SIGTERM, then SIGKILL after this
@@ -51,7 +54,8 @@ struct ServiceOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                  // 0: any free port (the bound one is logged)
   std::string store_url = "sqlite:n3rlhf-service/n3rlhf.db";
-  int threads = 0;                  // HTTP worker threads; 0: 4 x hardware threads (at least 8)
+  int threads = 0;                  // HTTP worker threads (one per open connection); 0: 8 x hardware threads, at least 128
+  int store_pool_size = 0;          // store connections for reads (PostgreSQL, SQLite readers); 0: 16
   std::vector<TokenGrant> tokens;   // empty with allow_anonymous: everyone holds every role
   bool allow_anonymous = false;
   RequestLimits limits;

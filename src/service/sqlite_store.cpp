@@ -52,6 +52,13 @@ class Statement {
     return value == nullptr ? std::string()
                             : std::string(reinterpret_cast<const char*>(value), sqlite3_column_bytes(stmt_, column));
   }
+  // The column's text without a copy, valid until the next step.
+  std::string_view view(int column) const {
+    const unsigned char* value = sqlite3_column_text(stmt_, column);
+    return value == nullptr ? std::string_view()
+                            : std::string_view(reinterpret_cast<const char*>(value),
+                                               static_cast<size_t>(sqlite3_column_bytes(stmt_, column)));
+  }
   int64_t integer(int column) const { return sqlite3_column_int64(stmt_, column); }
   bool is_null(int column) const { return sqlite3_column_type(stmt_, column) == SQLITE_NULL; }
   double real(int column) const { return sqlite3_column_double(stmt_, column); }
@@ -219,6 +226,17 @@ class SqliteStore final : public Store {
     bind_query(s, query);
     s.bind(4, query.limit > 0 ? query.limit : int64_t{-1});
     while (s.step()) visit(read_feedback(s));
+  }
+
+  void scan_preference_pairs(const FeedbackQuery& query,
+                             const std::function<void(const PreferencePair&)>& visit) override {
+    Reader reader(*this);
+    const std::string sql = "SELECT prompt, response_chosen, response_rejected FROM rlhf_feedback" + kFeedbackWhere +
+                            " ORDER BY created_at, id LIMIT ?4";
+    Statement s(reader.db, sql.c_str());
+    bind_query(s, query);
+    s.bind(4, query.limit > 0 ? query.limit : int64_t{-1});
+    while (s.step()) visit(PreferencePair{s.view(0), s.view(1), s.view(2)});
   }
 
   int64_t count_feedback(const FeedbackQuery& query) override {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace n3rlhf::service {
@@ -36,6 +37,13 @@ struct FeedbackQuery {
   int64_t limit = 0;
 };
 
+// The three columns an export writes; the views are valid only during the visit.
+struct PreferencePair {
+  std::string_view prompt;
+  std::string_view chosen;
+  std::string_view rejected;
+};
+
 struct AgentCount {
   std::string agent_id;
   int64_t count = 0;
@@ -49,6 +57,10 @@ class FeedbackStore {
   virtual std::vector<int64_t> insert_feedback(const std::vector<FeedbackRecord>& rows) = 0;
   // Calls `visit` for each matching row, oldest first, without holding them all in memory.
   virtual void scan_feedback(const FeedbackQuery& query, const std::function<void(const FeedbackRecord&)>& visit) = 0;
+  // The same rows as scan_feedback, only the columns an export writes (no copies, nothing else
+  // read or converted): what the exports use.
+  virtual void scan_preference_pairs(const FeedbackQuery& query,
+                                     const std::function<void(const PreferencePair&)>& visit) = 0;
   virtual int64_t count_feedback(const FeedbackQuery& query) = 0;
   virtual std::vector<AgentCount> feedback_counts() = 0;
 };

@@ -7,9 +7,12 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
+#include "service/feedback_export.hpp"
 #include "service/server.hpp"
 #include "service/service_test_support.hpp"
 
@@ -179,6 +182,52 @@ TEST_P(ApiTest, ExportsJsonlAndParquetWithTrlColumns) {
   EXPECT_EQ(reader.Get("/api/rlhf/feedback/export?agent_id=a&since=last-week")->status, 400);
   EXPECT_EQ(reader.Get("/api/rlhf/feedback/export")->status, 400);
   EXPECT_EQ(s.client(kAnnotator).Get("/api/rlhf/feedback/export?agent_id=a")->status, 403);
+}
+
+// A JSONL export of more than 2000 rows is streamed (chunked transfer encoding), holds exactly
+// X-Row-Count rows in order, and is byte for byte what the in-memory exporter writes.
+TEST_P(ApiTest, LargeJsonlExportsAreStreamedInOrder) {
+  const ServiceOptions o = options();
+  RunningService s(o);
+  StoreOptions store_options;
+  store_options.url = o.store_url;
+  std::unique_ptr<Store> store = open_store(store_options);
+  std::vector<FeedbackRecord> rows;
+  for (int i = 0; i < 3000; ++i) {  // ~750 KB: three 256 KiB chunks
+    FeedbackRecord row;
+    row.agent_id = "big";
+    row.prompt = "prompt " + std::to_string(i) + " \"quoted\"\n" + std::string(200, 'p');
+    row.response_chosen = "chosen \xC3\xA9 " + std::to_string(i);
+    row.response_rejected = "rejected\t" + std::to_string(i);
+    rows.push_back(row);
+  }
+  store->insert_feedback(rows);
+  const auto r = s.client(kReader).Get("/api/rlhf/feedback/export?agent_id=big");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Transfer-Encoding"), "chunked");
+  EXPECT_EQ(r->get_header_value("X-Row-Count"), "3000");
+  EXPECT_EQ(r->body, export_feedback(*store, {"big", "", "", 0}, ExportFormat::kJsonl).data);
+  std::istringstream lines(r->body);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    const json row = json::parse(line);
+    ASSERT_EQ(row["chosen"], "chosen \xC3\xA9 " + std::to_string(n));
+    ++n;
+  }
+  EXPECT_EQ(n, 3000);
+  const auto limited = s.client(kReader).Get("/api/rlhf/feedback/export?agent_id=big&limit=2500");
+  ASSERT_TRUE(limited);
+  EXPECT_EQ(limited->get_header_value("X-Row-Count"), "2500");
+  EXPECT_EQ(std::count(limited->body.begin(), limited->body.end(), '\n'), 2500);
+  // Up to 2000 rows (and 1 MiB) an export goes out whole, with its length.
+  const auto small = s.client(kReader).Get("/api/rlhf/feedback/export?agent_id=big&limit=2000");
+  ASSERT_TRUE(small);
+  EXPECT_EQ(small->get_header_value("X-Row-Count"), "2000");
+  EXPECT_EQ(small->get_header_value("Content-Length"), std::to_string(small->body.size()));
+  EXPECT_EQ(small->body, limited->body.substr(0, small->body.size()));
+  EXPECT_EQ(std::count(small->body.begin(), small->body.end(), '\n'), 2000);
 }
 
 TEST_P(ApiTest, RateLimitIsPerToken) {

@@ -124,6 +124,59 @@ TEST_P(StoreTest, ExportPagesThroughManyRows) {
   EXPECT_EQ(n, 2500);
 }
 
+// The hand-written JSONL encoder writes what nlohmann writes, for every character class.
+TEST(FeedbackExport, JsonlLinesMatchNlohmann) {
+  std::string all_bytes;
+  for (int c = 1; c < 0x80; ++c) all_bytes += static_cast<char>(c);
+  const std::vector<std::string> texts = {"", "plain", "quote \" backslash \\ slash /", all_bytes,
+                                          "tab\tnew\nline\r\b\f\x01\x1f\x7f", "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80",
+                                          "\xE2\x80\xA8\xE2\x80\xA9 separators", std::string(70000, 'x') + "\""};
+  for (const std::string& text : texts) {
+    FeedbackRecord r;
+    r.prompt = text;
+    r.response_chosen = "c" + text;
+    r.response_rejected = text + "r";
+    nlohmann::ordered_json expected;
+    expected["prompt"] = r.prompt;
+    expected["chosen"] = r.response_chosen;
+    expected["rejected"] = r.response_rejected;
+    EXPECT_EQ(feedback_jsonl_line(r), expected.dump()) << text.substr(0, 80);
+  }
+  // Invalid UTF-8 (refused by the API) still exports as valid JSON with U+FFFD.
+  FeedbackRecord bad;
+  bad.prompt = "a\xFF\xC3" "b\xED\xA0\x80";
+  const nlohmann::json parsed = nlohmann::json::parse(feedback_jsonl_line(bad));
+  EXPECT_EQ(parsed["prompt"], "a\xEF\xBF\xBD\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
+// A group commit stamps all its rows alike: pages must break ties by id, not skip or repeat rows.
+TEST_P(StoreTest, PreferencePairsPageThroughTiedTimestamps) {
+  auto store = open();
+  std::vector<FeedbackRecord> rows;
+  for (int i = 0; i < 4500; ++i) {
+    rows.push_back(row("tied", i, i < 3000 ? "2025-01-01T00:00:00.000000Z" : "2025-01-01T00:00:01.000000Z"));
+  }
+  store->insert_feedback({row("other", 0, "2025-01-01T00:00:00.000000Z")});
+  store->insert_feedback(rows);
+  std::vector<std::string> prompts;
+  store->scan_preference_pairs({"tied", "", "", 0}, [&](const PreferencePair& p) {
+    prompts.emplace_back(p.prompt);
+    EXPECT_EQ(p.chosen, "good " + std::to_string(prompts.size() - 1));
+    EXPECT_EQ(p.rejected, "bad " + std::to_string(prompts.size() - 1));
+  });
+  ASSERT_EQ(prompts.size(), 4500u);
+  for (size_t i = 0; i < prompts.size(); ++i) ASSERT_EQ(prompts[i], "prompt " + std::to_string(i));
+  int64_t n = 0;
+  store->scan_preference_pairs({"tied", "", "", 2500}, [&](const PreferencePair&) { ++n; });
+  EXPECT_EQ(n, 2500);
+  prompts.clear();
+  store->scan_preference_pairs({"tied", "2025-01-01T00:00:00.500000Z", "", 0},
+                               [&](const PreferencePair& p) { prompts.emplace_back(p.prompt); });
+  ASSERT_EQ(prompts.size(), 1500u);
+  EXPECT_EQ(prompts.front(), "prompt 3000");
+  EXPECT_EQ(store->count_feedback({"tied", "", "", 0}), 4500);
+}
+
 TEST_P(StoreTest, JobRowsRoundTrip) {
   auto store = open();
   JobRecord job;
