@@ -63,10 +63,6 @@ std::vector<std::string> MpiEnvironment::gather_to_root(const std::string& text)
   return result;
 }
 
-void MpiEnvironment::barrier() const {
-  if (initialized_) MPI_Barrier(MPI_COMM_WORLD);
-}
-
 int MpiEnvironment::agree_on_exit_status(int status, std::chrono::milliseconds failed_rank_wait) const {
   if (!initialized_) return status;
   int agreed = status;

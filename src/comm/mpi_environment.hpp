@@ -28,7 +28,6 @@ class MpiEnvironment {
 
   // Every rank's text, in rank order, on rank 0 (other ranks get an empty vector).
   std::vector<std::string> gather_to_root(const std::string& text) const;
-  void barrier() const;
   // Agrees on one exit status: the largest of all ranks' (so one failing rank fails the job).
   // A rank with a non-zero status waits at most `failed_rank_wait` for the others: a rank stuck
   // elsewhere (in a collective, in its own code) must not hold the job, so after that it ends

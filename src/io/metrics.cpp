@@ -73,10 +73,6 @@ void MetricsLogger::log_scalars(int64_t step, const MetricScalars& scalars, doub
   for_each_sink("log_scalars", [&](MetricSink& sink) { sink.log_scalars(step, scalars, wall_time); });
 }
 
-void MetricsLogger::flush() {
-  for_each_sink("flush", [](MetricSink& sink) { sink.flush(); });
-}
-
 void MetricsLogger::close(RunOutcome outcome) {
   if (closed_) return;
   closed_ = true;

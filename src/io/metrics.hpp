@@ -63,7 +63,6 @@ class MetricsLogger {
 
   void log_params(const MetricParams& params);
   void log_scalars(int64_t step, const MetricScalars& scalars, double wall_time = wall_time_now());
-  void flush();
   void close(RunOutcome outcome = RunOutcome::kFinished);
 
   std::vector<std::string> active_sink_names() const;
