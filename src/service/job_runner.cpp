@@ -16,6 +16,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <vector>
 
 #include "core/config_builder.hpp"
 #include "core/diagnostic.hpp"
@@ -174,18 +175,24 @@ void log_to(const std::string& path, const std::string& line) {
   out << line << "\n";
 }
 
-// The parent pid of a live process (/proc/<pid>/stat field 4); 0 when it is gone.
-int64_t parent_pid(int64_t pid) {
+// The fields of /proc/<pid>/stat from field 3 (state) on; empty when the process is gone. The
+// command name (field 2) may hold spaces and parentheses; the fields after its last ')' are fixed.
+std::vector<std::string> proc_stat_fields(int64_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string text;
-  if (!std::getline(in, text)) return 0;
+  if (!std::getline(in, text)) return {};
   const size_t close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(text.substr(close + 2));
-  std::string state;
-  int64_t parent = 0;
-  fields >> state >> parent;
-  return parent;
+  if (close == std::string::npos || close + 2 > text.size()) return {};
+  std::istringstream stream(text.substr(close + 2));
+  std::vector<std::string> fields;
+  for (std::string field; stream >> field;) fields.push_back(field);
+  return fields;
+}
+
+// The parent pid of a live process (field 4); 0 when it is gone.
+int64_t parent_pid(int64_t pid) {
+  const std::vector<std::string> fields = proc_stat_fields(pid);
+  return fields.size() > 1 ? std::stoll(fields[1]) : 0;
 }
 
 // The process groups of `leader`'s tree: its own and those of its descendants (Open MPI puts each
@@ -223,22 +230,10 @@ void signal_job(pid_t leader, int signal) {
 
 int64_t process_start_time(int64_t pid) {
   if (pid <= 0) return 0;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(in, text)) return 0;
-  // The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
-  const size_t close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream fields(text.substr(close + 2));
-  std::string field;
-  // Field 3 (state) is the first here; start time is field 22.
-  std::string state;
-  fields >> state;
-  if (state == "Z" || state == "X") return 0;  // a zombie has finished
-  for (int i = 4; i < 22; ++i) fields >> field;
-  int64_t start = 0;
-  fields >> start;
-  return start;
+  const std::vector<std::string> fields = proc_stat_fields(pid);  // fields[0] is field 3 (state)
+  if (fields.size() < 20) return 0;
+  if (fields[0] == "Z" || fields[0] == "X") return 0;  // a zombie has finished
+  return std::stoll(fields[19]);  // field 22: start time
 }
 
 std::string render_job_text(const nlohmann::json& fields) {
