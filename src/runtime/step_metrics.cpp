@@ -22,22 +22,25 @@ void StepMetrics::add(const LossOutput& output, double weight, int64_t tokens) {
   tokens_ += tokens;
 }
 
-StepMetrics::Reduced StepMetrics::reduce(Communicator& communicator) const {
+std::map<std::string, double> StepMetrics::reduce(Communicator& communicator) const {
   torch::Tensor packed = torch::tensor(sums_, torch::kFloat64);
   torch::Tensor weights = torch::tensor(weights_, torch::kFloat64);
   torch::Tensor both = torch::cat({packed, weights}).to(torch::kFloat32).contiguous();
   if (communicator.size() > 1) communicator.all_reduce(both)->wait();
   const int64_t n = static_cast<int64_t>(sums_.size());
-  Reduced result;
+  std::map<std::string, double> values;
   for (int64_t i = 0; i < n; ++i) {
     const double weight = both[n + i].item<double>();
     if (weight <= 0.0) continue;
-    result.values[i + 1 == n ? "loss" : names_[static_cast<size_t>(i)]] = both[i].item<double>() / weight;
+    values[i + 1 == n ? "loss" : names_[static_cast<size_t>(i)]] = both[i].item<double>() / weight;
   }
+  return values;
+}
+
+double StepMetrics::reduce_tokens(Communicator& communicator) const {
   torch::Tensor tokens = torch::tensor({static_cast<float>(tokens_)});
   if (communicator.size() > 1) communicator.all_reduce(tokens)->wait();
-  result.tokens = tokens.item<double>();
-  return result;
+  return tokens.item<double>();
 }
 
 }  // namespace n3rlhf

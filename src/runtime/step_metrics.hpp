@@ -21,12 +21,12 @@ class StepMetrics {
   // One micro batch's output with its share of the step, and the real tokens it held.
   void add(const LossOutput& output, double weight, int64_t tokens = 0);
 
-  struct Reduced {
-    std::map<std::string, double> values;  // "loss" and every metric some rank saw
-    double tokens = 0.0;                   // over every rank
-  };
-  // A collective: every rank of `communicator` calls it, in the same order.
-  Reduced reduce(Communicator& communicator) const;
+  // "loss" and every metric some rank saw, averaged over the ranks. A collective: every rank of
+  // `communicator` calls it, in the same order.
+  std::map<std::string, double> reduce(Communicator& communicator) const;
+  // The tokens added on every rank, summed (a training step's; evaluation does not ask). A
+  // collective, as reduce().
+  double reduce_tokens(Communicator& communicator) const;
 
  private:
   std::vector<std::string> names_;

@@ -179,17 +179,17 @@ StepReport Trainer::step() {
 
   // The metrics first: a non-finite loss (seen by every rank after the reduction) discards the
   // step even when the gradients happen to be finite.
-  StepMetrics::Reduced reduced = metrics.reduce(*communicator_);
+  StepReport report;
+  report.values = metrics.reduce(*communicator_);
+  report.tokens = metrics.reduce_tokens(*communicator_);
+  const double loss = report.values["loss"];
   const double learning_rate = schedule_->learning_rate(state_.step);
-  const EngineStepResult result = engine_->step(learning_rate, h.max_grad_norm, !std::isfinite(reduced.values["loss"]));
-  if (!result.applied) skip_step(reduced.values["loss"], result.grad_norm);
+  const EngineStepResult result = engine_->step(learning_rate, h.max_grad_norm, !std::isfinite(loss));
+  if (!result.applied) skip_step(loss, result.grad_norm);
   ++state_.step;
 
-  StepReport report;
-  report.values = std::move(reduced.values);
   report.values["learning_rate"] = learning_rate;
   report.values["grad_norm"] = result.grad_norm;
-  report.tokens = reduced.tokens;
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return report;
 }
@@ -246,7 +246,7 @@ std::map<std::string, double> Trainer::evaluate() {
   }
   policy->train();
   std::map<std::string, double> result;
-  for (auto& [name, value] : metrics.reduce(*communicator_).values) result["eval/" + name] = value;
+  for (auto& [name, value] : metrics.reduce(*communicator_)) result["eval/" + name] = value;
   return result;
 }
 
