@@ -1,8 +1,7 @@
 # run_service_benchmark.py: wrk against `n3rlhf serve` and against the seed's own stack (FastAPI +
 # SQLAlchemy on uvicorn, peer_app.py) on the same schema and database, SQLite and PostgreSQL:
 # POST /api/rlhf/feedback and GET /api/rlhf/feedback/export (1000 rows, JSONL). The peer runs at
-# each worker count of PEER_WORKERS (uvloop + httptools when importable, e.g. from
-# N3RLHF_PEER_PYTHONPATH; SQLAlchemy pool N3RLHF_PEER_POOL + as many overflow) and is compared at
+# each worker count of PEER_WORKERS (uvloop + httptools, pinned in requirements.txt; SQLAlchemy pool N3RLHF_PEER_POOL + as many overflow) and is compared at
 # its best one per route. Prints requests/s and p50/p99 latency side by side and the ratios.
 # Not a test.
 # Usage: run_service_benchmark.py N3RLHF_BINARY [SECONDS] [CONNECTIONS]
@@ -34,13 +33,14 @@ def seed_export_rows(serve):
 
 PEER_WORKERS = [int(w) for w in os.environ.get("PEER_WORKERS", "1,2,4").split(",")]
 PEER_POOL = int(os.environ.get("N3RLHF_PEER_POOL", "16"))
-PEER_PATH = os.environ.get("N3RLHF_PEER_PYTHONPATH", "/tmp/peer-extra")
 
 
 def peer_fast_stack():
-    """uvicorn's fastest loop and HTTP parser when they can be imported."""
-    env = dict(os.environ, PYTHONPATH=PEER_PATH)
-    ok = subprocess.run([sys.executable, "-c", "import uvloop, httptools"], env=env, capture_output=True).returncode == 0
+    """uvicorn's fastest loop and HTTP parser (requirements.txt installs them; a venv without them
+    runs the peer on its defaults, said on stderr)."""
+    ok = subprocess.run([sys.executable, "-c", "import uvloop, httptools"], capture_output=True).returncode == 0
+    if not ok:
+        print("peer: uvloop/httptools missing, uvicorn on its defaults (run scripts/setup.sh)", file=sys.stderr)
     return ["--loop", "uvloop", "--http", "httptools"] if ok else []
 
 
@@ -48,7 +48,7 @@ def peer(store_url, work, workers):
     port = harness.free_port()
     env = dict(os.environ, N3RLHF_PEER_DB=store_url.replace("sqlite:", "sqlite:///", 1)
                if store_url.startswith("sqlite:") else store_url.replace("postgresql://", "postgresql+psycopg2://", 1),
-               N3RLHF_PEER_POOL=str(PEER_POOL), PYTHONPATH=PEER_PATH)
+               N3RLHF_PEER_POOL=str(PEER_POOL))
     log = open(os.path.join(work, "peer.log"), "w")
     process = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "uvicorn"), "peer_app:app", "--port",
                                 str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log",
