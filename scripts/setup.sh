@@ -15,9 +15,13 @@ DEBIAN_PACKAGES=(
   libcpp-httplib-dev
   libpcre2-dev
   clang libclang-rt-14-dev
+  iproute2
   python3-venv
   libsqlite3-dev libpqxx-dev postgresql
   wrk chromium chromium-driver
+  libcurl4-openssl-dev libssl-dev curl
+  prometheus
+  slurm-wlm munge
 )
 
 missing=()
@@ -37,11 +41,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv (pinned in requirements.txt)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
   echo "$want" > "$stamp"
 fi
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the machine (scripts/setup.sh), builds, and runs every test but the `gpu` ones (those
-# run too when a GPU is visible). Extra arguments go to ctest, e.g. scripts/test.sh -L mpi.
+# run too when a GPU is visible): the `faults` drills (docs/reliability.md) and the bounded `fuzz`
+# run included. Extra arguments go to ctest, e.g. scripts/test.sh -L mpi or scripts/test.sh -L faults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "core/strings.hpp"
 
 namespace n3rlhf {
@@ -332,19 +333,19 @@ AdapterConfig read_adapter_config(const std::string& directory) {
   if (!fs::exists(path)) {
     throw ModelError(ErrorCode::kModelNotFound, "no adapter_config.json in the adapter directory", {{"path", directory}});
   }
-  std::ifstream in(path);
+  const std::string text = read_input_file(path.string(), InputKind::kAdapterConfig);
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(in);
+    json = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& error) {
-    throw ModelError(ErrorCode::kModelLoadFailure, "adapter_config.json is not valid JSON",
-                     {{"path", path.string()}, {"error", error.what()}});
+    throw ModelError(ErrorCode::kModelLoadFailure, path.string() + " is not valid JSON",
+                     {{"path", path.string()}, {"error", excerpt(error.what())}});
   }
   try {
     return adapter_config_from_json(json, path.string());
   } catch (const nlohmann::json::exception& error) {
-    throw ModelError(ErrorCode::kModelLoadFailure, "adapter_config.json has a field of the wrong type",
-                     {{"path", path.string()}, {"error", error.what()}});
+    throw ModelError(ErrorCode::kModelLoadFailure, path.string() + " has a field of the wrong type",
+                     {{"path", path.string()}, {"error", excerpt(error.what())}});
   }
 }
 

@@ -338,6 +338,12 @@ bool RewardCombiner::needs_reward_model() const {
   return std::any_of(terms_.begin(), terms_.end(), [](const RewardTerm& term) { return term.function == "reward_model"; });
 }
 
+std::vector<double> RewardCombiner::weights() const {
+  std::vector<double> out;
+  for (const RewardTerm& term : terms_) out.push_back(term.weight);
+  return out;
+}
+
 CombinedRewards RewardCombiner::score(const std::vector<RewardSample>& samples, const torch::Tensor& reward_model_scores) const {
   const int64_t n = static_cast<int64_t>(samples.size());
   const int64_t k = static_cast<int64_t>(terms_.size());

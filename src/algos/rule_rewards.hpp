@@ -102,6 +102,7 @@ class RewardCombiner {
 
   bool needs_reward_model() const;
   const std::vector<std::string>& names() const { return names_; }
+  std::vector<double> weights() const;
 
   // Scores every sample with every rule term; `reward_model_scores` ([N], any float dtype) is the
   // reward_model term's column and is required when needs_reward_model(). RLHF022 when a sample

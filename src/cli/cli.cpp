@@ -18,6 +18,8 @@ const std::vector<CliCommand>& commands() {
       {"explain", "explain an error code: n3rlhf explain RLHF022", explain_command},
       {"config-reference", "print the table of every configuration field (Markdown)", config_reference_command},
       {"parity", "compare n3rlhf with the Hugging Face reference fixtures: n3rlhf parity DIR", parity_command},
+      {"classify", "score texts with a text-classification model (the safety filter's): n3rlhf classify --model DIR TEXT...", classify_command},
+      {"evaluate", "generations of a trained policy against its reference, scored by the job's rewards: n3rlhf evaluate JOB", evaluate_command},
       {"generate", "generate text from a prompt with a Hugging Face model directory", generate_command},
       {"tokenize", "encode text (or --decode ids) with a tokenizer.json", tokenize_command},
       {"prepare", "tokenize a JSONL data set into HDF5 shards: n3rlhf prepare JOB_FILE_OR_JSONL", prepare_command},

@@ -21,6 +21,8 @@ int validate_command(const std::vector<std::string>& arguments);
 int explain_command(const std::vector<std::string>& arguments);
 int config_reference_command(const std::vector<std::string>& arguments);
 int parity_command(const std::vector<std::string>& arguments);
+int classify_command(const std::vector<std::string>& arguments);
+int evaluate_command(const std::vector<std::string>& arguments);
 int generate_command(const std::vector<std::string>& arguments);
 int tokenize_command(const std::vector<std::string>& arguments);
 int prepare_command(const std::vector<std::string>& arguments);

@@ -14,8 +14,9 @@ int parity_command(const std::vector<std::string>& arguments) {
   CommandOptions command({"parity",
                           "n3rlhf parity DIR\n"
                           "  Compares n3rlhf with the Hugging Face reference fixtures under DIR (tokenizers/<family>,\n"
-                          "  models/<name>, adapters/<name>): token ids and greedy generations exactly, logits and\n"
-                          "  log-probs to 1e-4 (adapters: adapted, disabled and merged logits).\n"
+                          "  models/<name>, adapters/<name>, classifiers/<name>): token ids and greedy generations exactly,\n"
+                          "  logits and log-probs to 1e-4 (adapters: adapted, disabled and merged logits; classifiers:\n"
+                          "  logits and label scores).\n"
                           "options"});
   command.positional("dir", &directory);
   if (const std::optional<int> status = command.parse(arguments)) return *status;

@@ -13,10 +13,15 @@
 #include "cli/cli.hpp"
 #include "cli/command_options.hpp"
 #include "core/config_builder.hpp"
+#include "core/input_file.hpp"
 #include "core/error.hpp"
 #include "io/batching.hpp"
+#include "cli/prepare_safety.hpp"
 #include "io/prepare.hpp"
 #include "io/prepared_dataset.hpp"
+#include "io/remote_dataset.hpp"
+#include "storage/hub_cache.hpp"
+#include "storage/object_uri.hpp"
 
 namespace n3rlhf {
 
@@ -104,6 +109,10 @@ std::string summary(const PrepareReport& report, const std::string& directory) {
          std::to_string(m.shards.size()) + " shard" + (m.shards.size() == 1 ? "" : "s") + ")\n" +
          "  rows: " + std::to_string(c.rows_read) + " read, " + std::to_string(c.rows_kept) + " kept, " +
          std::to_string(c.rows_skipped()) + " skipped" + skipped + "\n" +
+         (m.tokenization.contains("safety_filter")
+              ? "  safety filter: " + std::to_string(c.rows_unsafe) + " rows unsafe, " + std::to_string(c.rows_dropped_unsafe) +
+                    " dropped\n"
+              : std::string()) +
          "  examples " + std::to_string(c.examples) + ", sequences " + std::to_string(c.sequences) + ", tokens " +
          std::to_string(c.tokens) + ", truncated sequences " + std::to_string(c.truncated_sequences) + "\n" + throughput;
 }
@@ -112,8 +121,13 @@ std::string summary(const PrepareReport& report, const std::string& directory) {
 // shared-prefix rows follows it (collate_options_from_config). Read here without the model
 // library, which would bring libtorch into the tool's plain commands.
 int64_t model_width(const std::string& model_directory) {
-  std::ifstream in(model_directory + "/config.json");
-  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::string text;
+  try {
+    text = read_input_file(model_directory + "/config.json", InputKind::kModelConfig);
+  } catch (const RlhfError&) {
+    return 0;
+  }
+  const nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!config.is_object()) return 0;
   for (const char* key : {"hidden_size", "n_embd"}) {
     if (config.contains(key) && config[key].is_number_integer()) return config[key].get<int64_t>();
@@ -196,7 +210,12 @@ int prepare_command(const std::vector<std::string>& arguments) {
     ConfigOverrides overrides;
     overrides.assignments = options.assignments;
     const ResolvedJobFile file = load_job_file(options.input, overrides, ValidationContext{});
-    const RLHFConfig& config = select_job(file, options.job_name).config;
+    // Hub ids from the local Hugging Face cache; s3:// / gs:// data sets through the local cache.
+    RLHFConfig config = select_job(file, options.job_name).config;
+    resolve_model_paths(config);
+    for (DatasetSource* source : {&config.dataset, &config.eval_dataset}) {
+      if (is_object_uri(source->path)) source->path = fetch_remote_dataset(source->path);
+    }
     job_config = config;
     settings = TokenizationSettings::from_config(config);
     if (tokenizer_path.empty()) tokenizer_path = config.tokenizer.empty() ? config.base_model : config.tokenizer;
@@ -237,9 +256,12 @@ int prepare_command(const std::vector<std::string>& arguments) {
     work.push_back({options.input, options.output_dir.empty() ? default_prepared_dir(options.input, "", "train") : options.output_dir});
   }
 
+  // A job's safety block filters its rows (docs/safety.md); a bare JSONL input has none.
+  const std::optional<PrepareSafetyFilter> safety = job_config ? job_prepare_safety_filter(*job_config) : std::nullopt;
   nlohmann::json manifests = nlohmann::json::array();
   for (const Work& item : work) {
     PrepareRequest request{item.source, item.output_dir, tokenizer_path, settings};
+    request.safety_filter = safety ? &*safety : nullptr;
     request.threads = options.threads;
     request.shard_max_tokens = options.shard_tokens;
     const PrepareReport report = prepare_dataset(request);

@@ -77,11 +77,18 @@ std::unique_ptr<Communicator> make_world_communicator(const MpiEnvironment& mpi,
   switch (backend) {
     case CommBackend::kLocal:
       return std::make_unique<LocalCommunicator>(options);
-    case CommBackend::kMpi:
-      return MpiCommunicator::world(options);
+    case CommBackend::kMpi: {
+      std::unique_ptr<MpiCommunicator> world = MpiCommunicator::world(options);
+      world->set_failure_relay(mpi.failure_relay());
+      return world;
+    }
     case CommBackend::kNccl:
 #ifdef N3RLHF_HAVE_NCCL
-      return NcclCommunicator::world(options, device.index());
+    {
+      std::unique_ptr<NcclCommunicator> world = NcclCommunicator::world(options, device.index());
+      world->set_failure_relay(mpi.failure_relay());
+      return world;
+    }
 #else
       break;
 #endif

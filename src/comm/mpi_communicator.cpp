@@ -7,6 +7,7 @@
 #include <sstream>
 #include <thread>
 
+#include "comm/failure_relay.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 
@@ -128,10 +129,15 @@ class MpiWork : public Work {
   bool wait_until(std::chrono::steady_clock::time_point until) {
     // Spin briefly for small messages, then back off so that oversubscribed ranks (several per
     // core in tests) leave the core to the peers they are waiting for.
+    // Once it backs off, a wait also looks for a peer's announced failure: a rank that failed
+    // in its own code will never come, and its error is the one to report.
     for (int spins = 0;; ++spins) {
       if (poll()) return true;
       if (std::chrono::steady_clock::now() >= until) return false;
-      if (spins > 64) std::this_thread::sleep_for(std::chrono::microseconds(spins > 1024 ? 200 : 20));
+      if (spins > 64) {
+        group_->throw_if_peer_failed();
+        std::this_thread::sleep_for(std::chrono::microseconds(spins > 1024 ? 200 : 20));
+      }
     }
   }
 
@@ -212,6 +218,22 @@ bool MpiGroup::broken() const {
   return !broken_.empty();
 }
 
+void MpiGroup::throw_if_peer_failed() {
+  if (failure_relay == nullptr) return;
+  const std::optional<PeerFailure> failure = failure_relay->received();
+  if (!failure) return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (broken_.empty()) broken_ = "rank " + std::to_string(failure->rank) + " failed";
+  }
+  failure_relay->throw_if_peer_failed();
+}
+
+void MpiGroup::mark_broken(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (broken_.empty()) broken_ = why;
+}
+
 void MpiGroup::fail_call(CommOp op, const char* call, int code) const {
   char text[MPI_MAX_ERROR_STRING] = {0};
   int length = 0;
@@ -273,6 +295,8 @@ void MpiGroup::fail_timeout(CommOp op, uint64_t sequence, CommTimeout timeout, c
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, CommunicatorOptions options, std::shared_ptr<ArrivalWatchdog> watchdog)
     : Communicator(options), group_(std::make_shared<MpiGroup>(comm, options.name, "mpi", std::move(watchdog))) {}
+
+void MpiCommunicator::set_failure_relay(FailureRelay* relay) { group_->failure_relay = relay; }
 
 MpiCommunicator::~MpiCommunicator() = default;
 
@@ -432,7 +456,9 @@ std::unique_ptr<Communicator> MpiCommunicator::do_split(int color, int key, Comm
       MPI_Comm_split(group_->comm, color == SplitOptions::kNoGroup ? MPI_UNDEFINED : color, key, &sub);
   if (split_code != MPI_SUCCESS) group_->fail_call(CommOp::kSplit, "MPI_Comm_split", split_code);
   if (sub == MPI_COMM_NULL) return nullptr;
-  return std::make_unique<MpiCommunicator>(sub, std::move(child), group_->watchdog);
+  auto split = std::make_unique<MpiCommunicator>(sub, std::move(child), group_->watchdog);
+  split->set_failure_relay(group_->failure_relay);
+  return split;
 }
 
 }  // namespace n3rlhf

@@ -17,6 +17,8 @@
 
 namespace n3rlhf {
 
+class FailureRelay;
+
 // What an MPI group shares with the Work handles still in flight on it.
 struct MpiGroup {
   MPI_Comm comm = MPI_COMM_NULL;
@@ -27,6 +29,7 @@ struct MpiGroup {
   std::vector<int> world_ranks;  // group rank -> MPI_COMM_WORLD rank
   std::shared_ptr<ArrivalWatchdog> watchdog;
   std::unique_ptr<ArrivalChannel> arrivals;
+  FailureRelay* failure_relay = nullptr;  // MpiEnvironment's; null: none
 
   MpiGroup(MPI_Comm owned_comm, std::string group_name, std::string backend_name,
            std::shared_ptr<ArrivalWatchdog> shared_watchdog);
@@ -36,6 +39,11 @@ struct MpiGroup {
   // went out of step cannot be trusted again.
   void check_usable(CommOp op) const;
   bool broken() const;
+  // Throws the error a failed peer announced (FailureRelay), after marking the group unusable.
+  void throw_if_peer_failed();
+  // Marks the group unusable for `why` (kept when it is unusable already): every later operation
+  // on it throws RLHF014 saying so. For failures found off the caller's thread (NCCL's watchdog).
+  void mark_broken(const std::string& why);
   // Finds the ranks that did not arrive, marks the group unusable and throws RLHF014.
   [[noreturn]] void fail_timeout(CommOp op, uint64_t sequence, CommTimeout timeout, const std::vector<int>& peers);
   [[noreturn]] void fail_call(CommOp op, const char* call, int code) const;
@@ -53,6 +61,10 @@ class MpiCommunicator : public Communicator {
   ~MpiCommunicator() override;
   // A duplicate of MPI_COMM_WORLD (MPI must be initialised).
   static std::unique_ptr<MpiCommunicator> world(CommunicatorOptions options);
+  // Where other ranks' announced failures arrive (MpiEnvironment::failure_relay, which outlives
+  // the communicator); waits then throw the failed rank's error instead of timing out. Splits
+  // inherit it.
+  void set_failure_relay(FailureRelay* relay);
 
   int rank() const override { return group_->rank; }
   int size() const override { return group_->size; }

@@ -4,11 +4,14 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
 
+#include "comm/failure_relay.hpp"
 #include "core/error.hpp"
+#include "core/error_output.hpp"
 #include "core/log.hpp"
 
 namespace n3rlhf {
@@ -35,10 +38,12 @@ MpiEnvironment::MpiEnvironment(int* argc, char*** argv) : hostname_(local_hostna
   MPI_Comm_rank(node, &local_rank_);
   MPI_Comm_size(node, &local_size_);
   MPI_Comm_free(&node);
+  if (world_size_ > 1) failure_relay_ = std::make_unique<FailureRelay>(MPI_COMM_WORLD);
 }
 
 MpiEnvironment::~MpiEnvironment() {
   if (!initialized_) return;
+  failure_relay_.reset();
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
@@ -63,6 +68,14 @@ std::vector<std::string> MpiEnvironment::gather_to_root(const std::string& text)
   return result;
 }
 
+void MpiEnvironment::announce_failure(ErrorCode code, const std::string& description) const {
+  if (failure_relay_) failure_relay_->announce(code, description);
+}
+
+std::chrono::milliseconds MpiEnvironment::exit_wait_for(std::chrono::milliseconds collective_timeout) {
+  return std::clamp<std::chrono::milliseconds>(2 * collective_timeout, std::chrono::seconds(5), std::chrono::seconds(60));
+}
+
 int MpiEnvironment::agree_on_exit_status(int status, std::chrono::milliseconds failed_rank_wait) const {
   if (!initialized_) return status;
   int agreed = status;
@@ -73,10 +86,8 @@ int MpiEnvironment::agree_on_exit_status(int status, std::chrono::milliseconds f
     MPI_Test(&request, &done, MPI_STATUS_IGNORE);
     if (done) return agreed;
     if (status != 0 && std::chrono::steady_clock::now() >= deadline) {
-      std::fprintf(stderr, "[%s:%d] not every rank reached the end of the job within %lld ms; aborting it with "
-                           "status %d\n", hostname_.c_str(), rank_, static_cast<long long>(failed_rank_wait.count()),
-                   status);
-      std::fflush(stderr);
+      write_stderr_whole("[" + hostname_ + ":" + std::to_string(rank_) + "] not every rank reached the end of the job within " +
+                         std::to_string(failed_rank_wait.count()) + " ms; aborting it with status " + std::to_string(status));
       MPI_Abort(MPI_COMM_WORLD, status);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));

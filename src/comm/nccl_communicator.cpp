@@ -13,6 +13,7 @@
 #include <mutex>
 #include <thread>
 
+#include "comm/failure_relay.hpp"
 #include "comm/mpi_communicator.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -74,6 +75,15 @@ struct NcclState {
                         {{"operation", comm_op_name(op)}, {"group", group->name}, {"backend", "nccl"}});
   }
   void watch();  // on the watchdog thread
+  // A peer's announced failure or NCCL's asynchronous error, with collectives in flight: the
+  // group is marked unusable and NCCL aborted (watchdog thread).
+  bool abort_on_peer_failure(bool work_in_flight);
+  // On the caller's thread: the failed peer's own error when one was announced, else RLHF014 for
+  // a group that is unusable. Nothing when neither.
+  void throw_if_failed(CommOp op) const {
+    group->throw_if_peer_failed();
+    group->check_usable(op);
+  }
 };
 
 class NcclWork : public Work {
@@ -91,6 +101,9 @@ class NcclWork : public Work {
   at::cuda::CUDAEvent& done() { return done_; }
 
   void wait() override {
+    // A peer that failed will never come: its error, not a timeout (and not a wait on a stream
+    // whose collective NCCL aborted).
+    state_->throw_if_failed(op_);
     if (!is_completed() && std::chrono::steady_clock::now() >= deadline_) report_timeout();
     done_.block(c10::cuda::getCurrentCUDAStream(state_->device));
   }
@@ -102,13 +115,14 @@ class NcclWork : public Work {
         if (until >= deadline_) report_timeout();
         return false;
       }
+      state_->throw_if_failed(op_);
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
     return true;
   }
 
   bool is_completed() override {
-    if (state_->aborted.load()) state_->group->check_usable(op_);
+    if (state_->aborted.load()) state_->throw_if_failed(op_);
     return done_.query();
   }
   bool is_blocking() const override { return false; }
@@ -142,8 +156,35 @@ class NcclWork : public Work {
   std::atomic<bool> reported_{false};
 };
 
+bool NcclState::abort_on_peer_failure(bool work_in_flight) {
+  if (aborted.load() || comm == nullptr) return aborted.load();
+  std::string why;
+  if (group->failure_relay != nullptr) {
+    if (const std::optional<PeerFailure> failure = group->failure_relay->received()) {
+      why = "rank " + std::to_string(failure->rank) + " failed";
+    }
+  }
+  if (why.empty()) {
+    // NCCL's own finding (a peer's connection lost, a remote error): fatal for the communicator.
+    ncclResult_t async = ncclSuccess;
+    if (ncclCommGetAsyncError(comm, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress) {
+      const char* detail = ncclGetLastError(comm);
+      why = std::string("NCCL reported an asynchronous error: ") + ncclGetErrorString(async) +
+            (detail != nullptr && *detail != '\0' ? std::string(" (") + detail + ")" : "");
+      work_in_flight = true;  // the communicator is unusable whether or not anything waits on it
+    }
+  }
+  // With nothing in flight the next operation finds the failure on the caller's thread itself.
+  if (why.empty() || !work_in_flight) return false;
+  group->mark_broken(why);
+  spdlog::error("NCCL communicator of group '{}' aborted: {}", group->name, why);
+  abort();
+  return true;
+}
+
 void NcclState::watch() {
   std::shared_ptr<NcclWork> stuck;
+  bool work_in_flight = false;
   {
     std::lock_guard<std::mutex> lock(in_flight_mutex);
     for (auto it = in_flight.begin(); it != in_flight.end();) {
@@ -152,10 +193,14 @@ void NcclState::watch() {
         it = in_flight.erase(it);
         continue;
       }
+      work_in_flight = true;
       if (!stuck && work->overdue()) stuck = work;
       ++it;
     }
   }
+  // A failed peer never arrives: the kernels waiting for it spin until NCCL is aborted, and a host
+  // blocked behind them (in a CUDA sync) returns only then, to throw the peer's error.
+  if (abort_on_peer_failure(work_in_flight)) return;
   if (!stuck || aborted.load()) return;
   // The host is not waiting on this collective (or it would have reported); it may be blocked
   // behind it in a CUDA call. Report from a thread of its own, so that this watchdog keeps
@@ -204,6 +249,8 @@ NcclCommunicator::~NcclCommunicator() {
   }
 }
 
+void NcclCommunicator::set_failure_relay(FailureRelay* relay) { state_->group->failure_relay = relay; }
+
 std::unique_ptr<NcclCommunicator> NcclCommunicator::world(CommunicatorOptions options, int device_index) {
   MPI_Comm comm;
   MPI_Comm_dup(MPI_COMM_WORLD, &comm);
@@ -217,7 +264,7 @@ int NcclCommunicator::world_rank_of(int group_rank) const { return state_->group
 template <typename Launch>
 WorkHandle NcclCommunicator::launch(CommOp op, uint64_t sequence, std::vector<int> peers, CommTimeout timeout,
                                     std::vector<torch::Tensor> tensors, Launch&& call) {
-  state_->group->check_usable(op);
+  state_->throw_if_failed(op);
   for (const torch::Tensor& tensor : tensors) {
     if (!tensor.is_cuda() || tensor.get_device() != state_->device) {
       fail(op, "NCCL needs tensors on cuda:" + std::to_string(state_->device) + ", got " + tensor.device().str());
@@ -324,7 +371,7 @@ WorkHandle NcclCommunicator::do_barrier(CommTimeout timeout, uint64_t sequence) 
 std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key, CommunicatorOptions child,
                                                          CommTimeout timeout, uint64_t sequence) {
   MpiGroup& group = *state_->group;
-  group.check_usable(CommOp::kSplit);
+  state_->throw_if_failed(CommOp::kSplit);
   group.arrivals->entered(sequence);
   // Everyone must be here before the blocking MPI_Comm_split; an Ibarrier under the timeout says so.
   MPI_Request request;
@@ -333,12 +380,17 @@ std::unique_ptr<Communicator> NcclCommunicator::do_split(int color, int key, Com
   for (int done = 0; !done;) {
     MPI_Test(&request, &done, MPI_STATUS_IGNORE);
     if (!done && std::chrono::steady_clock::now() >= deadline) group.fail_timeout(CommOp::kSplit, sequence, timeout, {});
-    if (!done) std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (!done) {
+      group.throw_if_peer_failed();
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
   }
   MPI_Comm sub = MPI_COMM_NULL;
   MPI_Comm_split(group.comm, color == SplitOptions::kNoGroup ? MPI_UNDEFINED : color, key, &sub);
   if (sub == MPI_COMM_NULL) return nullptr;
-  return std::make_unique<NcclCommunicator>(sub, std::move(child), state_->device, group.watchdog);
+  auto split = std::make_unique<NcclCommunicator>(sub, std::move(child), state_->device, group.watchdog);
+  split->set_failure_relay(group.failure_relay);
+  return split;
 }
 
 }  // namespace n3rlhf

@@ -3,7 +3,11 @@
 // stream with an event, and Work::wait() orders the caller's stream after them (non-blocking
 // for the host). The MPI group it was built from stays as the side channel that names the ranks
 // that did not arrive, and a watchdog aborts NCCL (then the job) when a collective is stuck and
-// nobody is waiting on the host to report it. Compiled only with N3RLHF_HAVE_NCCL.
+// nobody is waiting on the host to report it. The same watchdog polls the FailureRelay and NCCL's
+// asynchronous error: when a peer announced its failure (or NCCL reports one, a peer's connection
+// lost) while a collective is in flight, it aborts the NCCL communicator, so that the kernels
+// spinning for the dead peer end and a host blocked behind them returns; the next operation then
+// throws the failed rank's own error (or RLHF014 with NCCL's). Compiled only with N3RLHF_HAVE_NCCL.
 #pragma once
 
 #include <mpi.h>
@@ -17,6 +21,8 @@ namespace n3rlhf {
 
 struct NcclState;
 
+class FailureRelay;
+
 class NcclCommunicator : public Communicator {
  public:
   // Collective over `comm` (owned); `device_index` is this rank's GPU.
@@ -24,6 +30,10 @@ class NcclCommunicator : public Communicator {
                    std::shared_ptr<ArrivalWatchdog> watchdog = nullptr);
   ~NcclCommunicator() override;
   static std::unique_ptr<NcclCommunicator> world(CommunicatorOptions options, int device_index);
+  // Where other ranks' announced failures arrive (MpiEnvironment::failure_relay, which outlives
+  // the communicator): operations throw the failed rank's error, and a collective in flight is
+  // aborted. Splits inherit it.
+  void set_failure_relay(FailureRelay* relay);
 
   int rank() const override;
   int size() const override;

@@ -47,6 +47,12 @@ RoleGroups::RoleGroups(Communicator& world, const RLHFConfig& config) : world_(w
 
 bool RoleGroups::plays(Role role) const { return std::find(roles_.begin(), roles_.end(), role) != roles_.end(); }
 
+int RoleGroups::index_in(Role role) const {
+  const std::vector<int>& ranks = ranks_of(role);
+  const auto found = std::find(ranks.begin(), ranks.end(), world_.world_rank_of(world_.rank()));
+  return found == ranks.end() ? -1 : static_cast<int>(found - ranks.begin());
+}
+
 namespace {
 int member(const std::vector<int>& ranks, Role role, int index, Communicator& world) {
   if (index < 0 || index >= static_cast<int>(ranks.size())) {

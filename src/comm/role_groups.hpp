@@ -26,6 +26,10 @@ class RoleGroups {
   const std::vector<int>& ranks_of(Role role) const { return ranks_[static_cast<size_t>(role)]; }
   // The role's own communicator; nullptr on ranks that do not play it.
   Communicator* group(Role role) { return groups_[static_cast<size_t>(role)].get(); }
+  // The same, shared (a sharding engine keeps its communicator).
+  std::shared_ptr<Communicator> shared_group(Role role) { return groups_[static_cast<size_t>(role)]; }
+  // This rank's index among the ranks of `role`; -1 when it does not play it.
+  int index_in(Role role) const;
 
   // Point to point with the index-th rank of `role`, over the world communicator.
   WorkHandle send_to(Role role, int index, const torch::Tensor& tensor, int tag = 0);
@@ -44,7 +48,7 @@ class RoleGroups {
   Communicator& world_;
   std::vector<Role> roles_;
   std::array<std::vector<int>, kRoleCount> ranks_;
-  std::array<std::unique_ptr<Communicator>, kRoleCount> groups_;
+  std::array<std::shared_ptr<Communicator>, kRoleCount> groups_;
   std::unique_ptr<Communicator> weight_sync_;
 };
 

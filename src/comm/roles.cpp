@@ -21,10 +21,18 @@ std::vector<Role> all_roles() { return {Role::kPolicy, Role::kRollout, Role::kRe
 std::vector<Role> roles_of_rank(const RLHFConfig& config, int rank) {
   const LayoutConfig& layout = config.distributed.layout;
   if (layout.kind == LayoutKind::kSplit) {
+    // A role given no ranks of its own shares others': the reference the policy ranks', the
+    // reward the rollout ranks'.
+    const bool reference = config.uses_reference_model();
     int64_t first = 0;
     for (auto [role, count] : {std::pair{Role::kPolicy, layout.policy}, std::pair{Role::kRollout, layout.rollout},
                                std::pair{Role::kReference, layout.reference}, std::pair{Role::kReward, layout.reward}}) {
-      if (rank >= first && rank < first + count) return {role};
+      if (rank >= first && rank < first + count) {
+        std::vector<Role> roles = {role};
+        if (role == Role::kPolicy && layout.reference == 0 && reference) roles.push_back(Role::kReference);
+        if (role == Role::kRollout && layout.reward == 0) roles.push_back(Role::kReward);
+        return roles;
+      }
       first += count;
     }
     return {};

@@ -14,6 +14,7 @@ N3RLHF_NAMES(peft_method_names, "none", "lora", "qlora", "ia3", "adalora", "dora
 N3RLHF_NAMES(dpo_loss_type_names, "sigmoid", "hinge", "ipo", "robust")
 N3RLHF_NAMES(lr_scheduler_names, "constant", "linear", "cosine")
 N3RLHF_NAMES(truncation_mode_names, "keep_start", "keep_end")
+N3RLHF_NAMES(unsafe_action_names, "penalize", "drop")
 N3RLHF_NAMES(bad_row_policy_names, "skip", "error")
 N3RLHF_NAMES(tracker_names, "none", "jsonl", "tensorboard", "mlflow", "wandb")
 N3RLHF_NAMES(sharding_strategy_names, "ddp", "zero2", "fsdp")
@@ -25,6 +26,7 @@ N3RLHF_NAMES(kl_estimator_names, "k1", "k2", "k3")
 N3RLHF_NAMES(loss_aggregation_names, "token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 N3RLHF_NAMES(grpo_loss_type_names, "grpo", "dr_grpo", "dapo", "bnpo")
 N3RLHF_NAMES(reward_scaling_names, "group", "batch", "none")
+N3RLHF_NAMES(metric_mode_names, "min", "max")
 #undef N3RLHF_NAMES
 
 template <> const std::string& enum_name(Algorithm v) { return algorithm_names().at(static_cast<size_t>(v)); }
@@ -32,6 +34,7 @@ template <> const std::string& enum_name(PeftMethod v) { return peft_method_name
 template <> const std::string& enum_name(DpoLossType v) { return dpo_loss_type_names().at(static_cast<size_t>(v)); }
 template <> const std::string& enum_name(LrScheduler v) { return lr_scheduler_names().at(static_cast<size_t>(v)); }
 template <> const std::string& enum_name(TruncationMode v) { return truncation_mode_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(UnsafeAction v) { return unsafe_action_names().at(static_cast<size_t>(v)); }
 template <> const std::string& enum_name(BadRowPolicy v) { return bad_row_policy_names().at(static_cast<size_t>(v)); }
 template <> const std::string& enum_name(Tracker v) { return tracker_names().at(static_cast<size_t>(v)); }
 template <> const std::string& enum_name(ShardingStrategy v) { return sharding_strategy_names().at(static_cast<size_t>(v)); }
@@ -43,6 +46,7 @@ template <> const std::string& enum_name(KlEstimator v) { return kl_estimator_na
 template <> const std::string& enum_name(LossAggregation v) { return loss_aggregation_names().at(static_cast<size_t>(v)); }
 template <> const std::string& enum_name(GrpoLossType v) { return grpo_loss_type_names().at(static_cast<size_t>(v)); }
 template <> const std::string& enum_name(RewardScaling v) { return reward_scaling_names().at(static_cast<size_t>(v)); }
+template <> const std::string& enum_name(MetricMode v) { return metric_mode_names().at(static_cast<size_t>(v)); }
 
 bool is_online_algorithm(Algorithm algorithm) {
   switch (algorithm) {

@@ -21,6 +21,8 @@ enum class PeftMethod { kNone, kLora, kQlora, kIa3, kAdalora, kDora };
 enum class DpoLossType { kSigmoid, kHinge, kIpo, kRobust };
 enum class LrScheduler { kConstant, kLinear, kCosine };
 enum class TruncationMode { kKeepStart, kKeepEnd };
+// What reject_unsafe_samples does to an unsafe completion of an online job.
+enum class UnsafeAction { kPenalize, kDrop };
 enum class BadRowPolicy { kSkip, kError };
 enum class Tracker { kNone, kJsonl, kTensorboard, kMlflow, kWandb };
 enum class ShardingStrategy { kDdp, kZero2, kFsdp };
@@ -39,6 +41,8 @@ enum class LossAggregation { kTokenMean, kSeqMeanTokenSum, kSeqMeanTokenMean, kS
 enum class GrpoLossType { kGrpo, kDrGrpo, kDapo, kBnpo };
 // TRL's GRPOConfig.scale_rewards: what the group-centred rewards are divided by.
 enum class RewardScaling { kGroup, kBatch, kNone };
+// Whether a smaller (min) or a larger (max) value of early stopping's metric is better.
+enum class MetricMode { kMin, kMax };
 
 // Names as written in job files ("dpo", "reward_model", ...), in declaration order.
 const std::vector<std::string>& algorithm_names();
@@ -46,6 +50,7 @@ const std::vector<std::string>& peft_method_names();
 const std::vector<std::string>& dpo_loss_type_names();
 const std::vector<std::string>& lr_scheduler_names();
 const std::vector<std::string>& truncation_mode_names();
+const std::vector<std::string>& unsafe_action_names();
 const std::vector<std::string>& bad_row_policy_names();
 const std::vector<std::string>& tracker_names();
 const std::vector<std::string>& sharding_strategy_names();
@@ -57,6 +62,7 @@ const std::vector<std::string>& kl_estimator_names();
 const std::vector<std::string>& loss_aggregation_names();
 const std::vector<std::string>& grpo_loss_type_names();
 const std::vector<std::string>& reward_scaling_names();
+const std::vector<std::string>& metric_mode_names();
 
 // PPO, GRPO, RLOO, REINFORCE++ and REINFORCE++-baseline: they sample completions and score them.
 bool is_online_algorithm(Algorithm algorithm);
@@ -147,6 +153,8 @@ struct PpoConfig {
   std::optional<double> dual_clip;       // > 1: the dual-clip bound c for negative advantages
   double cliprange_value = 0.2;
   double vf_coef = 0.1;
+  std::string critic_model;        // PPO: a separate critic from this sequence-classification model; "": v_head on the policy
+  std::optional<double> critic_learning_rate;  // the separate critic's; unset: hyperparameters.learning_rate
   bool whiten_rewards = false;
   bool whiten_advantages = true;
   std::optional<double> reward_clip;     // scores clipped to [-reward_clip, reward_clip]
@@ -156,6 +164,9 @@ struct PpoConfig {
   double temperature = 1.0;
   int64_t top_k = 0;
   double top_p = 1.0;
+  std::vector<std::string> stop;   // a completion ends once its text contains one of these
+  int64_t async_steps = 0;  // split layouts: 1 generates batch k+1 with update k's weights while the policy trains on batch k
+  int64_t max_active_sequences = 0;  // rows decoded at once (continuous batching); 0: a rank's whole rollout
 };
 
 // GRPO (and the groups of RLOO and REINFORCE++-baseline), with TRL's GRPOConfig names.
@@ -170,6 +181,7 @@ struct GrpoConfig {
   bool normalize_advantages = false;     // RLOO: whiten the advantages over the batch
   bool mask_truncated_completions = false;
   bool dynamic_sampling = false;         // DAPO: drop groups whose rewards are all equal
+  int64_t max_num_gen_batches = 4;       // dynamic sampling: prompt batches sampled per iteration at most
   int64_t overlong_buffer_len = 0;       // DAPO's soft overlong punishment; 0: off
   double overlong_penalty_factor = 1.0;
 };
@@ -239,6 +251,17 @@ struct LoggingConfig {
   int64_t save_interval = 500;
 };
 
+// Early stopping (offline algorithms, which evaluate every logging.eval_interval): the run ends
+// in order, RLHF015, once `metric` of the evaluations has not improved by more than min_delta for
+// `patience` evaluations in a row; the final model is then the best evaluation's checkpoint.
+struct EarlyStoppingConfig {
+  int64_t patience = 0;              // evaluations without improvement before the run stops; 0 = off
+  std::string metric = "eval/loss";  // an evaluation metric ("eval/" + one of the objective's metrics)
+  double min_delta = 0.0;            // the least change that counts as an improvement
+  MetricMode mode = MetricMode::kMin;
+  bool enabled() const { return patience > 0; }
+};
+
 struct SafetyConfig {
   bool enable_safety_filter = false;
   double toxicity_threshold = 0.7;
@@ -246,10 +269,32 @@ struct SafetyConfig {
   bool enable_content_filter = false;
   int64_t max_generation_length = 512;
   bool reject_unsafe_samples = true;
+  UnsafeAction unsafe_action = UnsafeAction::kPenalize;  // online jobs: penalise or drop unsafe completions
+  double unsafe_penalty = -1.0;                          // the reward a penalised completion gets
+  std::vector<std::string> unsafe_labels;                // classifier labels whose scores are the unsafe score
+  std::vector<std::string> blocklist;                    // content filter: words and phrases (whole words, any case)
+  std::vector<std::string> blocked_patterns;             // content filter: ECMAScript regular expressions
+};
+
+// Generation-based evaluation (`n3rlhf evaluate JOB`, docs/evaluation.md): held-out prompts and
+// named benchmark sets, generations of the policy and the reference scored by the job's rewards.
+struct EvaluationConfig {
+  std::string prompts;                  // JSONL of held-out prompts (the prompt column), "" = none
+  std::vector<std::string> benchmarks;  // named sets: <benchmark_dir>/<name>.jsonl or <name>/prompts.jsonl
+  std::string benchmark_dir;
+  int64_t max_prompts = 64;             // per set, from the start of the file
+  int64_t max_new_tokens = 64;
+  bool do_sample = false;               // greedy by default
+  double temperature = 1.0;
+  int64_t batch_size = 8;               // prompts per generation batch
+  std::string report;                   // "" = <output.dir>/evaluation.json
 };
 
 struct OutputConfig {
   std::string dir;                 // required (or RLHF_OUTPUT_DIR)
+  // s3:// or gs:// prefix that checkpoints and the final output are mirrored to ("" = none);
+  // output.dir given as such a URI moves here, and output.dir becomes the local runs/<job name>.
+  std::string remote_dir;
   std::string model_registry;
   bool push_to_hub = false;
   std::string hub_model_id;
@@ -274,8 +319,10 @@ struct DistributedConfig {
   LayoutConfig layout;
   int64_t world_size = 0;          // 0: whatever mpirun gives; else it must match
   double reduce_bucket_mb = 25.0;
+  double weight_sync_bucket_mb = 64.0;  // split layouts: policy -> rollout broadcast buckets
   double allgather_bucket_mb = 50.0;
   double collective_timeout_s = 600.0;
+  double model_load_timeout_s = 0.0;  // seconds one model's loading may take on a rank (RLHF032); 0 = no limit
   int64_t alignment = 128;         // elements each shard is padded to
 };
 
@@ -301,9 +348,15 @@ struct RLHFConfig {
   RewardConfig reward;
   DataConfig data;
   LoggingConfig logging;
+  EarlyStoppingConfig early_stopping;
   SafetyConfig safety;
+  EvaluationConfig evaluation;
   OutputConfig output;
   DistributedConfig distributed;
+  // The seed's free-form `metadata: { ... }` block (strings, numbers, booleans, lists, blocks),
+  // changing nothing that runs: kept in the run's records (the job in config_to_json, so in the
+  // metrics' params, the MLflow run's params and every checkpoint's trainer_state.json).
+  nlohmann::json metadata = nlohmann::json::object();
 
   // The beta the active algorithm uses (hyperparameters.beta when given).
   double effective_beta() const;

@@ -76,7 +76,32 @@ class JobBuilder {
  private:
   void apply_entry(const std::string& path, const std::string& key, const SourceLocation& key_location,
                    const DslValue& value, const std::string& section) {
+    if (path == "metadata") {
+      if (value.kind != DslValue::Kind::kBlock) {
+        sink_.error(ErrorCode::kInvalidHyperparameter, value.location, std::string("'metadata' must be a block, found ") + dsl_kind_name(value.kind),
+                    "write metadata: { team: \"...\" }");
+        return;
+      }
+      config().metadata = metadata_json(value);
+      job_.origins[path] = value.location;
+      return;
+    }
+    // The seed's spelling: orpo.alpha is ORPO's lambda, orpo.beta here (TRL's name).
+    if (path == "orpo.alpha") {
+      if (job_.is_set("orpo.beta")) {
+        sink_.error(ErrorCode::kIncompatibleOptions, key_location, "orpo.alpha and orpo.beta are the same weight, given twice",
+                    "keep one of them");
+        return;
+      }
+      apply_field(*find_config_field("orpo.beta"), value);
+      return;
+    }
     if (const FieldSpec* field = find_config_field(path)) {
+      if (path == "orpo.beta" && job_.is_set("orpo.beta")) {
+        sink_.error(ErrorCode::kIncompatibleOptions, key_location, "orpo.alpha and orpo.beta are the same weight, given twice",
+                    "keep one of them");
+        return;
+      }
       apply_field(*field, value);
       return;
     }
@@ -109,6 +134,31 @@ class JobBuilder {
     }
     const std::string where = section.empty() ? "job '" + job_.config.job_name + "'" : "'" + section + "'";
     sink_.error(ErrorCode::kMissingField, key_location, "unknown key '" + key + "' in " + where, hint);
+  }
+
+  // A metadata block as JSON: its values as written (references as their dotted text, calls as
+  // their text).
+  static nlohmann::json metadata_json(const DslValue& value) {
+    switch (value.kind) {
+      case DslValue::Kind::kString:
+      case DslValue::Kind::kReference:
+      case DslValue::Kind::kCall: return value.text;
+      case DslValue::Kind::kInteger: return value.integer;
+      case DslValue::Kind::kFloat: return value.number;
+      case DslValue::Kind::kBool: return value.boolean;
+      case DslValue::Kind::kNull: return nullptr;
+      case DslValue::Kind::kList: {
+        nlohmann::json items = nlohmann::json::array();
+        for (const DslValue& item : value.items) items.push_back(metadata_json(item));
+        return items;
+      }
+      case DslValue::Kind::kBlock: {
+        nlohmann::json entries = nlohmann::json::object();
+        for (const DslEntry& entry : value.entries) entries[entry.key] = metadata_json(entry.value);
+        return entries;
+      }
+    }
+    return nullptr;
   }
 
   // An override's text as the field's type: strings are taken verbatim, other types parsed
@@ -201,6 +251,7 @@ class JobBuilder {
         std::string text = value.text;
         for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
         if (field.path == "algorithm" && (text == "reward" || text == "rm")) text = "reward_model";
+        if (field.path == "peft.method" && text == "full") text = "none";  // the seed's name for full fine-tuning
         bool known = false;
         for (const std::string& choice : *field.choices) known = known || choice == text;
         if (!known) {
@@ -279,9 +330,16 @@ void derive_defaults(ResolvedJob& job) {
   LayoutConfig& layout = config.distributed.layout;
   if (!job.is_set("distributed.layout.kind") && layout.total() > 0) layout.kind = LayoutKind::kSplit;
   if (config.algorithm == Algorithm::kIpo && !job.is_set("dpo.loss_type")) config.dpo.loss_type = DpoLossType::kIpo;
+  // An object-store output.dir is mirrored from a local runs/<job name> (docs/storage.md).
+  const auto object_store = [](const std::string& text) { return text.rfind("s3://", 0) == 0 || text.rfind("gs://", 0) == 0; };
+  if (object_store(config.output.dir) && config.output.remote_dir.empty()) {
+    config.output.remote_dir = config.output.dir;
+    config.output.dir.clear();
+  }
   if (config.output.dir.empty()) {
     const std::string& registry = config.output.model_registry;
-    const bool remote = registry.find("://") != std::string::npos;
+    // "s3://...", "mlflow:/name": a registry that is not a directory.
+    const bool remote = registry.find(":/") != std::string::npos;
     config.output.dir = (!registry.empty() && !remote) ? registry : "runs/" + config.job_name;
   }
   if (config.logging.run_name.empty()) config.logging.run_name = config.job_name;

@@ -22,6 +22,9 @@ struct ConfigOverrides {
 
 struct ValidationContext {
   int64_t world_size = 0;  // the ranks the job will run on; 0 when not known (n3rlhf validate)
+  // `n3rlhf evaluate`: the evaluation block is what runs, so the refusals of the block that are
+  // about training (a reward model job, fsdp) do not apply.
+  bool evaluating = false;
 };
 
 struct ResolvedJob {

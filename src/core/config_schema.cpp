@@ -253,7 +253,7 @@ std::vector<FieldSpec> build_fields() {
 
   // peft
   f.push_back(enum_field<PeftMethod>("peft.method", N3RLHF_FIELD(peft.method), peft_method_names(),
-      "Adapter kind; none trains every parameter.", "RLHF_PEFT_METHOD"));
+      "Adapter kind; none (the seed's \"full\") trains every parameter.", "RLHF_PEFT_METHOD"));
   f.push_back(integer_field("peft.r", N3RLHF_FIELD(peft.r), "LoRA rank.", between(1, 4096)));
   f.push_back(float_field("peft.alpha", N3RLHF_FIELD(peft.alpha), "LoRA alpha; scaling is alpha/r (alpha/sqrt(r) with use_rslora).", above(0)));
   f.push_back(float_field("peft.dropout", N3RLHF_FIELD(peft.dropout), "Dropout on the adapter input.", unit_open_high()));
@@ -353,6 +353,14 @@ std::vector<FieldSpec> build_fields() {
       "Dual-clip bound c > 1: a negative-advantage token's loss is at most -c * advantage (Ye et al. 2020); null disables it.", above(1)));
   f.push_back(float_field("ppo.cliprange_value", N3RLHF_FIELD(ppo.cliprange_value), "Value function clip range.", above(0)));
   f.push_back(float_field("ppo.vf_coef", N3RLHF_FIELD(ppo.vf_coef), "Value loss coefficient.", at_least(0)));
+  f.push_back(string_field("ppo.critic_model", N3RLHF_FIELD(ppo.critic_model),
+      "PPO's critic as a model of its own, initialised from this sequence-classification checkpoint (usually the "
+      "reward model's directory; its one-label score head gives each token's value) and trained beside the policy with "
+      "its own optimizer; saved in Hugging Face format in output.dir/critic. Empty: a value head on the policy's trunk "
+      "(TRL's v_head)."));
+  f.push_back(optional_float_field("ppo.critic_learning_rate", N3RLHF_FIELD(ppo.critic_learning_rate),
+      "The separate critic's peak learning rate (the policy's schedule, scaled); null means hyperparameters.learning_rate.",
+      above(0)));
   f.push_back(bool_field("ppo.whiten_rewards", N3RLHF_FIELD(ppo.whiten_rewards), "Whiten the per-token rewards over the batch, keeping their mean (TRL)."));
   f.push_back(bool_field("ppo.whiten_advantages", N3RLHF_FIELD(ppo.whiten_advantages),
       "Whiten the advantages over the batch's response tokens (PPO, REINFORCE++)."));
@@ -367,6 +375,13 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(float_field("ppo.temperature", N3RLHF_FIELD(ppo.temperature), "Sampling temperature of rollouts.", above(0)));
   f.push_back(integer_field("ppo.top_k", N3RLHF_FIELD(ppo.top_k), "Top-k sampling; 0 disables it.", at_least(0)));
   f.push_back(float_field("ppo.top_p", N3RLHF_FIELD(ppo.top_p), "Nucleus sampling threshold.", {0.0, 1.0, true, false}));
+  f.push_back(string_list_field("ppo.stop", N3RLHF_FIELD(ppo.stop),
+      "Stop strings: a completion ends at the token that completes one of them (the token is kept), as at EOS."));
+  f.push_back(integer_field("ppo.async_steps", N3RLHF_FIELD(ppo.async_steps),
+      "Split layouts: 1 lets the rollout ranks generate the next batch with the weights of the update before while the policy trains (one step of overlap; the importance ratio uses the behaviour log-probs); 0 runs the phases in turn.", between(0, 1)));
+  f.push_back(integer_field("ppo.max_active_sequences", N3RLHF_FIELD(ppo.max_active_sequences),
+      "Completions decoded at once per rank; finished ones free their row for waiting prompts (continuous batching). "
+      "0 decodes a rank's whole rollout at once.", at_least(0)));
 
   // grpo: GRPO, and the groups of RLOO and REINFORCE++-baseline (TRL's GRPOConfig names)
   f.push_back(integer_field("grpo.num_generations", N3RLHF_FIELD(grpo.num_generations),
@@ -390,7 +405,11 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(bool_field("grpo.mask_truncated_completions", N3RLHF_FIELD(grpo.mask_truncated_completions),
       "Leave completions that hit max_new_tokens without EOS out of the loss (DAPO's overlong filtering)."));
   f.push_back(bool_field("grpo.dynamic_sampling", N3RLHF_FIELD(grpo.dynamic_sampling),
-      "DAPO: drop groups whose rewards are all equal (no signal) and sample more until the batch is full."));
+      "DAPO: drop groups whose rewards are all equal (no signal) and sample more prompt batches until every rank holds "
+      "its share of groups with a signal."));
+  f.push_back(integer_field("grpo.max_num_gen_batches", N3RLHF_FIELD(grpo.max_num_gen_batches),
+      "Dynamic sampling: prompt batches sampled per iteration at most (DAPO's max_num_gen_batches); when they are "
+      "used up, groups without a signal fill the batch (counted in dynamic_sampling/filled_groups).", at_least(1)));
   f.push_back(integer_field("grpo.overlong_buffer_len", N3RLHF_FIELD(grpo.overlong_buffer_len),
       "DAPO's soft overlong punishment: completions longer than max_new_tokens - overlong_buffer_len lose up to "
       "overlong_penalty_factor linearly (TRL's soft_punish_cache); 0 disables it.", at_least(0)));
@@ -408,7 +427,7 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(optional_float_field("dpo.rpo_alpha", N3RLHF_FIELD(dpo.rpo_alpha), "Weight of the NLL term on chosen responses (RPO).", at_least(0)));
   f.push_back(float_field("dpo.simpo_gamma", N3RLHF_FIELD(dpo.simpo_gamma), "SimPO target margin gamma/beta ratio.", at_least(0)));
 
-  f.push_back(float_field("orpo.beta", N3RLHF_FIELD(orpo.beta), "ORPO lambda: weight of the odds-ratio term.", above(0)));
+  f.push_back(float_field("orpo.beta", N3RLHF_FIELD(orpo.beta), "ORPO lambda: weight of the odds-ratio term (the seed's orpo.alpha is accepted for it).", above(0)));
   f.push_back(float_field("kto.beta", N3RLHF_FIELD(kto.beta), "KTO beta.", above(0)));
   f.push_back(float_field("kto.desirable_weight", N3RLHF_FIELD(kto.desirable_weight), "Weight of desirable examples.", above(0)));
   f.push_back(float_field("kto.undesirable_weight", N3RLHF_FIELD(kto.undesirable_weight), "Weight of undesirable examples.", above(0)));
@@ -447,22 +466,54 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(string_field("logging.tracking_uri", N3RLHF_FIELD(logging.tracking_uri), "MLflow tracking server URI.", "MLFLOW_TRACKING_URI"));
   f.push_back(string_field("logging.log_dir", N3RLHF_FIELD(logging.log_dir), "Metric files; empty means <output.dir>/logs.", "RLHF_LOG_DIR"));
   f.push_back(integer_field("logging.log_interval", N3RLHF_FIELD(logging.log_interval), "Steps between metric records.", at_least(1)));
-  f.push_back(integer_field("logging.eval_interval", N3RLHF_FIELD(logging.eval_interval), "Steps between evaluations; 0 disables them.", at_least(0)));
+  f.push_back(integer_field("logging.eval_interval", N3RLHF_FIELD(logging.eval_interval), "Steps (online algorithms: iterations) between evaluations: the loss on the eval data and the evaluation block's generations; 0: none, except the evaluation block's after the last step.", at_least(0)));
   f.push_back(integer_field("logging.save_interval", N3RLHF_FIELD(logging.save_interval), "Steps between checkpoints; 0 saves only at the end.", at_least(0)));
 
+  // early stopping
+  f.push_back(integer_field("early_stopping.patience", N3RLHF_FIELD(early_stopping.patience),
+      "Evaluations in a row without an improvement of early_stopping.metric after which the run stops (RLHF015, an orderly stop; "
+      "the final model is the best evaluation's checkpoint); 0 disables early stopping. Offline algorithms, with evaluations on.",
+      at_least(0)));
+  f.push_back(string_field("early_stopping.metric", N3RLHF_FIELD(early_stopping.metric),
+      "The evaluation metric watched: eval/loss or eval/ and one of the algorithm's metrics (eval/rewards/accuracies, ...)."));
+  f.push_back(float_field("early_stopping.min_delta", N3RLHF_FIELD(early_stopping.min_delta),
+      "The least change of the metric, in the better direction, that counts as an improvement.", at_least(0)));
+  f.push_back(enum_field<MetricMode>("early_stopping.mode", N3RLHF_FIELD(early_stopping.mode), metric_mode_names(),
+      "min: a smaller metric is better (losses); max: a larger one is (accuracies, margins)."));
+
+  // evaluation
+  f.push_back(string_field("evaluation.prompts", N3RLHF_FIELD(evaluation.prompts), "Held-out prompts (JSONL, the data.prompt_key column) that the evaluation generates from (every logging.eval_interval in training, and `n3rlhf evaluate`)."));
+  f.push_back(string_list_field("evaluation.benchmarks", N3RLHF_FIELD(evaluation.benchmarks), "Named prompt sets in evaluation.benchmark_dir (<name>.jsonl or <name>/prompts.jsonl); a missing one is RLHF043."));
+  f.push_back(string_field("evaluation.benchmark_dir", N3RLHF_FIELD(evaluation.benchmark_dir), "Where the named benchmark sets live."));
+  f.push_back(integer_field("evaluation.max_prompts", N3RLHF_FIELD(evaluation.max_prompts), "Prompts evaluated per set (from the start of the file).", between(1, 1 << 20)));
+  f.push_back(integer_field("evaluation.max_new_tokens", N3RLHF_FIELD(evaluation.max_new_tokens), "Tokens generated per prompt at most.", between(1, 1 << 16)));
+  f.push_back(bool_field("evaluation.do_sample", N3RLHF_FIELD(evaluation.do_sample), "Sample (seeded by hyperparameters.seed) instead of greedy decoding."));
+  f.push_back(float_field("evaluation.temperature", N3RLHF_FIELD(evaluation.temperature), "Sampling temperature.", above(0)));
+  f.push_back(integer_field("evaluation.batch_size", N3RLHF_FIELD(evaluation.batch_size), "Prompts per generation batch.", between(1, 4096)));
+  f.push_back(string_field("evaluation.report", N3RLHF_FIELD(evaluation.report), "Where the JSON report goes (default <output.dir>/evaluation.json)."));
+
   // safety
-  f.push_back(bool_field("safety.enable_safety_filter", N3RLHF_FIELD(safety.enable_safety_filter), "Score generations with the safety filter."));
+  f.push_back(bool_field("safety.enable_safety_filter", N3RLHF_FIELD(safety.enable_safety_filter), "Judge texts with the classifier of safety.safety_model: online, each completion; offline (DPO family, ORPO, reward, KTO, SFT), each row's chosen or SFT text at prepare time (docs/safety.md)."));
   f.push_back(float_field("safety.toxicity_threshold", N3RLHF_FIELD(safety.toxicity_threshold), "Toxicity score above which a sample is unsafe.", between(0, 1)));
-  f.push_back(string_field("safety.safety_model", N3RLHF_FIELD(safety.safety_model), "Classifier checkpoint used by the safety filter."));
-  f.push_back(bool_field("safety.enable_content_filter", N3RLHF_FIELD(safety.enable_content_filter), "Apply the rule-based content filter."));
-  f.push_back(integer_field("safety.max_generation_length", N3RLHF_FIELD(safety.max_generation_length), "Longest generation scored.", between(1, 1 << 20)));
-  f.push_back(bool_field("safety.reject_unsafe_samples", N3RLHF_FIELD(safety.reject_unsafe_samples), "Drop unsafe samples instead of penalising them."));
+  f.push_back(string_field("safety.safety_model", N3RLHF_FIELD(safety.safety_model), "The safety filter's text classifier: a Hugging Face BERT, RoBERTa or DistilBERT sequence-classification directory (e.g. unitary/toxic-bert)."));
+  f.push_back(bool_field("safety.enable_content_filter", N3RLHF_FIELD(safety.enable_content_filter), "Also judge texts with safety.blocklist and safety.blocked_patterns (a match makes a text unsafe)."));
+  f.push_back(integer_field("safety.max_generation_length", N3RLHF_FIELD(safety.max_generation_length), "Online jobs: the most tokens a completion is generated to.", between(1, 1 << 20)));
+  f.push_back(bool_field("safety.reject_unsafe_samples", N3RLHF_FIELD(safety.reject_unsafe_samples), "Act on unsafe samples: online, as safety.unsafe_action says; offline, drop their rows at prepare time. Off: they are only counted."));
+  f.push_back(enum_field<UnsafeAction>("safety.unsafe_action", N3RLHF_FIELD(safety.unsafe_action), unsafe_action_names(), "Online jobs: give an unsafe completion safety.unsafe_penalty as its reward (penalize), or leave it out of the update (drop)."));
+  f.push_back(float_field("safety.unsafe_penalty", N3RLHF_FIELD(safety.unsafe_penalty), "The reward of an unsafe completion under unsafe_action penalize.", between(-1e6, 1e6)));
+  f.push_back(string_list_field("safety.unsafe_labels", N3RLHF_FIELD(safety.unsafe_labels), "Labels of the safety classifier whose scores make the unsafe score (default: every label of a sigmoid classifier, the second of a two-label softmax one)."));
+  f.push_back(string_list_field("safety.blocklist", N3RLHF_FIELD(safety.blocklist), "Content filter: words and phrases that make a text unsafe (whole words, any ASCII case)."));
+  f.push_back(string_list_field("safety.blocked_patterns", N3RLHF_FIELD(safety.blocked_patterns), "Content filter: regular expressions (ECMAScript, case-insensitive) that make a text unsafe where they match."));
 
   // output
   f.push_back(string_field("output.dir", N3RLHF_FIELD(output.dir),
       "Directory for checkpoints, logs and the final model; empty means output.model_registry when it is a local path, else runs/<job name>.",
       "RLHF_OUTPUT_DIR"));
-  f.push_back(string_field("output.model_registry", N3RLHF_FIELD(output.model_registry), "Where the final model is registered."));
+  f.push_back(string_field("output.remote_dir", N3RLHF_FIELD(output.remote_dir),
+      "s3:// or gs:// prefix that every checkpoint (manifest last) and the final output are uploaded to; --resume falls back to its newest valid checkpoint. An object-store output.dir means this (docs/storage.md).",
+      "RLHF_OUTPUT_REMOTE_DIR"));
+  f.push_back(string_field("output.model_registry", N3RLHF_FIELD(output.model_registry),
+      "Where the final model is registered: a local directory (the default output.dir), an s3:// / gs:// prefix it is uploaded to, or mlflow:/NAME, a new version of that MLflow registered model (docs/storage.md)."));
   f.push_back(bool_field("output.push_to_hub", N3RLHF_FIELD(output.push_to_hub), "Upload the final model to the Hugging Face Hub.", "PUSH_TO_HUB"));
   f.push_back(string_field("output.hub_model_id", N3RLHF_FIELD(output.hub_model_id), "Hub repository id (with push_to_hub).", "HUB_MODEL_ID"));
   f.push_back(integer_field("output.keep_last_checkpoints", N3RLHF_FIELD(output.keep_last_checkpoints), "Checkpoints kept on disk.", at_least(1)));
@@ -480,9 +531,13 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(integer_field("distributed.layout.reference", N3RLHF_FIELD(distributed.layout.reference), "Ranks that compute reference log-probs (split layout).", at_least(0)));
   f.push_back(integer_field("distributed.layout.reward", N3RLHF_FIELD(distributed.layout.reward), "Ranks that score with the reward model (split layout).", at_least(0)));
   f.push_back(integer_field("distributed.world_size", N3RLHF_FIELD(distributed.world_size), "Expected number of ranks; 0 accepts any.", at_least(0)));
+  f.push_back(float_field("distributed.weight_sync_bucket_mb", N3RLHF_FIELD(distributed.weight_sync_bucket_mb), "Split layouts: the size of the buckets in which the policy's weights are broadcast to the rollout ranks after each update.", above(0)));
   f.push_back(float_field("distributed.reduce_bucket_mb", N3RLHF_FIELD(distributed.reduce_bucket_mb), "Gradient bucket size for all-reduce/reduce-scatter.", above(0)));
   f.push_back(float_field("distributed.allgather_bucket_mb", N3RLHF_FIELD(distributed.allgather_bucket_mb), "Parameter all-gather bucket size.", above(0)));
   f.push_back(float_field("distributed.collective_timeout_s", N3RLHF_FIELD(distributed.collective_timeout_s), "Seconds before a stuck collective is RLHF014.", above(0)));
+  f.push_back(float_field("distributed.model_load_timeout_s", N3RLHF_FIELD(distributed.model_load_timeout_s),
+      "Seconds that loading one model (the policy, the reference) may take on a rank before it is RLHF032, told to every rank "
+      "(a slow or hung file system); 0 means no limit.", at_least(0)));
   f.push_back(integer_field("distributed.alignment", N3RLHF_FIELD(distributed.alignment), "Elements each shard is padded to.", between(1, 1 << 20)));
   return f;
 }
@@ -535,6 +590,7 @@ nlohmann::json config_to_json(const RLHFConfig& config) {
     }
     (*node)[rest] = field.read(config);
   }
+  if (!config.metadata.empty()) root["metadata"] = config.metadata;
   return root;
 }
 

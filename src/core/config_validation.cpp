@@ -6,11 +6,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 
 #include "core/data_source_resolver.hpp"
 #include "core/config_builder.hpp"
 #include "core/config_schema.hpp"
+#include "core/input_file.hpp"
 #include "core/reward_rules.hpp"
 
 namespace n3rlhf {
@@ -33,6 +35,7 @@ class Rules {
     check_layout();
     check_data_sources();
     check_logging_and_output();
+    check_early_stopping();
     warn_ignored_sections();
   }
 
@@ -78,7 +81,8 @@ class Rules {
 
   void check_algorithm() {
     const Algorithm algorithm = config_.algorithm;
-    if (!is_online_algorithm(algorithm) && (set("reward_model") || set("reward_function") || set("rewards"))) {
+    const bool evaluation_block = !config_.evaluation.prompts.empty() || !config_.evaluation.benchmarks.empty();
+    if (!is_online_algorithm(algorithm) && !evaluation_block && (set("reward_model") || set("reward_function") || set("rewards"))) {
       sink_.warning(at({"rewards", "reward_model", "reward_function"}),
                     "reward_model/reward_function/rewards are used by the online algorithms (ppo, grpo, rloo, reinforce_pp, "
                     "reinforce_pp_baseline); " + enum_name(algorithm) + " ignores them");
@@ -181,10 +185,78 @@ class Rules {
     if (grpo.dynamic_sampling && algorithm != Algorithm::kGrpo) {
       error(ErrorCode::kIncompatibleOptions, {"grpo.dynamic_sampling"}, "grpo.dynamic_sampling applies to grpo, not \"" + name + "\"");
     }
+    check_online_batches();
     if (algorithm == Algorithm::kPpo && ppo.kl_penalty == KlPenaltyMode::kLoss && ppo.kl_estimator == KlEstimator::kK1) {
       sink_.warning(at({"ppo.kl_estimator", "ppo.kl_penalty"}),
                     "k1 as a loss term has zero expected gradient on samples of the policy; k3 (or k2) is the usual choice",
                     "kl_estimator: \"k3\"");
+    }
+  }
+
+  // How an iteration's prompts and completions split over the ranks and into optimizer steps, and
+  // the offline batch fields the online loop has no use for.
+  void check_online_batches() {
+    const Hyperparameters& h = config_.hyperparameters;
+    const PpoConfig& ppo = config_.ppo;
+    const std::string name = enum_name(config_.algorithm);
+    if (set("hyperparameters.batch_size") && h.batch_size != ppo.rollout_batch_size) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.batch_size"},
+            "for " + name + ", hyperparameters.batch_size is the prompts of an iteration and must equal ppo.rollout_batch_size (" +
+                std::to_string(ppo.rollout_batch_size) + ")",
+            "remove hyperparameters.batch_size, or set ppo.rollout_batch_size");
+    }
+    if (set("hyperparameters.gradient_accumulation_steps")) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.gradient_accumulation_steps"},
+            name + " accumulates each mini batch's micro batches into one optimizer step: the count follows from "
+                   "ppo.mini_batch_size and hyperparameters.micro_batch_size",
+            "remove gradient_accumulation_steps; set hyperparameters.micro_batch_size (completions per forward and rank)");
+    }
+    if (set("eval_dataset")) {
+      error(ErrorCode::kIncompatibleOptions, {"eval_dataset"},
+            name + " does not read eval_dataset (it has no loss on held-out rows); the eval_dataset would be ignored",
+            "move the held-out prompts to the evaluation block: evaluation: { prompts: \"held_out.jsonl\" }");
+    }
+    if (!config_.ppo.critic_model.empty() && config_.algorithm != Algorithm::kPpo) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.critic_model"},
+            name + " has no critic; ppo.critic_model applies to ppo", "remove ppo.critic_model");
+    }
+    if (set("ppo.critic_learning_rate") && config_.ppo.critic_model.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.critic_learning_rate"},
+            "ppo.critic_learning_rate is the separate critic's, and there is none (the value head trains with the policy's "
+            "optimizer)",
+            "set ppo.critic_model, or remove ppo.critic_learning_rate");
+    }
+    if (set("grpo.max_num_gen_batches") && !config_.grpo.dynamic_sampling) {
+      error(ErrorCode::kIncompatibleOptions, {"grpo.max_num_gen_batches"},
+            "grpo.max_num_gen_batches bounds DAPO's dynamic sampling, which is off", "set grpo.dynamic_sampling: true, or remove it");
+    }
+    if (ppo.max_active_sequences > 0 && ppo.max_active_sequences < config_.samples_per_prompt()) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.max_active_sequences"},
+            "ppo.max_active_sequences (" + std::to_string(ppo.max_active_sequences) + ") must hold a prompt's " +
+                std::to_string(config_.samples_per_prompt()) + " completions, which share one prefill");
+    }
+    const int64_t ranks = data_parallel_ranks();
+    const int64_t unit = uses_completion_groups(config_.algorithm) ? config_.samples_per_prompt() : 1;
+    if (h.micro_batch_size > 0 && h.micro_batch_size % unit != 0) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.micro_batch_size"},
+            "hyperparameters.micro_batch_size (" + std::to_string(h.micro_batch_size) + " completions) must hold whole groups of " +
+                std::to_string(unit));
+    }
+    if (ranks <= 0) return;
+    if (ppo.rollout_batch_size % ranks != 0) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.rollout_batch_size"},
+            "ppo.rollout_batch_size (" + std::to_string(ppo.rollout_batch_size) + ") must split evenly over the " +
+                std::to_string(ranks) + " ranks");
+    }
+    if (ppo.mini_batch_size % (ranks * unit) != 0) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.mini_batch_size"},
+            "ppo.mini_batch_size (" + std::to_string(ppo.mini_batch_size) + ") must split over the " + std::to_string(ranks) +
+                " ranks in whole " + (unit > 1 ? "groups of " + std::to_string(unit) : std::string("completions")));
+    }
+    if (h.micro_batch_size > 0 && h.micro_batch_size > ppo.mini_batch_size / ranks) {
+      error(ErrorCode::kIncompatibleOptions, {"hyperparameters.micro_batch_size"},
+            "hyperparameters.micro_batch_size (" + std::to_string(h.micro_batch_size) + ") exceeds a rank's share of the mini batch (" +
+                std::to_string(ppo.mini_batch_size / ranks) + ")");
     }
   }
 
@@ -247,14 +319,16 @@ class Rules {
     const PeftConfig& peft = config_.peft;
     const std::filesystem::path file = std::filesystem::path(peft.adapter_path) / "adapter_config.json";
     nlohmann::json adapter;
-    {
-      std::ifstream in(file);
-      if (!in) {
-        error(ErrorCode::kModelNotFound, {"peft.adapter_path"}, "no adapter_config.json in peft.adapter_path (" + file.string() + ")",
-              "give the directory PeftModel.save_pretrained (or an n3rlhf PEFT run) wrote");
-        return false;
-      }
-      adapter = nlohmann::json::parse(in, nullptr, false);
+    if (!std::filesystem::exists(file)) {
+      error(ErrorCode::kModelNotFound, {"peft.adapter_path"}, "no adapter_config.json in peft.adapter_path (" + file.string() + ")",
+            "give the directory PeftModel.save_pretrained (or an n3rlhf PEFT run) wrote");
+      return false;
+    }
+    try {
+      adapter = nlohmann::json::parse(read_input_file(file.string(), InputKind::kAdapterConfig), nullptr, false);
+    } catch (const RlhfError& failure) {
+      error(failure.code(), {"peft.adapter_path"}, failure.message());
+      return false;
     }
     if (!adapter.is_object()) {
       error(ErrorCode::kModelLoadFailure, {"peft.adapter_path"}, file.string() + " is not a JSON object");
@@ -357,6 +431,7 @@ class Rules {
 
   void check_batching() {
     const Hyperparameters& h = config_.hyperparameters;
+    if (is_online_algorithm(config_.algorithm)) return;  // check_online splits the online batches
     if (h.micro_batch_size > 0 && h.micro_batch_size > h.batch_size) {
       error(ErrorCode::kIncompatibleOptions, {"hyperparameters.micro_batch_size"},
             "micro_batch_size (" + std::to_string(h.micro_batch_size) + ") exceeds batch_size (" +
@@ -415,15 +490,22 @@ class Rules {
         error(ErrorCode::kIncompatibleOptions, {"distributed.layout.policy", "distributed.layout.rollout"},
               "a split layout needs at least one policy rank and one rollout rank");
       }
-      bool reward_model_term = false;
-      for (const RewardTerm& term : config_.effective_rewards()) reward_model_term = reward_model_term || term.function == "reward_model";
-      if (layout.reward < 1 && reward_model_term) {
-        error(ErrorCode::kIncompatibleOptions, {"distributed.layout.reward"},
-              "a split layout needs a reward rank when the reward model scores the rollouts");
+      // reference: 0 puts the reference on the policy ranks, reward: 0 the scoring on the rollout
+      // ranks; every role with ranks takes an even share of each iteration's prompts.
+      for (auto [field, count] : {std::pair{"distributed.layout.rollout", layout.rollout},
+                                  std::pair{"distributed.layout.reference", layout.reference},
+                                  std::pair{"distributed.layout.reward", layout.reward}}) {
+        if (count > 0 && config_.ppo.rollout_batch_size % count != 0) {
+          error(ErrorCode::kIncompatibleOptions, {"ppo.rollout_batch_size", field},
+                "ppo.rollout_batch_size (" + std::to_string(config_.ppo.rollout_batch_size) + ") must split evenly over the " +
+                    std::to_string(count) + " ranks of " + field);
+        }
       }
-      if (layout.reference < 1 && config_.uses_reference_model() && config_.peft.method == PeftMethod::kNone) {
-        error(ErrorCode::kIncompatibleOptions, {"distributed.layout.reference"},
-              "a split layout needs a reference rank unless adapters are trained (the base is the reference)");
+      if (config_.grpo.dynamic_sampling) {
+        error(ErrorCode::kIncompatibleOptions, {"grpo.dynamic_sampling", "distributed.layout.kind"},
+              "DAPO's dynamic sampling runs in the colocated layout only: in a split layout the rollout ranks would have to "
+              "sample further batches on the policy's demand",
+              "use layout: \"colocated\", or set grpo.dynamic_sampling: false");
       }
       if (world > 0 && layout.total() != world) {
         error(ErrorCode::kIncompatibleOptions, {"distributed.layout.policy", "distributed.layout.kind"},
@@ -433,7 +515,18 @@ class Rules {
                   ") but the world has " + std::to_string(world),
               "make the counts add up to the -np given to mpirun");
       }
-    } else if (layout.total() > 0) {
+    } else if (config_.ppo.async_steps > 0) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.async_steps", "distributed.layout.kind"},
+            "ppo.async_steps overlaps the rollout ranks' generation with the policy's update; in the " + enum_name(layout.kind) +
+                " layout the same ranks do both, one after the other",
+            "give distributed.layout role counts, or remove async_steps");
+    } else if (set("distributed.weight_sync_bucket_mb")) {
+      error(ErrorCode::kIncompatibleOptions, {"distributed.weight_sync_bucket_mb"},
+            "distributed.weight_sync_bucket_mb sizes the policy -> rollout weight broadcast of a split layout; this job's layout is " +
+                enum_name(layout.kind) + ", where the rollout runs on the policy's own weights",
+            "remove it, or give distributed.layout role counts");
+    }
+    if (layout.kind != LayoutKind::kSplit && layout.total() > 0) {
       error(ErrorCode::kIncompatibleOptions, {"distributed.layout.kind"},
             "role counts are given but the layout is \"" + enum_name(layout.kind) + "\"",
             "use kind: \"split\" or remove the counts");
@@ -477,9 +570,191 @@ class Rules {
         error(ErrorCode::kMissingEnvironmentVariable, {"output.push_to_hub"}, "push_to_hub needs HF_TOKEN in the environment");
       }
     }
-    if (config_.safety.enable_safety_filter && config_.safety.safety_model.empty()) {
+    check_remote_outputs();
+    check_unused_settings();
+    check_safety();
+    check_evaluation();
+  }
+
+  // Early stopping watches the offline trainer's evaluations: it needs them, and a metric they have
+  // (the trainer checks the name against the algorithm's metrics before it trains).
+  void check_early_stopping() {
+    const EarlyStoppingConfig& stopping = config_.early_stopping;
+    if (!stopping.enabled()) {
+      for (const char* path : {"early_stopping.metric", "early_stopping.min_delta", "early_stopping.mode"}) {
+        if (set(path)) {
+          sink_.warning(at({path}), std::string(path) + " has no effect: early_stopping.patience is 0 (early stopping off)");
+          break;
+        }
+      }
+      return;
+    }
+    if (is_online_algorithm(config_.algorithm)) {
+      error(ErrorCode::kIncompatibleOptions, {"early_stopping.patience"},
+            "early stopping watches the evaluations of the offline algorithms; the online loop (" + enum_name(config_.algorithm) +
+                ") does not evaluate during training",
+            "remove early_stopping; hyperparameters.max_steps bounds the run");
+      return;
+    }
+    if (config_.logging.eval_interval <= 0) {
+      error(ErrorCode::kIncompatibleOptions, {"early_stopping.patience", "logging.eval_interval"},
+            "early stopping needs evaluations, but logging.eval_interval is 0", "set logging.eval_interval to the steps between evaluations");
+    }
+    if (config_.eval_dataset.empty() && config_.data.eval_fraction <= 0.0) {
+      error(ErrorCode::kIncompatibleOptions, {"early_stopping.patience", "data.eval_fraction"},
+            "early stopping needs evaluation data: there is no eval_dataset and data.eval_fraction is 0",
+            "give eval_dataset, or hold out a share of the data with data.eval_fraction");
+    }
+    if (stopping.metric.rfind("eval/", 0) != 0 || stopping.metric.size() <= 5) {
+      error(ErrorCode::kInvalidHyperparameter, {"early_stopping.metric"},
+            "early_stopping.metric \"" + stopping.metric + "\" is not an evaluation metric (eval/...)",
+            "eval/loss, or eval/ and one of the algorithm's metrics such as eval/rewards/accuracies");
+    }
+  }
+
+  void check_evaluation() {
+    const EvaluationConfig& evaluation = config_.evaluation;
+    std::vector<std::string> given;
+    for (const auto& [path, location] : job_.origins) {
+      if (path.compare(0, 11, "evaluation.") == 0) given.push_back(path);
+    }
+    if (given.empty()) return;
+    if (!context_.evaluating) {
+      // During training the block runs every logging.eval_interval (runtime/periodic_evaluation.hpp).
+      if (config_.algorithm == Algorithm::kRewardModel) {
+        sink_.error(ErrorCode::kIncompatibleOptions, job_.origins.at(given.front()),
+                    "the evaluation block evaluates a policy's generations; a reward model generates nothing",
+                    "remove the evaluation block; the reward model's eval_dataset gives its accuracy");
+      }
+      if (config_.distributed.strategy == ShardingStrategy::kFsdp) {
+        sink_.error(ErrorCode::kIncompatibleOptions, job_.origins.at(given.front()),
+                    "evaluation during training is not in this build under distributed.strategy \"fsdp\": each rank generates "
+                    "for its own prompts, while fsdp runs every layer through gathers all ranks take part in",
+                    "use strategy \"zero2\" or \"ddp\", or train without the block and run n3rlhf evaluate on the output");
+      }
+    }
+    if (!evaluation.benchmarks.empty() && evaluation.benchmark_dir.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"evaluation.benchmarks"}, "evaluation.benchmarks needs evaluation.benchmark_dir");
+    }
+    if (evaluation.prompts.empty() && evaluation.benchmarks.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"evaluation.max_prompts", "evaluation.max_new_tokens"},
+            "the evaluation block has no prompts: give evaluation.prompts or evaluation.benchmarks");
+    }
+  }
+
+  void check_safety() {
+    const SafetyConfig& safety = config_.safety;
+    if (safety.enable_safety_filter && safety.safety_model.empty()) {
       error(ErrorCode::kIncompatibleOptions, {"safety.enable_safety_filter"},
             "the safety filter needs safety.safety_model (a sequence-classification checkpoint)");
+    }
+    if (safety.enable_content_filter && safety.blocklist.empty() && safety.blocked_patterns.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"safety.enable_content_filter"},
+            "the content filter has no rules: give safety.blocklist or safety.blocked_patterns");
+    }
+    for (const std::string& pattern : safety.blocked_patterns) {
+      try {
+        std::regex compiled(pattern, std::regex::ECMAScript | std::regex::icase);
+      } catch (const std::regex_error& bad) {
+        error(ErrorCode::kInvalidHyperparameter, {"safety.blocked_patterns"},
+              "safety.blocked_patterns: '" + pattern + "' is not a valid regular expression: " + bad.what(),
+              "patterns use ECMAScript syntax (as JavaScript's RegExp)");
+      }
+    }
+    for (const std::string& entry : safety.blocklist) {
+      if (entry.find_first_not_of(" \t") == std::string::npos) {
+        error(ErrorCode::kInvalidHyperparameter, {"safety.blocklist"}, "safety.blocklist has an empty entry");
+      }
+    }
+    const bool filtering = safety.enable_safety_filter || safety.enable_content_filter;
+    if (filtering && is_online_algorithm(config_.algorithm) && config_.ppo.max_new_tokens > safety.max_generation_length) {
+      error(ErrorCode::kIncompatibleOptions, {"ppo.max_new_tokens", "safety.max_generation_length"},
+            "ppo.max_new_tokens (" + std::to_string(config_.ppo.max_new_tokens) + ") exceeds safety.max_generation_length (" +
+                std::to_string(safety.max_generation_length) + "), the cap on generation under the safety filter",
+            "lower ppo.max_new_tokens, or raise safety.max_generation_length");
+    }
+    if (!filtering) {
+      for (const char* path : {"safety.unsafe_labels", "safety.blocklist", "safety.blocked_patterns", "safety.unsafe_action",
+                               "safety.unsafe_penalty"}) {
+        if (set(path)) {
+          sink_.warning(at({path}), std::string(path) + " has no effect: neither safety.enable_safety_filter nor enable_content_filter is on");
+          break;
+        }
+      }
+    } else if (!is_online_algorithm(config_.algorithm)) {
+      for (const char* path : {"safety.unsafe_action", "safety.unsafe_penalty", "safety.max_generation_length"}) {
+        if (set(path)) {
+          sink_.warning(at({path}), std::string(path) + " applies to online jobs; " + enum_name(config_.algorithm) +
+                                        " filters its data at prepare time (reject_unsafe_samples drops unsafe rows)");
+        }
+      }
+    }
+  }
+
+  // Fields the schema accepts but this build cannot honour: refused rather than ignored
+  // (tests/core/schema_readers_test.cpp lists where every other field is read).
+  void check_unused_settings() {
+    if (!config_.output.push_to_hub && !config_.output.hub_model_id.empty()) {
+      error(ErrorCode::kIncompatibleOptions, {"output.hub_model_id"}, "output.hub_model_id is read only by push_to_hub, which is off",
+            "remove hub_model_id");
+    }
+    for (const char* bucket : {"distributed.reduce_bucket_mb", "distributed.allgather_bucket_mb"}) {
+      if (!set(bucket)) continue;
+      error(ErrorCode::kIncompatibleOptions, {bucket},
+            std::string(bucket) + " is not used: the engines reduce gradients and gather parameters one parameter unit (a decoder "
+                                  "layer, the embeddings, the head) at a time, whatever its size",
+            "remove it; distributed.alignment pads each unit's shards");
+    }
+    if (config_.peft.use_gradient_checkpointing && config_.distributed.strategy != ShardingStrategy::kFsdp) {
+      error(ErrorCode::kIncompatibleOptions, {"peft.use_gradient_checkpointing", "distributed.strategy"},
+            "activation checkpointing is what distributed.strategy \"fsdp\" does for every decoder layer (it recomputes the layer "
+            "in backward); with \"" + enum_name(config_.distributed.strategy) + "\" it is not in this build",
+            "use strategy: \"fsdp\" (on one rank too), or remove use_gradient_checkpointing");
+    }
+    if (config_.reward.use_margin) {
+      error(ErrorCode::kIncompatibleOptions, {"reward.use_margin"},
+            "reward.use_margin (a per-pair margin column subtracted in the reward loss) is not in this build; no margin would be read",
+            "remove use_margin, or use reward.center_rewards_coefficient");
+    }
+  }
+
+  // Object-store outputs (docs/storage.md): s3:// and gs:// only; credentials are checked when
+  // the run starts (RLHF005).
+  void check_remote_outputs() {
+    const OutputConfig& output = config_.output;
+    const auto object_store = [](const std::string& text) { return text.rfind("s3://", 0) == 0 || text.rfind("gs://", 0) == 0; };
+    if (!output.remote_dir.empty() && !object_store(output.remote_dir)) {
+      error(ErrorCode::kInvalidHyperparameter, {"output.remote_dir"},
+            "output.remote_dir must be an s3:// or gs:// URI, not \"" + output.remote_dir + "\"",
+            "a local directory is output.dir");
+    }
+    if (object_store(output.dir)) {
+      error(ErrorCode::kIncompatibleOptions, {"output.dir", "output.remote_dir"},
+            "output.dir is an object-store URI and output.remote_dir is set too",
+            "give the URI once, as output.remote_dir, with a local output.dir");
+    }
+    const std::string& registry = output.model_registry;
+    if (registry.rfind("mlflow:", 0) == 0) {
+      // "mlflow:/NAME": a new version of the registered model NAME on the tracking server.
+      size_t start = std::string("mlflow:").size();
+      while (start < registry.size() && registry[start] == '/') ++start;
+      const std::string name = registry.substr(start);
+      const char* environment_uri = std::getenv("MLFLOW_TRACKING_URI");
+      if (name.empty()) {
+        error(ErrorCode::kInvalidHyperparameter, {"output.model_registry"}, "\"" + registry + "\" names no registered model",
+              "mlflow:/my-model");
+      } else if (config_.logging.tracking_uri.empty() && (environment_uri == nullptr || *environment_uri == '\0')) {
+        error(ErrorCode::kMissingEnvironmentVariable, {"output.model_registry"},
+              "the MLflow model registry needs a tracking server: set MLFLOW_TRACKING_URI or logging.tracking_uri");
+      }
+    } else if (registry.find("://") != std::string::npos && !object_store(registry)) {
+      error(ErrorCode::kInvalidHyperparameter, {"output.model_registry"},
+            "output.model_registry \"" + registry + "\" is neither a directory nor an s3:// / gs:// URI");
+    }
+    if (!registry.empty() && registry.find(":/") == std::string::npos && registry != output.dir) {
+      error(ErrorCode::kIncompatibleOptions, {"output.model_registry", "output.dir"},
+            "output.model_registry names the directory " + registry + " but the model is written to output.dir " + output.dir,
+            "a local model_registry is the output directory: give one of the two");
     }
   }
 

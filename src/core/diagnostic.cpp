@@ -2,8 +2,9 @@
 #include "core/diagnostic.hpp"
 
 #include <algorithm>
-#include <fstream>
 #include <sstream>
+
+#include "core/input_file.hpp"
 
 namespace n3rlhf {
 
@@ -16,14 +17,7 @@ SourceFile::SourceFile(std::string name, std::string text)
 }
 
 std::shared_ptr<const SourceFile> SourceFile::read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw ConfigurationError(ErrorCode::kMissingField, "cannot read job file '" + path + "'",
-                             {{"path", path}});
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return std::make_shared<const SourceFile>(path, text.str());
+  return std::make_shared<const SourceFile>(path, read_input_file(path, InputKind::kJobFile));
 }
 
 void SourceFile::line_column(size_t offset, int* line, int* column) const {
@@ -51,24 +45,37 @@ std::string SourceLocation::describe() const {
 std::string format_diagnostic(const Diagnostic& diagnostic) {
   std::ostringstream out;
   const bool is_error = diagnostic.severity == Severity::kError;
+  // Messages and lines quote the file, which may hold a "line" of gigabytes: both are cut.
   out << diagnostic.location.describe() << ": "
       << (is_error ? "error[" + error_code_string(diagnostic.code) + "]" : std::string("warning"))
-      << ": " << diagnostic.message << "\n";
+      << ": " << excerpt(diagnostic.message, 3 * kExcerptWidth) << "\n";
   if (diagnostic.location.in_file()) {
     const std::string line_number = std::to_string(diagnostic.location.line);
     const std::string gutter(line_number.size(), ' ');
-    const std::string text = diagnostic.location.file->line_text(diagnostic.location.line);
+    std::string text = diagnostic.location.file->line_text(diagnostic.location.line);
+    int column = diagnostic.location.column;
+    if (text.size() > kExcerptWidth) {
+      // A window of the line around the caret, "..." where it was cut.
+      const size_t at = static_cast<size_t>(std::max(1, column) - 1);
+      size_t begin = at > kExcerptWidth / 2 ? at - kExcerptWidth / 2 : 0;
+      while (begin > 0 && (static_cast<unsigned char>(text[begin]) & 0xC0) == 0x80) --begin;
+      size_t end = std::min(text.size(), begin + kExcerptWidth);
+      while (end < text.size() && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) ++end;
+      const std::string head = begin > 0 ? "..." : "";
+      text = head + text.substr(begin, end - begin) + (end < text.size() ? "..." : "");
+      column = static_cast<int>(at - begin + head.size()) + 1;
+    }
     // Tabs stay tabs under the caret so that it lines up with the source in any terminal.
     std::string padding;
-    for (int i = 0; i + 1 < diagnostic.location.column && i < static_cast<int>(text.size()); ++i) {
+    for (int i = 0; i + 1 < column && i < static_cast<int>(text.size()); ++i) {
       padding += text[i] == '\t' ? '\t' : ' ';
     }
-    const int available = std::max(1, static_cast<int>(text.size()) - diagnostic.location.column + 1);
+    const int available = std::max(1, static_cast<int>(text.size()) - column + 1);
     const int width = std::max(1, std::min(diagnostic.location.length, available));
     out << " " << line_number << " | " << text << "\n"
         << " " << gutter << " | " << padding << "^" << std::string(width - 1, '~') << "\n";
   }
-  if (!diagnostic.hint.empty()) out << "  = hint: " << diagnostic.hint << "\n";
+  if (!diagnostic.hint.empty()) out << "  = hint: " << excerpt(diagnostic.hint, 3 * kExcerptWidth) << "\n";
   return out.str();
 }
 

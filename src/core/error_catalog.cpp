@@ -47,8 +47,10 @@ const std::vector<ErrorInfo>& error_catalog() {
        "names the operation, the group and the ranks that did not arrive.",
        "Look at the log of the ranks named; raise the timeout only if they are merely slow."},
       {ErrorCode::kEarlyStopping, "Early stopping triggered",
-       "Training stopped early because the configured stopping rule fired.",
-       "Nothing to fix if intended; otherwise relax the stopping rule."},
+       "Training stopped early because the job's early_stopping rule fired: its evaluation metric did not improve by more than "
+       "min_delta for `patience` evaluations. An orderly stop (exit status 0): the message names the best checkpoint, whose "
+       "weights are the final model.",
+       "Nothing to fix if intended; otherwise raise early_stopping.patience or lower early_stopping.min_delta."},
       {ErrorCode::kDatasetNotFound, "Dataset not found",
        "The dataset path does not exist, or the data source (such as feedback.export(...)) is not available.",
        "Check the path (relative paths are relative to the working directory) or export the data to JSONL."},
@@ -70,15 +72,18 @@ const std::vector<ErrorInfo>& error_catalog() {
        "rejects such rows, or pairs whose preference cannot be read.",
        "Fix the rows named in the message, or set data.on_bad_rows: \"skip\" to count and skip them."},
       {ErrorCode::kModelNotFound, "Model not found",
-       "The model directory or one of its files (config.json, safetensors) does not exist.",
-       "Check base_model/reward_model paths; n3rlhf reads local Hugging Face directories."},
+       "The model directory or one of its files (config.json, safetensors) does not exist, or a model named by Hub id "
+       "(org/name) is not in the local Hugging Face cache (n3rlhf reads it offline).",
+       "Check base_model/reward_model paths; for a Hub id, download it first with the command in the message "
+       "(huggingface-cli download org/name), into the cache HF_HOME / HF_HUB_CACHE name."},
       {ErrorCode::kIncompatibleArchitecture, "Incompatible model architecture",
        "config.json names an architecture or an option n3rlhf cannot honour exactly (the field is named); "
        "or an adapter does not match its base model.",
        "Use a supported model_type (llama, mistral, qwen2, gpt2) or remove the unsupported option."},
       {ErrorCode::kModelLoadTimeout, "Model loading timeout",
-       "Loading the model took longer than allowed (a slow or hung file system).",
-       "Copy the checkpoint to local disk or raise the timeout."},
+       "Loading a model took longer than distributed.model_load_timeout_s on a rank (a slow or hung file system); every "
+       "rank reports it and the job ends.",
+       "Copy the checkpoint to local disk, or raise distributed.model_load_timeout_s (0: no limit)."},
       {ErrorCode::kTokenizerMismatch, "Tokenizer mismatch",
        "The tokenizer's vocabulary does not fit the model's embedding, or prepared data was made with "
        "another tokenizer.",
@@ -103,8 +108,9 @@ const std::vector<ErrorInfo>& error_catalog() {
        "An evaluation benchmark named in the job does not exist.",
        "Use a benchmark name that is listed in docs/."},
       {ErrorCode::kUploadFailure, "Upload failure",
-       "Uploading an artifact (to the Hub, an object store or a tracker) failed.",
-       "Check credentials and connectivity; the local copy in output.dir is kept."},
+       "Uploading or downloading an artifact (to or from an object store, the Hub or a tracker) failed after its retries; "
+       "the message names the URI and the server's reason.",
+       "Check credentials (AWS_* / GCS_* variables), the endpoint and connectivity; the local copy in output.dir is kept."},
       {ErrorCode::kDirectoryNotWritable, "Directory not writable",
        "output.dir (or a log directory) cannot be created or written.",
        "Choose a writable output.dir or fix its permissions."},

@@ -3,6 +3,7 @@ set(N3RLHF_CORE_PARSER_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/error.cpp
   ${CMAKE_CURRENT_LIST_DIR}/error_catalog.cpp
   ${CMAKE_CURRENT_LIST_DIR}/diagnostic.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/input_file.cpp
   ${CMAKE_CURRENT_LIST_DIR}/suggest.cpp
   ${CMAKE_CURRENT_LIST_DIR}/dsl_lexer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/dsl_parser.cpp

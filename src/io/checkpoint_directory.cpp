@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "core/sha256.hpp"
 
 namespace n3rlhf {
@@ -315,35 +316,45 @@ std::vector<int64_t> CheckpointDirectory::list_steps() const {
   return steps;
 }
 
+std::optional<std::string> parse_checkpoint_manifest(const std::string& text, CheckpointManifest* manifest) {
+  const nlohmann::json manifest_json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (manifest_json.is_discarded() || !manifest_json.is_object()) return "manifest.json is not valid JSON";
+  try {
+    if (manifest_json.at("format").get<std::string>() != kManifestFormat) return "manifest.json is not an n3rlhf checkpoint manifest";
+    if (manifest_json.at("version").get<int>() != kManifestVersion) return "manifest.json has an unknown version";
+    manifest->step = manifest_json.at("step").get<int64_t>();
+    manifest->created = manifest_json.value("created", "");
+    manifest->metadata = manifest_json.value("metadata", nlohmann::json::object());
+    if (!manifest->metadata.is_object()) return "manifest.json's metadata is not an object";
+    for (const nlohmann::json& file : manifest_json.at("files")) {
+      manifest->files.push_back({file.at("path").get<std::string>(), file.at("size").get<uint64_t>(),
+                                 file.at("sha256").get<std::string>()});
+    }
+  } catch (const nlohmann::json::exception& failure) {
+    return "manifest.json is malformed: " + excerpt(failure.what());
+  }
+  for (const CheckpointFileEntry& file : manifest->files) {
+    if (!is_safe_relative_path(file.path)) return "manifest.json names a path outside the checkpoint: " + excerpt(file.path);
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> CheckpointDirectory::verify(int64_t step, CheckpointInfo* info) const {
   const fs::path directory = checkpoint_path(step);
   if (!fs::is_directory(directory)) return "the directory does not exist";
   const fs::path manifest_path = directory / kManifestName;
-  std::ifstream manifest_file(manifest_path);
-  if (!manifest_file) return "manifest.json is missing (an incomplete checkpoint)";
-  std::stringstream text;
-  text << manifest_file.rdbuf();
-  const nlohmann::json manifest_json = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
-  if (manifest_json.is_discarded() || !manifest_json.is_object()) return "manifest.json is not valid JSON";
-
-  CheckpointManifest manifest;
+  if (!fs::exists(manifest_path)) return "manifest.json is missing (an incomplete checkpoint)";
+  std::string text;
   try {
-    if (manifest_json.at("format").get<std::string>() != kManifestFormat) return "manifest.json is not an n3rlhf checkpoint manifest";
-    if (manifest_json.at("version").get<int>() != kManifestVersion) return "manifest.json has an unknown version";
-    manifest.step = manifest_json.at("step").get<int64_t>();
-    manifest.created = manifest_json.value("created", "");
-    manifest.metadata = manifest_json.value("metadata", nlohmann::json::object());
-    for (const nlohmann::json& file : manifest_json.at("files")) {
-      manifest.files.push_back({file.at("path").get<std::string>(), file.at("size").get<uint64_t>(),
-                                file.at("sha256").get<std::string>()});
-    }
-  } catch (const nlohmann::json::exception& failure) {
-    return std::string("manifest.json is malformed: ") + failure.what();
+    text = read_input_file(manifest_path.string(), InputKind::kCheckpointState);
+  } catch (const RlhfError& failure) {
+    return failure.message();
   }
+  CheckpointManifest manifest;
+  if (const auto problem = parse_checkpoint_manifest(text, &manifest)) return problem;
   if (manifest.step != step) return "manifest.json is for step " + std::to_string(manifest.step);
 
   for (const CheckpointFileEntry& file : manifest.files) {
-    if (!is_safe_relative_path(file.path)) return "manifest.json names a path outside the checkpoint: " + file.path;
     const fs::path full = directory / file.path;
     std::error_code error;
     const auto status = fs::symlink_status(full, error);
@@ -414,6 +425,10 @@ size_t CheckpointDirectory::clean_stale() const {
 void CheckpointDirectory::prune(int64_t keep_step) const {
   if (keep_last_ <= 0) return;
   std::vector<int64_t> steps = list_steps();
+  // The protected checkpoint is kept and does not count among the last keep_last.
+  if (protected_step_ && *protected_step_ != keep_step) {
+    steps.erase(std::remove(steps.begin(), steps.end(), *protected_step_), steps.end());
+  }
   // Newest first, with the checkpoint just written counted first whatever its number.
   std::stable_sort(steps.begin(), steps.end(), [&](int64_t a, int64_t b) {
     if ((a == keep_step) != (b == keep_step)) return a == keep_step;

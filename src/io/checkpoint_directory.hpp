@@ -31,6 +31,11 @@ struct CheckpointManifest {
   bool lists(const std::string& relative_path) const;
 };
 
+// Reads manifest.json's text (outside input: a checkpoint may have been copied from anywhere).
+// Returns what is wrong with it, or nothing when `manifest` was filled; every path it lists
+// stays inside the checkpoint.
+std::optional<std::string> parse_checkpoint_manifest(const std::string& text, CheckpointManifest* manifest);
+
 struct CheckpointInfo {
   int64_t step = 0;
   std::string directory;  // <root>/checkpoint-N
@@ -107,14 +112,20 @@ class CheckpointDirectory {
   // Removes what a killed save left behind (.tmp-step-N) and finishes an interrupted
   // replacement (.old-step-N); returns how many entries it removed or restored.
   size_t clean_stale() const;
-  // Deletes the oldest complete checkpoints beyond keep_last, never `keep_step`.
+  // Deletes the oldest complete checkpoints beyond keep_last, never `keep_step` nor the
+  // protected one.
   void prune(int64_t keep_step) const;
+  // A checkpoint that pruning keeps beside the last keep_last (early stopping's best); one at a
+  // time, nullopt for none.
+  void protect(std::optional<int64_t> step) { protected_step_ = step; }
+  std::optional<int64_t> protected_step() const { return protected_step_; }
 
   std::string checkpoint_path(int64_t step) const;
 
  private:
   std::string root_;
   int64_t keep_last_;
+  std::optional<int64_t> protected_step_;
 };
 
 }  // namespace n3rlhf

@@ -31,15 +31,19 @@ class JsonlFile {
   // Reads lines in order; a UTF-8 byte-order mark before the first line is dropped.
   class LineCursor {
    public:
-    explicit LineCursor(std::string_view bytes);
+    // A line longer than max_line_bytes throws DatasetError RLHF021 naming `path` and the line.
+    LineCursor(std::string_view bytes, std::string path, uint64_t max_line_bytes);
     bool next(JsonlLine* line);
 
    private:
     std::string_view bytes_;
+    std::string path_;
+    uint64_t max_line_bytes_;
     size_t offset_ = 0;
     int64_t number_ = 0;
   };
-  LineCursor lines() const { return LineCursor(bytes()); }
+  // Lines of at most kMaxJsonlLineBytes (core/input_file.hpp) unless told otherwise.
+  LineCursor lines(uint64_t max_line_bytes = 0) const;
 
  private:
   JsonlFile(std::string path, const char* data, size_t size) : path_(std::move(path)), data_(data), size_(size) {}

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace n3rlhf {
 
@@ -140,11 +141,12 @@ DataRow JsonlRowParser::parse(const JsonlLine& line) const {
   nlohmann::json object;
   try {
     object = nlohmann::json::parse(line.text.begin(), line.text.end());
-  } catch (const nlohmann::json::parse_error& error) {
+  } catch (const nlohmann::json::exception& error) {  // parse_error, and out_of_range for a number that overflows
     std::string reason = error.what();
     // nlohmann's text is "[json.exception.parse_error.101] parse error at line 1, column 7: ..."
     const size_t colon = reason.find("column ");
     if (colon != std::string::npos) reason = reason.substr(colon);
+    reason = excerpt(reason);  // "last read: '...'" quotes the row, which may be megabytes
     throw DatasetError(ErrorCode::kInvalidDatasetFormat,
                        file_line(file_path_, line.number) + ": malformed JSON at " + reason,
                        {{"file", file_path_}, {"line", std::to_string(line.number)}});

@@ -88,6 +88,10 @@ struct MetricsOptions {
   std::string run_name;
   std::vector<std::string> tags;
   double mlflow_timeout_s = 10.0;
+  // GET /metrics for Prometheus on this port (N3RLHF_METRICS_PORT; 0 picks a free one, logged);
+  // -1: none. Bound to prometheus_host (N3RLHF_METRICS_HOST, default all interfaces).
+  int prometheus_port = -1;
+  std::string prometheus_host = "0.0.0.0";
 };
 
 // Flattens a JSON object (the rendered job configuration) into dotted keys; strings keep their
@@ -96,7 +100,7 @@ MetricParams flatten_params(const nlohmann::json& configuration);
 
 struct RLHFConfig;
 // JSONL always; TensorBoard for tracker tensorboard or wandb (W&B syncs the event files);
-// MLflow for tracker mlflow. log_dir defaults to <output.dir>/logs; the tracking URI to
+// MLflow for tracker mlflow; Prometheus' /metrics when N3RLHF_METRICS_PORT is set. log_dir defaults to <output.dir>/logs; the tracking URI to
 // MLFLOW_TRACKING_URI.
 MetricsOptions metrics_options_from_config(const RLHFConfig& config);
 

@@ -6,9 +6,11 @@
 #include <nlohmann/json.hpp>
 
 #include "core/config.hpp"
+#include "core/log.hpp"
 #include "io/jsonl_sink.hpp"
 #include "io/metrics.hpp"
 #include "io/mlflow_sink.hpp"
+#include "io/prometheus_sink.hpp"
 #include "io/tensorboard_sink.hpp"
 
 namespace n3rlhf {
@@ -47,6 +49,16 @@ MetricsOptions metrics_options_from_config(const RLHFConfig& config) {
   options.mlflow_experiment = logging.project.empty() ? "n3rlhf" : logging.project;
   options.run_name = logging.run_name.empty() ? config.job_name : logging.run_name;
   options.tags = logging.tags;
+  if (const char* port = std::getenv("N3RLHF_METRICS_PORT"); port != nullptr && *port != '\0') {
+    char* end = nullptr;
+    const long value = std::strtol(port, &end, 10);
+    if (*end != '\0' || value < 0 || value > 65535) {
+      throw ConfigurationError(ErrorCode::kInvalidHyperparameter, "N3RLHF_METRICS_PORT must be a port number (0: any free one)",
+                               {{"N3RLHF_METRICS_PORT", port}});
+    }
+    options.prometheus_port = static_cast<int>(value);
+  }
+  if (const char* host = std::getenv("N3RLHF_METRICS_HOST"); host != nullptr && *host != '\0') options.prometheus_host = host;
   return options;
 }
 
@@ -55,6 +67,13 @@ std::unique_ptr<MetricsLogger> open_metrics_logger(const MetricsOptions& options
   logger->add_sink(std::make_unique<JsonlMetricSink>(options.log_dir));
   if (options.tensorboard) {
     logger->open_sink("tensorboard", [&] { return std::make_unique<TensorBoardMetricSink>(options.log_dir); });
+  }
+  if (options.prometheus_port >= 0) {
+    logger->open_sink("prometheus", [&] {
+      auto sink = std::make_unique<PrometheusMetricSink>(options.prometheus_host, options.prometheus_port);
+      spdlog::info("metrics for Prometheus at http://{}:{}/metrics", options.prometheus_host, sink->port());
+      return sink;
+    });
   }
   if (options.mlflow) {
     logger->open_sink("mlflow", [&] {

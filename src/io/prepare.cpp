@@ -34,7 +34,31 @@ struct BlockResult {
   PrepareCounts counts;
   std::vector<int64_t> template_lines;  // conversational rows with no chat template
   std::exception_ptr error;             // the first error of the block ends it
+  std::vector<std::string> judge_texts; // the text of each kept row the safety filter judges
+  std::vector<int64_t> example_judged;  // per example: its row's index in judge_texts, or -1
 };
+
+// The text of a row that the offline safety filter judges: the chosen response, a desirable KTO
+// completion, the SFT completion or text (conversations: the assistant turns); none for the rest.
+std::optional<std::string> safety_text(const DataRow& row) {
+  const auto text_of = [](const RowContent& content) {
+    if (!content.conversational) return content.text;
+    std::string joined, everything;
+    for (const ChatMessage& message : content.messages) {
+      everything += (everything.empty() ? "" : "\n") + message.content;
+      if (message.role == "assistant") joined += (joined.empty() ? "" : "\n") + message.content;
+    }
+    return joined.empty() ? everything : joined;
+  };
+  switch (row.layout) {
+    case RowLayout::kPreference: return text_of(row.chosen);
+    case RowLayout::kUnpaired: return row.label ? std::optional<std::string>(text_of(row.completion)) : std::nullopt;
+    case RowLayout::kLanguageModeling: return text_of(row.text);
+    case RowLayout::kPromptCompletion: return text_of(row.completion);
+    case RowLayout::kPromptOnly: return std::nullopt;
+  }
+  return std::nullopt;
+}
 
 bool is_blank(std::string_view text) {
   return std::all_of(text.begin(), text.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
@@ -84,7 +108,15 @@ void process_block(const std::vector<JsonlLine>& lines, const JsonlRowParser& pa
       }
       ++counts.rows_kept;
       if (tokenized.prompt_boundary_moved) ++counts.prompt_boundary_moved;
+      int64_t judged = -1;
+      if (!settings.safety_filter.is_null()) {
+        if (std::optional<std::string> text = safety_text(row)) {
+          judged = static_cast<int64_t>(result->judge_texts.size());
+          result->judge_texts.push_back(std::move(*text));
+        }
+      }
       for (TokenizedExample& example : tokenized.examples) {
+        result->example_judged.push_back(judged);
         for (const TokenizedSequence& sequence : example.sequences) {
           if (sequence.truncated) ++counts.truncated_sequences;
         }
@@ -104,6 +136,8 @@ void add_counts(PrepareCounts* total, const PrepareCounts& part) {
   for (size_t i = 0; i < kBadRowReasonCount; ++i) total->rows_skipped_by_reason[i] += part.rows_skipped_by_reason[i];
   total->truncated_sequences += part.truncated_sequences;
   total->prompt_boundary_moved += part.prompt_boundary_moved;
+  total->rows_unsafe += part.rows_unsafe;
+  total->rows_dropped_unsafe += part.rows_dropped_unsafe;
 }
 
 // Collects examples into shard files in the temporary output directory.
@@ -202,6 +236,12 @@ PrepareReport prepare_dataset(const PrepareRequest& request) {
   const Tokenizer tokenizer = Tokenizer::from_file(request.tokenizer_path);
   const ExampleTokenizer example_tokenizer(tokenizer, request.settings);
   const JsonlRowParser parser(request.settings.kind, request.settings.columns, request.source_path);
+  const bool filtering = !request.settings.safety_filter.is_null();
+  const bool drop_unsafe = filtering && request.settings.safety_filter.value("drop_unsafe_rows", true);
+  if (filtering && (request.safety_filter == nullptr || !request.safety_filter->is_unsafe)) {
+    throw EvaluationError(ErrorCode::kSafetyFilterFailure, "the job filters its data with the safety filter, but no classifier was given to prepare",
+                          {{"file", request.source_path}});
+  }
 
   PreparedManifest manifest;
   manifest.dataset_kind = request.settings.kind;
@@ -260,11 +300,45 @@ PrepareReport prepare_dataset(const PrepareRequest& request) {
         work(0);
         for (std::thread& thread : pool) thread.join();
       }
+      // The safety filter judges the round's rows in one call (the classifier batches them).
+      std::vector<bool> unsafe;
+      if (filtering) {
+        std::vector<std::string> texts;
+        for (BlockResult& result : results) {
+          if (result.error) std::rethrow_exception(result.error);
+          texts.insert(texts.end(), std::make_move_iterator(result.judge_texts.begin()), std::make_move_iterator(result.judge_texts.end()));
+        }
+        if (!texts.empty()) unsafe = request.safety_filter->is_unsafe(texts);
+        if (unsafe.size() != texts.size()) {
+          throw EvaluationError(ErrorCode::kSafetyFilterFailure, "the safety filter gave " + std::to_string(unsafe.size()) + " verdicts for " +
+                                                                    std::to_string(texts.size()) + " rows");
+        }
+      }
+      size_t judged_offset = 0;
       for (BlockResult& result : results) {
         if (result.error) std::rethrow_exception(result.error);
+        if (filtering) {
+          for (size_t j = 0; j < result.judge_texts.size(); ++j) {
+            if (!unsafe[judged_offset + j]) continue;
+            ++result.counts.rows_unsafe;
+            if (drop_unsafe) {
+              ++result.counts.rows_dropped_unsafe;
+              --result.counts.rows_kept;
+            }
+          }
+        }
         add_counts(&manifest.counts, result.counts);
         template_lines.insert(template_lines.end(), result.template_lines.begin(), result.template_lines.end());
-        for (const TokenizedExample& example : result.examples) writer.add(example);
+        for (size_t e = 0; e < result.examples.size(); ++e) {
+          const TokenizedExample& example = result.examples[e];
+          const int64_t judged = filtering ? result.example_judged[e] : -1;
+          if (drop_unsafe && judged >= 0 && unsafe[judged_offset + static_cast<size_t>(judged)]) {
+            for (const TokenizedSequence& sequence : example.sequences) manifest.counts.truncated_sequences -= sequence.truncated ? 1 : 0;
+            continue;
+          }
+          writer.add(example);
+        }
+        judged_offset += result.judge_texts.size();  // moved from above, but still counted
       }
     }
     if (!template_lines.empty()) {
@@ -277,7 +351,8 @@ PrepareReport prepare_dataset(const PrepareRequest& request) {
     if (manifest.counts.examples == 0) {
       throw DatasetError(ErrorCode::kInsufficientData,
                          request.source_path + ": no usable row (" + std::to_string(manifest.counts.rows_read) + " read, " +
-                             std::to_string(manifest.counts.rows_skipped()) + " skipped as bad rows)",
+                             std::to_string(manifest.counts.rows_skipped()) + " skipped as bad rows, " +
+                             std::to_string(manifest.counts.rows_dropped_unsafe) + " dropped as unsafe)",
                          {{"file", request.source_path}});
     }
     manifest.source_sha256 = source_hash.get();
@@ -301,9 +376,34 @@ std::string default_prepared_dir(const std::string& source_path, const std::stri
   return (path.parent_path() / (path.stem().string() + ".prepared")).string();
 }
 
+namespace {
+
+// Prepared data about to be reused: every shard must still have the SHA-256 its manifest
+// recorded. A flipped byte in an HDF5 shard can read back as other token ids without any error,
+// so the check is here and not left to HDF5. RLHF024 names the shard.
+void verify_shard_checksums(const PreparedManifest& manifest, const std::string& directory) {
+  for (const ShardEntry& shard : manifest.shards) {
+    const std::string path = (fs::path(directory) / shard.file).string();
+    std::string digest;
+    try {
+      digest = sha256_file_hex(path);
+    } catch (const RlhfError&) {
+      throw DatasetError(ErrorCode::kDataCorruption, "prepared shard " + path + " is missing or unreadable; prepare the data again",
+                         {{"file", path}});
+    }
+    if (shard.sha256.empty() || digest == shard.sha256) continue;
+    throw DatasetError(ErrorCode::kDataCorruption,
+                       "prepared shard " + path + " does not match its SHA-256 in the manifest (the file changed after "
+                       "`n3rlhf prepare` wrote it); prepare the data again",
+                       {{"file", path}, {"expected_sha256", shard.sha256}, {"sha256", digest}});
+  }
+}
+
+}  // namespace
+
 PreparedLocation prepare_if_needed(const std::string& dataset_path, const std::string& output_dir,
                                    const std::string& tokenizer_path, const TokenizationSettings& settings,
-                                   OnStalePreparedData on_stale, int threads) {
+                                   OnStalePreparedData on_stale, int threads, const PrepareSafetyFilter* safety_filter) {
   const Tokenizer tokenizer = Tokenizer::from_file(tokenizer_path);
   PreparedExpectation expected{tokenizer.content_hash(), settings.to_json(), ""};
   PreparedLocation location;
@@ -311,6 +411,7 @@ PreparedLocation prepare_if_needed(const std::string& dataset_path, const std::s
     location.directory = dataset_path;
     location.manifest = PreparedManifest::load(dataset_path);
     verify_manifest(location.manifest, expected, dataset_path);
+    verify_shard_checksums(location.manifest, dataset_path);
     return location;
   }
   location.directory = output_dir;
@@ -319,6 +420,7 @@ PreparedLocation prepare_if_needed(const std::string& dataset_path, const std::s
     PreparedManifest existing = PreparedManifest::load(output_dir);
     const std::vector<std::string> differences = manifest_mismatches(existing, expected);
     if (differences.empty()) {
+      verify_shard_checksums(existing, output_dir);
       location.manifest = std::move(existing);
       return location;
     }
@@ -329,6 +431,7 @@ PreparedLocation prepare_if_needed(const std::string& dataset_path, const std::s
   }
   PrepareRequest request{dataset_path, output_dir, tokenizer_path, settings};
   request.threads = threads;
+  request.safety_filter = safety_filter;
   location.manifest = prepare_dataset(request).manifest;
   location.prepared_now = true;
   return location;

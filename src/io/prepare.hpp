@@ -5,12 +5,20 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "io/prepare_manifest.hpp"
 #include "io/prepare_tokenize.hpp"
 
 namespace n3rlhf {
+
+// The offline safety filter (made by src/safety, which io does not link): one flag per text, true
+// for an unsafe one. prepare_dataset calls it with the chosen texts of a few thousand rows at a time.
+struct PrepareSafetyFilter {
+  std::function<std::vector<bool>(const std::vector<std::string>& texts)> is_unsafe;
+};
 
 struct PrepareRequest {
   std::string source_path;      // JSONL
@@ -19,6 +27,8 @@ struct PrepareRequest {
   TokenizationSettings settings;
   int64_t shard_max_tokens = int64_t{32} << 20;  // a shard is closed after the example that reaches it
   int threads = 1;              // 0: one per hardware thread; the output does not depend on it
+  // Required when settings.safety_filter is set (EvaluationError RLHF042 without it).
+  const PrepareSafetyFilter* safety_filter = nullptr;
 };
 
 struct PrepareReport {
@@ -53,6 +63,7 @@ struct PreparedLocation {
 // again (kReprepare, logged with the differences) or rejected with RLHF024 (kError).
 PreparedLocation prepare_if_needed(const std::string& dataset_path, const std::string& output_dir,
                                    const std::string& tokenizer_path, const TokenizationSettings& settings,
-                                   OnStalePreparedData on_stale, int threads = 1);
+                                   OnStalePreparedData on_stale, int threads = 1,
+                                   const PrepareSafetyFilter* safety_filter = nullptr);
 
 }  // namespace n3rlhf

@@ -1,10 +1,12 @@
 // prepare_manifest.cpp: manifest JSON encoding, decoding and comparison.
 #include "io/prepare_manifest.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace n3rlhf {
 
@@ -40,7 +42,9 @@ nlohmann::json PrepareCounts::to_json() const {
           {"sequences", sequences},
           {"tokens", tokens},
           {"truncated_sequences", truncated_sequences},
-          {"prompt_boundary_moved", prompt_boundary_moved}};
+          {"prompt_boundary_moved", prompt_boundary_moved},
+          {"rows_unsafe", rows_unsafe},
+          {"rows_dropped_unsafe", rows_dropped_unsafe}};
 }
 
 nlohmann::json PreparedManifest::to_json() const {
@@ -107,6 +111,8 @@ PreparedManifest PreparedManifest::from_json(const nlohmann::json& json, const s
     c.tokens = counts.at("tokens").get<int64_t>();
     c.truncated_sequences = counts.at("truncated_sequences").get<int64_t>();
     c.prompt_boundary_moved = counts.at("prompt_boundary_moved").get<int64_t>();
+    c.rows_unsafe = counts.value("rows_unsafe", int64_t{0});  // absent in manifests written before the safety filter
+    c.rows_dropped_unsafe = counts.value("rows_dropped_unsafe", int64_t{0});
     for (const nlohmann::json& shard : json.at("shards")) {
       manifest.shards.push_back({shard.at("file").get<std::string>(), shard.at("examples").get<int64_t>(),
                                  shard.at("sequences").get<int64_t>(), shard.at("tokens").get<int64_t>(),
@@ -121,16 +127,14 @@ PreparedManifest PreparedManifest::from_json(const nlohmann::json& json, const s
 
 PreparedManifest PreparedManifest::load(const std::string& directory) {
   const std::string path = directory + "/" + kManifestFileName;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  if (!std::filesystem::exists(path)) {
     throw DatasetError(ErrorCode::kDatasetNotFound, "no prepared data in " + directory + " (" + kManifestFileName + " missing)",
                        {{"file", path}});
   }
-  std::stringstream text;
-  text << in.rdbuf();
+  const std::string text = read_input_file(path, InputKind::kDataManifest);
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(text.str());
+    json = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& error) {
     throw DatasetError(ErrorCode::kDataCorruption, path + ": malformed manifest: " + error.what(), {{"file", path}});
   }

@@ -30,6 +30,8 @@ struct PrepareCounts {
   int64_t tokens = 0;
   int64_t truncated_sequences = 0;
   int64_t prompt_boundary_moved = 0;  // rows whose prompt tokens were not a prefix of prompt+response
+  int64_t rows_unsafe = 0;            // rows the safety filter judged unsafe (kept in rows_kept unless dropped)
+  int64_t rows_dropped_unsafe = 0;    // of those, rows dropped (safety.reject_unsafe_samples)
 
   int64_t rows_skipped() const;
   nlohmann::json to_json() const;

@@ -27,11 +27,25 @@ TokenizationSettings TokenizationSettings::from_config(const RLHFConfig& config)
   settings.chat_template = config.data.chat_template;
   settings.on_bad_rows = config.data.on_bad_rows;
   settings.columns = config.data;
+  const SafetyConfig& safety = config.safety;
+  if ((safety.enable_safety_filter || safety.enable_content_filter) && settings.kind != DatasetKind::kPrompts) {
+    nlohmann::json filter = {{"drop_unsafe_rows", safety.reject_unsafe_samples}};
+    if (safety.enable_safety_filter) {
+      filter["safety_model"] = safety.safety_model;
+      filter["toxicity_threshold"] = safety.toxicity_threshold;
+      filter["unsafe_labels"] = safety.unsafe_labels;
+    }
+    if (safety.enable_content_filter) {
+      filter["blocklist"] = safety.blocklist;
+      filter["blocked_patterns"] = safety.blocked_patterns;
+    }
+    settings.safety_filter = filter;
+  }
   return settings;
 }
 
 nlohmann::json TokenizationSettings::to_json() const {
-  return {
+  nlohmann::json out = {
       {"dataset_kind", dataset_kind_name(kind)},
       {"max_length", max_length},
       {"max_prompt_length", max_prompt_length},
@@ -46,6 +60,8 @@ nlohmann::json TokenizationSettings::to_json() const {
         {"label", columns.label_key},
         {"text", columns.text_key}}},
   };
+  if (!safety_filter.is_null()) out["safety_filter"] = safety_filter;  // absent without one: older manifests still match
+  return out;
 }
 
 ExampleTokenizer::ExampleTokenizer(const Tokenizer& tokenizer, TokenizationSettings settings)

@@ -46,6 +46,9 @@ struct TokenizationSettings {
   std::string chat_template;        // "" : conversational rows are an error
   BadRowPolicy on_bad_rows = BadRowPolicy::kSkip;
   DataConfig columns;               // the *_key fields are used
+  // The offline safety filter of a DPO-family, ORPO, reward, KTO or SFT job (null: none): what
+  // judges rows and whether unsafe rows are dropped ("drop_unsafe_rows") or kept and counted.
+  nlohmann::json safety_filter;
 
   static TokenizationSettings from_config(const RLHFConfig& config);
   nlohmann::json to_json() const;

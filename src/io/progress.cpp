@@ -58,7 +58,10 @@ std::string format_progress_line(const ProgressSnapshot& snapshot) {
     line = fmt::format("step {}", snapshot.step);
   }
   line += fmt::format(" | loss {:.4f}", snapshot.loss);
-  if (snapshot.reward_accuracy) line += fmt::format(" | acc {:.1f}%", 100.0 * *snapshot.reward_accuracy);
+  if (snapshot.reward_accuracy) {
+    line += snapshot.mean_reward ? fmt::format(" | reward {:.4f}", *snapshot.reward_accuracy)
+                                 : fmt::format(" | acc {:.1f}%", 100.0 * *snapshot.reward_accuracy);
+  }
   line += " | " + format_rate(snapshot.tokens_per_second);
   line += " | elapsed " + format_duration(snapshot.elapsed_seconds);
   line += " | eta " + (snapshot.eta_seconds ? format_duration(*snapshot.eta_seconds) : std::string("--"));
@@ -87,6 +90,7 @@ ProgressDisplay::ProgressDisplay(const ProgressOptions& options)
   last_time_ = start_time_;
   last_.step = options.start_step;
   last_.max_steps = options.max_steps;
+  last_.mean_reward = options.mean_reward;
 }
 
 void ProgressDisplay::update(int64_t step, double loss, std::optional<double> reward_accuracy, double tokens,

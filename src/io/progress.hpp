@@ -14,7 +14,8 @@ struct ProgressSnapshot {
   int64_t step = 0;
   int64_t max_steps = 0;
   double loss = 0.0;
-  std::optional<double> reward_accuracy;   // preference algorithms only; in [0, 1]
+  std::optional<double> reward_accuracy;   // preference algorithms: in [0, 1]; online ones: the mean reward
+  bool mean_reward = false;                // reward_accuracy holds the online mean reward ("reward 0.412")
   double tokens_per_second = 0.0;          // smoothed
   std::optional<double> eta_seconds;       // unknown until one step has been timed
   double elapsed_seconds = 0.0;
@@ -25,6 +26,7 @@ std::string format_duration(double seconds);
 // "850 tok/s", "12.3k tok/s", "1.25M tok/s", "2.00G tok/s".
 std::string format_rate(double tokens_per_second);
 // "step 120/1000 (12.0%) | loss 0.6931 | acc 58.2% | 12.3k tok/s | elapsed 1m40s | eta 12m13s"
+// (online algorithms: "| reward 0.4120 |" in place of the accuracy)
 std::string format_progress_line(const ProgressSnapshot& snapshot);
 // Seconds left for the remaining steps at `seconds_per_step`; nullopt when that rate is unknown.
 std::optional<double> estimate_eta_seconds(int64_t step, int64_t max_steps, double seconds_per_step);
@@ -53,6 +55,7 @@ struct ProgressOptions {
   std::optional<bool> interactive; // unset: whether `stream` is a terminal
   std::FILE* stream = stderr;
   std::optional<double> start_seconds;  // steady clock reading at the start; unset: now
+  bool mean_reward = false;             // online algorithms: the third value of update() is the mean reward
 };
 
 class ProgressDisplay {

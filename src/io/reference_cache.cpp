@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "io/hdf5_arrays.hpp"
 
 namespace n3rlhf {
@@ -30,14 +31,12 @@ std::string part_name(int rank, int world_size) {
 
 nlohmann::json read_manifest(const std::string& directory) {
   const std::string path = directory + "/manifest.json";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  if (!std::filesystem::exists(path)) {
     throw DatasetError(ErrorCode::kDatasetNotFound, "no reference log-prob cache in " + directory, {{"directory", directory}});
   }
-  std::stringstream text;
-  text << in.rdbuf();
+  const std::string text = read_input_file(path, InputKind::kDataManifest);
   try {
-    return nlohmann::json::parse(text.str());
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& error) {
     throw DatasetError(ErrorCode::kDataCorruption, path + ": malformed manifest: " + error.what(), {{"file", path}});
   }

@@ -2,6 +2,7 @@
 // module (SDPA: fused kernels on CUDA, the CPU flash/math kernels on the CPU).
 #include "model/attention.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.hpp"
@@ -31,6 +32,51 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const tor
 }
 
 void KVCache::advance(int64_t tokens) { length_ += tokens; }
+
+KVCache KVCache::select(const torch::Tensor& rows, int64_t first_column, int64_t capacity) const {
+  const int64_t kept = length_ - first_column;
+  if (first_column < 0 || kept < 0 || capacity < kept) {
+    throw ModelError(ErrorCode::kMemoryExceeded, "KV cache selection out of range",
+                     {{"first_column", std::to_string(first_column)}, {"length", std::to_string(length_)},
+                      {"capacity", std::to_string(capacity)}});
+  }
+  KVCache result;
+  result.capacity_ = capacity;
+  result.length_ = kept;
+  const auto copy_rows = [&](const torch::Tensor& source) {
+    const torch::Tensor picked = source.index_select(0, rows.to(source.device())).narrow(2, first_column, kept);
+    torch::Tensor target = torch::zeros({picked.size(0), picked.size(1), capacity, picked.size(3)}, picked.options());
+    target.narrow(2, 0, kept).copy_(picked);
+    return target;
+  };
+  for (size_t layer = 0; layer < keys_.size(); ++layer) {
+    result.keys_.push_back(copy_rows(keys_[layer]));
+    result.values_.push_back(copy_rows(values_[layer]));
+  }
+  return result;
+}
+
+KVCache KVCache::stack_right_aligned(const KVCache& top, const KVCache& bottom, int64_t capacity) {
+  const int64_t length = std::max(top.length_, bottom.length_);
+  if (capacity < length || top.keys_.size() != bottom.keys_.size()) {
+    throw ModelError(ErrorCode::kMemoryExceeded, "KV caches cannot be stacked",
+                     {{"length", std::to_string(length)}, {"capacity", std::to_string(capacity)}});
+  }
+  KVCache result;
+  result.capacity_ = capacity;
+  result.length_ = length;
+  const auto stack = [&](const torch::Tensor& a, int64_t a_length, const torch::Tensor& b, int64_t b_length) {
+    torch::Tensor target = torch::zeros({a.size(0) + b.size(0), a.size(1), capacity, a.size(3)}, a.options());
+    target.narrow(0, 0, a.size(0)).narrow(2, length - a_length, a_length).copy_(a.narrow(2, 0, a_length));
+    target.narrow(0, a.size(0), b.size(0)).narrow(2, length - b_length, b_length).copy_(b.narrow(2, 0, b_length));
+    return target;
+  };
+  for (size_t layer = 0; layer < top.keys_.size(); ++layer) {
+    result.keys_.push_back(stack(top.keys_[layer], top.length_, bottom.keys_[layer], bottom.length_));
+    result.values_.push_back(stack(top.values_[layer], top.length_, bottom.values_[layer], bottom.length_));
+  }
+  return result;
+}
 
 AttentionMasks build_attention_masks(const torch::Tensor& attention_mask, int64_t batch_size, int64_t query_length,
                                      int64_t past_length, std::optional<int64_t> sliding_window, bool need_full,

@@ -25,8 +25,19 @@ class KVCache {
   // of them ([B, Hkv, length + T, D]). The length moves on only with advance().
   std::pair<torch::Tensor, torch::Tensor> append(int64_t layer, const torch::Tensor& key, const torch::Tensor& value);
   void advance(int64_t tokens);
+  int64_t capacity() const { return capacity_; }
+  int64_t batch_size() const { return keys_.empty() ? 0 : keys_.front().size(0); }
+
+  // A new cache of `rows` (int64 [R], repeats allowed: G samples sharing one prompt's prefill)
+  // holding this cache's positions [first_column, length) at its start, with room for `capacity`.
+  KVCache select(const torch::Tensor& rows, int64_t first_column, int64_t capacity) const;
+  // The rows of `top` then `bottom` in one cache of length max(top, bottom), each right-aligned
+  // (the shorter one's leading columns are zero: the caller's attention mask hides them).
+  static KVCache stack_right_aligned(const KVCache& top, const KVCache& bottom, int64_t capacity);
 
  private:
+  KVCache() = default;
+
   std::vector<torch::Tensor> keys_;
   std::vector<torch::Tensor> values_;
   int64_t capacity_;

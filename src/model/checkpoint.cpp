@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
+#include "model/torch_checkpoint.hpp"
 
 namespace n3rlhf {
 
@@ -26,12 +28,39 @@ struct CheckpointReader::State {
   std::map<std::string, std::string> file_by_tensor;
   mutable std::mutex mutex;
   mutable std::map<std::string, std::shared_ptr<SafetensorsFile>> open_files;
+  // pytorch_model.bin checkpoints (torch.save archives): each file read whole on first use.
+  bool torch_format = false;
+  mutable std::map<std::string, std::shared_ptr<const std::map<std::string, torch::Tensor>>> torch_files;
 
   std::shared_ptr<SafetensorsFile> open_file(const std::string& file_name) const {
     std::lock_guard<std::mutex> lock(mutex);
     auto& file = open_files[file_name];
     if (!file) file = SafetensorsFile::open((fs::path(directory) / file_name).string());
     return file;
+  }
+
+  std::shared_ptr<const std::map<std::string, torch::Tensor>> torch_file(const std::string& file_name) const {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto& file = torch_files[file_name];
+    if (!file) {
+      file = std::make_shared<const std::map<std::string, torch::Tensor>>(read_torch_state_dict((fs::path(directory) / file_name).string()));
+    }
+    return file;
+  }
+
+  // A tensor of a pytorch_model.bin checkpoint; RLHF013 when its file lacks it.
+  const torch::Tensor& torch_tensor(const std::string& name) const {
+    const auto found = file_by_tensor.find(name);
+    if (found == file_by_tensor.end()) {
+      throw ModelError(ErrorCode::kModelLoadFailure, "the checkpoint has no tensor of that name", {{"directory", directory}, {"tensor", name}});
+    }
+    const auto file = torch_file(found->second);
+    const auto tensor = file->find(name);
+    if (tensor == file->end()) {
+      throw ModelError(ErrorCode::kModelLoadFailure, "the index maps this tensor to a shard that does not hold it",
+                       {{"file", found->second}, {"tensor", name}});
+    }
+    return tensor->second;  // the file's map stays in the reader's cache
   }
 };
 
@@ -50,15 +79,12 @@ bool is_plain_file_name(const std::string& name) {
 }
 
 std::map<std::string, std::string> read_weight_map(const std::string& directory, const std::string& index_path) {
-  std::ifstream in(index_path, std::ios::binary);
-  if (!in) fail_index(index_path, "cannot read the checkpoint index");
-  std::stringstream text;
-  text << in.rdbuf();
+  const std::string text = read_input_file(index_path, InputKind::kCheckpointIndex);
   nlohmann::json index;
   try {
-    index = nlohmann::json::parse(text.str());
+    index = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& error) {
-    fail_index(index_path, std::string("checkpoint index is not valid JSON: ") + error.what());
+    fail_index(index_path, std::string("checkpoint index is not valid JSON: ") + excerpt(error.what()));
   }
   if (!index.is_object()) fail_index(index_path, "checkpoint index must be a JSON object");
   const auto weight_map = index.find("weight_map");
@@ -217,9 +243,19 @@ CheckpointReader CheckpointReader::open(const std::string& directory) {
   } else if (fs::exists(index, error)) {
     state->sharded = true;
     state->file_by_tensor = read_weight_map(directory, index.string());
+  } else if (fs::exists(fs::path(directory) / kTorchWeightsFileName, error)) {
+    // transformers' older format (save_pretrained(safe_serialization=False)), read as transformers
+    // does when there are no safetensors; read whole now, so a broken file fails at open.
+    state->torch_format = true;
+    for (const auto& [name, tensor] : *state->torch_file(kTorchWeightsFileName)) state->file_by_tensor[name] = kTorchWeightsFileName;
+  } else if (fs::exists(fs::path(directory) / kTorchWeightsIndexFileName, error)) {
+    state->torch_format = true;
+    state->sharded = true;
+    state->file_by_tensor = read_weight_map(directory, (fs::path(directory) / kTorchWeightsIndexFileName).string());
   } else {
     throw ModelError(ErrorCode::kModelNotFound,
-                     std::string("no ") + kSingleWeightsFileName + " or " + kWeightsIndexFileName + " in the model directory",
+                     std::string("no ") + kSingleWeightsFileName + ", " + kWeightsIndexFileName + ", " + kTorchWeightsFileName + " or " +
+                         kTorchWeightsIndexFileName + " in the model directory",
                      {{"directory", directory}});
   }
   return CheckpointReader(std::move(state));
@@ -253,11 +289,18 @@ const SafetensorsTensorInfo& CheckpointReader::info(const std::string& name) con
   return *info;  // the file stays open in the reader's cache, so the reference stays valid
 }
 
-std::vector<int64_t> CheckpointReader::shape(const std::string& name) const { return info(name).shape; }
+std::vector<int64_t> CheckpointReader::shape(const std::string& name) const {
+  if (state_->torch_format) return state_->torch_tensor(name).sizes().vec();
+  return info(name).shape;
+}
 
-std::string CheckpointReader::dtype(const std::string& name) const { return info(name).dtype; }
+std::string CheckpointReader::dtype(const std::string& name) const {
+  if (state_->torch_format) return torch_dtype_to_safetensors(state_->torch_tensor(name).scalar_type());
+  return info(name).dtype;
+}
 
 torch::Tensor CheckpointReader::load(const std::string& name) const {
+  if (state_->torch_format) return state_->torch_tensor(name).clone();  // its own memory, as from a safetensors file
   info(name);  // the clear error when the index and the shard disagree
   return file_holding(name)->load(name);
 }
@@ -266,7 +309,7 @@ bool CheckpointReader::is_sharded() const { return state_->sharded; }
 
 size_t CheckpointReader::open_file_count() const {
   std::lock_guard<std::mutex> lock(state_->mutex);
-  return state_->open_files.size();
+  return state_->open_files.size() + state_->torch_files.size();
 }
 
 void write_checkpoint_weights(const std::string& directory,

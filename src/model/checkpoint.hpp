@@ -1,5 +1,6 @@
 // checkpoint.hpp: the weights of a Hugging Face model directory: CheckpointReader over
-// model.safetensors or a sharded checkpoint (model.safetensors.index.json + shards), the matching
+// model.safetensors or a sharded checkpoint (model.safetensors.index.json + shards), or the older
+// pytorch_model.bin (read only), the matching
 // writer, and the copy of the tokenizer files that go with a model.
 #pragma once
 
@@ -18,13 +19,18 @@ namespace n3rlhf {
 
 inline constexpr const char* kSingleWeightsFileName = "model.safetensors";
 inline constexpr const char* kWeightsIndexFileName = "model.safetensors.index.json";
+// transformers' torch.save format, read when a directory has no safetensors.
+inline constexpr const char* kTorchWeightsFileName = "pytorch_model.bin";
+inline constexpr const char* kTorchWeightsIndexFileName = "pytorch_model.bin.index.json";
 
 class CheckpointReader {
  public:
   // Reads model.safetensors when present (as transformers does), else the index and checks that
   // every shard it names exists. Shards are opened (and mapped) on first use, so a rank that
-  // needs a few tensors reads only their shards' headers and pages. RLHF030 when the directory or
-  // both weight files are missing; RLHF013 when the index or a header is malformed.
+  // needs a few tensors reads only their shards' headers and pages. Without safetensors, reads
+  // pytorch_model.bin (or its index and shards), torch.save zip archives (model/torch_checkpoint.hpp),
+  // each read whole when first used. RLHF030 when the directory or every weight file is missing;
+  // RLHF013 when the index or a header is malformed, or a .bin is legacy, truncated or no state dict.
   static CheckpointReader open(const std::string& directory);
 
   std::vector<std::string> tensor_names() const;  // sorted

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 
 namespace n3rlhf {
 
@@ -26,7 +27,7 @@ int64_t required_int(const json& object, const std::string& key) {
   if (!has_value(object, key)) unsupported(key, "config.json lacks the required field " + key);
   const json& value = object.at(key);
   if (!value.is_number_integer() || value.get<int64_t>() <= 0) {
-    unsupported(key, "config.json field " + key + " must be a positive integer, got " + value.dump());
+    unsupported(key, "config.json field " + key + " must be a positive integer, got " + excerpt(value.dump()));
   }
   return value.get<int64_t>();
 }
@@ -304,6 +305,7 @@ ModelConfig parse_model_config(const nlohmann::json& config_json) {
   ModelConfig config;
   config.source = config_json;
   if (!has_value(config_json, "model_type")) unsupported("model_type", "config.json has no model_type");
+  if (!config_json.at("model_type").is_string()) unsupported("model_type", "config.json's model_type must be a string");
   config.model_type = config_json.at("model_type").get<std::string>();
   try {
     if (config.model_type == "llama") {
@@ -346,18 +348,26 @@ ModelConfig parse_model_config(const nlohmann::json& config_json) {
 
 ModelConfig load_model_config(const std::string& directory) {
   const std::filesystem::path path = std::filesystem::path(directory) / "config.json";
-  std::ifstream in(path);
-  if (!in) {
-    throw ModelError(ErrorCode::kModelNotFound, "no config.json in the model directory", {{"path", path.string()}});
+  if (!std::filesystem::exists(path) && !std::filesystem::is_directory(directory)) {
+    throw ModelError(ErrorCode::kModelNotFound, "the model directory " + directory + " does not exist",
+                     {{"path", directory}});
   }
+  const std::string text = read_input_file(path.string(), InputKind::kModelConfig);
   nlohmann::json parsed;
   try {
-    in >> parsed;
+    parsed = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& error) {
-    throw ModelError(ErrorCode::kModelNotFound, std::string("config.json is not valid JSON: ") + error.what(),
+    throw ModelError(ErrorCode::kModelNotFound, path.string() + " is not valid JSON: " + excerpt(error.what()),
                      {{"path", path.string()}});
   }
-  return parse_model_config(parsed);
+  try {
+    return parse_model_config(parsed);
+  } catch (const ModelError& error) {
+    // parse_model_config knows the JSON, not the file: the message names the directory.
+    ErrorContext context = error.context();
+    context.emplace_back("path", path.string());
+    throw_error(error.code(), error.message() + " (in " + path.string() + ")", context);
+  }
 }
 
 nlohmann::json model_config_to_json(const ModelConfig& config) {

@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 
 #include "core/error.hpp"
+#include "model/encoder_classifier.hpp"
 #include "model/generation.hpp"
 #include "model/log_probs.hpp"
 #include "model/pretrained.hpp"
@@ -156,6 +157,7 @@ const std::vector<ParitySuite>& parity_suites() {
   static const std::vector<ParitySuite> suites = {
       {"tokenizers", tokenizer_suite},
       {"models", model_suite},
+      classifier_parity_suite(),
   };
   return suites;
 }

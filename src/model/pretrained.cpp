@@ -2,10 +2,14 @@
 // parameters and the checkpoint's tensors, with the checks that turn bad input into typed errors.
 #include "model/pretrained.hpp"
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #if __has_include(<cuda_runtime_api.h>)
 #include <cuda_runtime_api.h>
@@ -13,6 +17,7 @@
 #endif
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "model/checkpoint.hpp"
 
 namespace n3rlhf {
@@ -111,13 +116,13 @@ void check_model_fits_memory(const ModelConfig& config, torch::ScalarType dtype,
 
 std::optional<int64_t> tokenizer_json_vocab_size(const std::string& directory) {
   const std::filesystem::path path = std::filesystem::path(directory) / "tokenizer.json";
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
+  if (!std::filesystem::exists(path)) return std::nullopt;
+  const std::string text = read_input_file(path.string(), InputKind::kTokenizer);
   nlohmann::json tokenizer;
   try {
-    in >> tokenizer;
+    tokenizer = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& error) {
-    throw ModelError(ErrorCode::kTokenizerMismatch, std::string("tokenizer.json is not valid JSON: ") + error.what(),
+    throw ModelError(ErrorCode::kTokenizerMismatch, path.string() + " is not valid JSON: " + excerpt(error.what()),
                      {{"path", path.string()}});
   }
   int64_t largest = -1;
@@ -144,7 +149,9 @@ void check_tokenizer_fits(const ModelConfig& config, int64_t tokenizer_vocab_siz
   }
 }
 
-PretrainedModel load_pretrained(const std::string& directory, const LoadOptions& options) {
+namespace {
+
+PretrainedModel load_pretrained_now(const std::string& directory, const LoadOptions& options) {
   if (!std::filesystem::is_directory(directory)) {
     throw ModelError(ErrorCode::kModelNotFound, "model directory not found", {{"path", directory}});
   }
@@ -159,7 +166,17 @@ PretrainedModel load_pretrained(const std::string& directory, const LoadOptions&
   }
   const std::optional<int64_t> tokenizer_size =
       options.tokenizer_vocab_size ? options.tokenizer_vocab_size : tokenizer_json_vocab_size(directory);
-  if (tokenizer_size) check_tokenizer_fits(config, *tokenizer_size);
+  if (tokenizer_size) {
+    try {
+      check_tokenizer_fits(config, *tokenizer_size);
+    } catch (const ModelError& error) {
+      // Name the files that disagree (the model's, and its own tokenizer.json when that was read).
+      ErrorContext context = error.context();
+      context.emplace_back("model", directory);
+      const std::string tokenizer = options.tokenizer_vocab_size ? "" : ", tokenizer " + directory + "/tokenizer.json";
+      throw ModelError(error.code(), error.message() + " (model " + directory + "/config.json" + tokenizer + ")", context);
+    }
+  }
   if (options.check_memory) check_model_fits_memory(config, options.dtype, options.device);
 
   const CheckpointReader reader = CheckpointReader::open(directory);
@@ -206,6 +223,36 @@ PretrainedModel load_pretrained(const std::string& directory, const LoadOptions&
     result.notes.push_back("checkpoint tensor " + name + " is not used by the model");
   }
   return result;
+}
+
+}  // namespace
+
+PretrainedModel load_pretrained(const std::string& directory, const LoadOptions& options) {
+  if (options.timeout_s <= 0.0) return load_pretrained_now(directory, options);
+  // The load runs on a thread of its own; this one waits for it until the deadline. A read that
+  // hangs in the kernel cannot be interrupted, so past the deadline the loader is left to itself
+  // (it owns everything it uses) and the caller gets RLHF032 to report and end the job with.
+  auto result = std::make_shared<std::promise<PretrainedModel>>();
+  std::future<PretrainedModel> loaded = result->get_future();
+  std::thread loader([result, directory, options] {
+    try {
+      result->set_value(load_pretrained_now(directory, options));
+    } catch (...) {
+      result->set_exception(std::current_exception());
+    }
+  });
+  const auto timeout = std::chrono::duration<double>(options.timeout_s);
+  if (loaded.wait_for(timeout) == std::future_status::ready) {
+    loader.join();
+    return loaded.get();  // the loader's own error, if it failed
+  }
+  loader.detach();
+  std::ostringstream seconds;
+  seconds << options.timeout_s;
+  throw ModelError(ErrorCode::kModelLoadTimeout,
+                   "loading the model in " + directory + " did not finish within " + seconds.str() +
+                       " s (distributed.model_load_timeout_s): its files are read too slowly, or a read hangs",
+                   {{"directory", directory}, {"timeout_s", seconds.str()}, {"field", "distributed.model_load_timeout_s"}});
 }
 
 void save_pretrained(CausalTransformer& model, const std::string& directory, const SaveOptions& options) {

@@ -29,6 +29,10 @@ struct LoadOptions {
   // DIR/tokenizer.json when that exists. Larger than the embedding: RLHF033.
   std::optional<int64_t> tokenizer_vocab_size;
   bool check_memory = true;
+  // Seconds the whole load may take (a slow or hung file system): past them load_pretrained
+  // throws RLHF032 naming the directory, leaving the stuck read behind on a thread of its own
+  // (the process is about to end). 0: no limit.
+  double timeout_s = 0.0;
 };
 
 struct PretrainedModel {

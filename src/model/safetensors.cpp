@@ -118,7 +118,8 @@ std::string torch_dtype_to_safetensors(torch::ScalarType dtype) {
 }
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO with no writer must fail the regular-file check, not block the open.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     const int error = errno;
     if (error == ENOENT || error == ENOTDIR) {
@@ -127,11 +128,14 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     throw ModelError(ErrorCode::kModelLoadFailure, "cannot open safetensors file: " + errno_text(error), {{"file", path}});
   }
   struct stat status {};
-  if (::fstat(fd, &status) != 0 || !S_ISREG(status.st_mode)) {
+  const bool examined = ::fstat(fd, &status) == 0;
+  if (!examined || !S_ISREG(status.st_mode)) {
     const int error = errno;
     ::close(fd);
     throw ModelError(ErrorCode::kModelLoadFailure,
-                     S_ISDIR(status.st_mode) ? "is a directory, not a safetensors file" : "cannot stat: " + errno_text(error),
+                     !examined                   ? "cannot stat: " + errno_text(error)
+                     : S_ISDIR(status.st_mode)   ? std::string("is a directory, not a safetensors file")
+                                                 : std::string("is not a regular file (a pipe or a device), not a safetensors file"),
                      {{"file", path}});
   }
   const size_t size = static_cast<size_t>(status.st_size);

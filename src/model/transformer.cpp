@@ -139,6 +139,11 @@ torch::Tensor CausalTransformerImpl::sequence_scores(const torch::Tensor& hidden
   return score_->forward(pooled);
 }
 
+torch::Tensor CausalTransformerImpl::classification_scores(const torch::Tensor& pooled) {
+  if (!score_) throw ModelError(ErrorCode::kIncompatibleArchitecture, "the model has no sequence-classification head");
+  return score_->forward(pooled);
+}
+
 torch::Tensor CausalTransformerImpl::values(const torch::Tensor& hidden) {
   if (!value_head_) throw ModelError(ErrorCode::kIncompatibleArchitecture, "the model has no value head");
   return value_head_->forward(hidden);

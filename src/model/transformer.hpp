@@ -54,6 +54,9 @@ class CausalTransformerImpl : public torch::nn::Module {
   // [B, num_labels] scores at the token *ForSequenceClassification picks (see heads.hpp).
   torch::Tensor sequence_scores(const torch::Tensor& hidden, const torch::Tensor& input_ids,
                                 const torch::Tensor& attention_mask);
+  // [N, num_labels] scores of the sequence-classification head on pooled hidden states [N, C]
+  // (the caller chose the token of each sequence).
+  torch::Tensor classification_scores(const torch::Tensor& pooled);
   // [B, T] values of the PPO critic (kCausalLMWithValue only).
   torch::Tensor values(const torch::Tensor& hidden);
 

@@ -2,6 +2,7 @@
 // size, and the per-rank plan (--dry-run) of n3rlhf-dist.
 #include "runtime/dist_command.hpp"
 
+#include <chrono>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -11,9 +12,14 @@
 
 #include "comm/mpi_environment.hpp"
 #include "core/config_builder.hpp"
+#include "core/error_output.hpp"
 #include "core/log.hpp"
+#include "model/model_config.hpp"
+#include "runtime/online_trainer.hpp"
 #include "runtime/rank_plan.hpp"
+#include "runtime/remote_outputs.hpp"
 #include "runtime/trainer.hpp"
+#include "storage/hub_cache.hpp"
 
 namespace n3rlhf {
 
@@ -84,7 +90,8 @@ const ResolvedJob& select_job(const ResolvedJobFile& file, const std::string& na
   throw ConfigurationError(ErrorCode::kMissingField, "no job named \"" + name + "\" in the file", {{"jobs", names}});
 }
 
-int run(MpiEnvironment& mpi, const DistOptions& options) {
+// `exit_wait` is set from the job once it is known (MpiEnvironment::exit_wait_for).
+int run(MpiEnvironment& mpi, const DistOptions& options, std::chrono::milliseconds* exit_wait) {
   const int rank = mpi.rank();
   ConfigOverrides overrides;
   overrides.assignments = options.assignments;
@@ -102,12 +109,27 @@ int run(MpiEnvironment& mpi, const DistOptions& options) {
   }
   const ResolvedJob& job = select_job(file, options.job_name);
   const RLHFConfig& config = job.config;
+  *exit_wait = MpiEnvironment::exit_wait_for(
+      std::chrono::milliseconds(static_cast<int64_t>(config.distributed.collective_timeout_s * 1000.0)));
   spdlog::info("job \"{}\": {} on {} rank(s), strategy {}", config.job_name, enum_name(config.algorithm),
                mpi.world_size(), enum_name(config.distributed.strategy));
 
   const RankPlan plan = plan_rank(config, rank, mpi.world_size(), mpi.local_rank(), mpi.hostname(),
                                   torch::cuda::is_available());
-  const std::vector<std::string> plans = mpi.gather_to_root(describe_rank_plan(plan, config));
+  std::string description = describe_rank_plan(plan, config);
+  if (options.dry_run && is_online_algorithm(config.algorithm)) {
+    // What each rank will hold, from the models' config.json (said when they cannot be read yet).
+    try {
+      ModelSizes sizes;
+      sizes.policy = load_model_config(config.base_model).parameter_count();
+      if (!config.reward_model.empty()) sizes.reward = load_model_config(config.reward_model).parameter_count();
+      if (!config.ppo.critic_model.empty()) sizes.critic = load_model_config(config.ppo.critic_model).parameter_count();
+      description += "\n    " + describe_rank_memory(plan, config, sizes);
+    } catch (const RlhfError& error) {
+      description += "\n    rank " + std::to_string(rank) + " holds: not estimated (" + error.message() + ")";
+    }
+  }
+  const std::vector<std::string> plans = mpi.gather_to_root(description);
   if (options.dry_run) {
     if (rank == 0) {
       std::cout << "plan for job \"" << config.job_name << "\" (" << mpi.world_size() << " ranks)\n";
@@ -115,12 +137,20 @@ int run(MpiEnvironment& mpi, const DistOptions& options) {
     }
     return 0;
   }
+  // Models named by Hub id come from the local Hugging Face cache; object-store settings are
+  // checked on every rank before anything is loaded.
+  RLHFConfig resolved = config;
+  resolve_model_paths(resolved);
+  check_remote_settings(resolved);
   TrainOptions train_options;
   train_options.resume = options.resume;
-  const TrainSummary summary = run_training(config, mpi, train_options);
+  const TrainSummary summary = is_online_algorithm(resolved.algorithm) ? run_online_training(resolved, mpi, train_options)
+                                                                       : run_training(resolved, mpi, train_options);
   if (rank == 0) {
+    // Early stopping is an orderly end, not a failure: its RLHF015 report, and status 0.
+    if (summary.early_stop) write_stderr_whole("n3rlhf-dist: " + summary.early_stop->describe_with_causes());
     std::cout << "trained \"" << config.job_name << "\": " << summary.steps_run << " steps (to step " << summary.final_step
-              << "), final loss " << summary.final_loss;
+              << (summary.early_stop ? "; stopped early, RLHF015" : "") << "), final loss " << summary.final_loss;
     for (const auto& [name, value] : summary.last_eval) std::cout << ", " << name << " " << value;
     std::cout << "; model in " << summary.model_directory << "\n";
   }
@@ -131,6 +161,7 @@ int run(MpiEnvironment& mpi, const DistOptions& options) {
 
 int run_dist_command(int argc, char** argv) {
   int status = 0;
+  std::chrono::milliseconds exit_wait = std::chrono::seconds(60);
   try {
     MpiEnvironment mpi(&argc, &argv);
     LogOptions log_options;
@@ -145,19 +176,28 @@ int run_dist_command(int argc, char** argv) {
       log_options.level = options.log_level;
       log_options.all_ranks = options.log_all_ranks;
       configure_logging(log_options);
+      // Every failure is told to the other ranks at once (they stop waiting for this one and
+      // report its error), and printed in one write so that ranks' lines do not interleave.
       try {
-        status = run(mpi, options);
+        status = run(mpi, options, &exit_wait);
       } catch (const ConfigurationError& error) {
-        if (mpi.rank() == 0) std::cerr << "n3rlhf-dist: " << error.describe_with_causes() << "\n";
+        mpi.announce_failure(error.code(), error.describe_with_causes());
+        if (mpi.rank() == 0) write_stderr_whole("n3rlhf-dist: " + error.describe_with_causes());
         status = 2;
       } catch (const RlhfError& error) {
-        std::cerr << "n3rlhf-dist: rank " << mpi.rank() << ": " << error.describe_with_causes() << "\n";
+        mpi.announce_failure(error.code(), error.describe_with_causes());
+        write_stderr_whole("n3rlhf-dist: rank " + std::to_string(mpi.rank()) + ": " + error.describe_with_causes());
+        status = 1;
+      } catch (const std::exception& error) {
+        // Not an RLHF error (a bug, or a library's own exception): still one status for the job.
+        mpi.announce_failure(ErrorCode::kDistributedSyncFailure, std::string("unexpected error: ") + error.what());
+        write_stderr_whole("n3rlhf-dist: rank " + std::to_string(mpi.rank()) + ": unexpected error: " + error.what());
         status = 1;
       }
     }
-    status = mpi.agree_on_exit_status(status);
+    status = mpi.agree_on_exit_status(status, exit_wait);
   } catch (const std::exception& error) {
-    std::cerr << "n3rlhf-dist: " << error.what() << "\n";
+    write_stderr_whole(std::string("n3rlhf-dist: ") + error.what());
     status = 1;
   }
   return status;

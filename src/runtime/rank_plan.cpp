@@ -1,6 +1,7 @@
 // rank_plan.cpp: role assignment and per-rank batch arithmetic.
 #include "runtime/rank_plan.hpp"
 
+#include <algorithm>
 #include <sstream>
 
 namespace n3rlhf {
@@ -52,6 +53,75 @@ std::string describe_rank_plan(const RankPlan& plan, const RLHFConfig& config) {
         << " examples=[" << first << "," << first + per_rank << ") of each global batch of "
         << config.hyperparameters.batch_size;
   }
+  return out.str();
+}
+
+namespace {
+
+std::string gigabytes(double bytes) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(2);
+  out << bytes / 1e9 << " GB";
+  return out.str();
+}
+
+std::string millions(int64_t parameters) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(1);
+  out << static_cast<double>(parameters) / 1e6 << "M";
+  return out.str();
+}
+
+bool plays(const RankPlan& plan, Role role) { return std::find(plan.roles.begin(), plan.roles.end(), role) != plan.roles.end(); }
+
+}  // namespace
+
+std::string describe_rank_memory(const RankPlan& plan, const RLHFConfig& config, const ModelSizes& sizes) {
+  const double weight = config.hyperparameters.bf16 ? 2.0 : 4.0;
+  const bool adapters = config.peft.method != PeftMethod::kNone;
+  const ShardingStrategy strategy = config.distributed.strategy;
+  const double shards = strategy == ShardingStrategy::kDdp ? 1.0 : std::max(1, plan.data_parallel_size);
+  std::vector<std::pair<std::string, double>> parts;
+  // A trained model: its weights (FSDP: a shard), gradients (ZeRO-2 and FSDP: a shard), fp32
+  // masters under bf16 and the two AdamW moments over the shards.
+  const auto trained = [&](const std::string& name, int64_t parameters) {
+    const double n = static_cast<double>(parameters);
+    const double weights = n * weight / (strategy == ShardingStrategy::kFsdp ? shards : 1.0);
+    std::string text = name + " " + millions(parameters) + " trained (weights " + gigabytes(weights);
+    double total = weights;
+    if (adapters && name == "policy") {
+      text += "; adapters train, their state is small)";
+    } else {
+      const double gradients = n * weight / shards;
+      const double optimizer = n * (8.0 + (weight < 4.0 ? 4.0 : 0.0)) / shards;
+      text += " + gradients " + gigabytes(gradients) + " + AdamW " + gigabytes(optimizer) + ")";
+      total += gradients + optimizer;
+    }
+    parts.emplace_back(text, total);
+  };
+  const auto frozen = [&](const std::string& name, int64_t parameters) {
+    const double bytes = static_cast<double>(parameters) * weight;
+    parts.emplace_back(name + " " + millions(parameters) + " (" + gigabytes(bytes) + ")", bytes);
+  };
+  if (plays(plan, Role::kPolicy)) {
+    trained("policy", sizes.policy);
+    if (sizes.critic > 0) trained("critic", sizes.critic);
+  }
+  const bool split = config.distributed.layout.kind == LayoutKind::kSplit;
+  if (plays(plan, Role::kRollout) && split) frozen("policy copy for generation", sizes.policy);
+  if (plays(plan, Role::kReference) && !(adapters && plays(plan, Role::kPolicy))) frozen("reference", sizes.policy);
+  if (plays(plan, Role::kReward) && sizes.reward > 0) frozen("reward model", sizes.reward);
+  std::ostringstream out;
+  out << "rank " << plan.rank << " holds: ";
+  double total = 0.0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    out << (i ? ", " : "") << parts[i].first;
+    total += parts[i].second;
+  }
+  if (parts.empty()) out << "no model";
+  out << " = " << gigabytes(total) << " (KV caches and activations not counted)";
   return out.str();
 }
 

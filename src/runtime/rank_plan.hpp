@@ -28,4 +28,16 @@ RankPlan plan_rank(const RLHFConfig& config, int rank, int world_size, int local
 
 std::string describe_rank_plan(const RankPlan& plan, const RLHFConfig& config);
 
+// Parameter counts of the models an online job loads (the caller reads their config.json).
+struct ModelSizes {
+  int64_t policy = 0;
+  int64_t reward = 0;  // 0: no reward model
+  int64_t critic = 0;  // ppo.critic_model; 0: none (or a value head)
+};
+// What the rank holds for its roles and the estimated bytes of each (weights in the compute
+// dtype; gradients, fp32 masters and AdamW moments of what it trains, sharded as the strategy
+// shards them; KV caches and activations not counted), e.g.
+// "holds: policy 135.0M trained (weights 0.54 GB + gradients 0.54 GB + AdamW 1.08 GB) = 2.16 GB".
+std::string describe_rank_memory(const RankPlan& plan, const RLHFConfig& config, const ModelSizes& sizes);
+
 }  // namespace n3rlhf

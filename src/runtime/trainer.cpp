@@ -10,10 +10,15 @@
 
 #include "comm/communicator_factory.hpp"
 #include "core/config_schema.hpp"
+#include "core/fault_injection.hpp"
 #include "core/log.hpp"
 #include "io/batching_tensors.hpp"
 #include "model/checkpoint.hpp"
+#include "runtime/final_model.hpp"
+#include "runtime/out_of_memory.hpp"
+#include "runtime/periodic_evaluation.hpp"
 #include "runtime/reference_log_probs.hpp"
+#include "runtime/remote_outputs.hpp"
 #include "runtime/step_metrics.hpp"
 
 namespace n3rlhf {
@@ -34,16 +39,6 @@ std::set<int64_t> injected_nonfinite_steps() {
     if (!item.empty()) steps.insert(std::stoll(item));
   }
   return steps;
-}
-
-AdamWOptions adamw_options(const Hyperparameters& h) {
-  AdamWOptions adamw;
-  adamw.lr = h.learning_rate;
-  adamw.beta1 = h.adam_beta1;
-  adamw.beta2 = h.adam_beta2;
-  adamw.eps = h.adam_epsilon;
-  adamw.weight_decay = h.weight_decay;
-  return adamw;
 }
 
 // KTO's KL estimate is averaged over the data-parallel ranks inside the objective.
@@ -70,12 +65,21 @@ Trainer::Trainer(const RLHFConfig& config, const MpiEnvironment& mpi, const Trai
       device_(device_for_local_rank(mpi.local_rank(), config.hyperparameters.device)),
       communicator_(make_world_communicator(mpi, config.distributed, device_)),
       checkpoints_(config.output.dir + "/checkpoints", config.output.keep_last_checkpoints),
-      injected_nonfinite_steps_(injected_nonfinite_steps()) {
+      injected_nonfinite_steps_(injected_nonfinite_steps()),
+      early_stopping_(config.early_stopping) {
   if (device_.is_cpu()) set_cpu_threads_for_rank(mpi.local_size());
   torch::manual_seed(static_cast<uint64_t>(config.hyperparameters.seed));
   data_ = open_training_data(config, *communicator_);
   objective_ = TrainingObjective::create(config, objective_context(communicator_));
-  models_ = load_training_models(config, *objective_, device_, data_.total_steps, communicator_->rank());
+  early_stopping_.check_metric(objective_->metric_names());
+  if (early_stopping_.enabled() && !data_.eval_loader) {
+    throw ConfigurationError(ErrorCode::kIncompatibleOptions,
+                             "early stopping needs evaluations, but there is no evaluation batch: " +
+                                 std::to_string(data_.eval_examples.size()) + " evaluation example(s) for " +
+                                 std::to_string(communicator_->size()) + " rank(s)",
+                             {{"field", "early_stopping.patience"}});
+  }
+  models_ = load_training_models(config, ModelRequirements::of(*objective_), device_, data_.total_steps, communicator_->rank());
 
   // The engine shards what trains (the adapters, under PEFT) and leaves the frozen base alone;
   // AdamW steps the fp32 master shards it exposes.
@@ -103,6 +107,8 @@ Trainer::Trainer(const RLHFConfig& config, const MpiEnvironment& mpi, const Trai
     });
   }
 
+  evaluation_ = PeriodicEvaluation::create(
+      config, {policy, models_.reference.model, models_.adapters ? &*models_.adapters : nullptr}, communicator_, device_);
   if (communicator_->rank() == 0) {
     metrics_ = open_metrics_logger(metrics_options_from_config(config));
     metrics_->log_params(flatten_params(config_to_json(config)));
@@ -120,29 +126,13 @@ Trainer::Trainer(const RLHFConfig& config, const MpiEnvironment& mpi, const Trai
 
 Trainer::~Trainer() = default;
 
-// The newest checkpoint that verifies; corrupt newer ones are named and passed over. With
-// checkpoints but none valid, RLHF053 listing each and why: starting over would overwrite them,
-// the evidence of what went wrong, so that is left to a run without --resume.
 void Trainer::resume() {
-  std::vector<CorruptCheckpoint> skipped;
-  const std::optional<CheckpointInfo> latest = checkpoints_.latest_valid(&skipped);
-  if (latest) {
-    state_ = load_training_checkpoint(*latest, {*engine_, adalora_, config_, device_}, *communicator_);
+  if (std::optional<TrainerState> state = resume_training(checkpoints_, {*engine_, adalora_, config_, device_}, *communicator_)) {
+    state_ = *state;
     last_checkpoint_ = state_.step;
-    spdlog::info("resumed from {} at step {}{}", latest->directory, state_.step,
-                 skipped.empty() ? "" : fmt::format(" (passed over {} newer corrupt checkpoint(s))", skipped.size()));
-    return;
+    early_stopping_.restore(state_.loop);
+    checkpoints_.protect(early_stopping_.best_step());
   }
-  if (skipped.empty()) {
-    spdlog::warn("--resume: no checkpoint in {} yet; starting from step 0", checkpoints_.root());
-    return;
-  }
-  std::string list;
-  for (const CorruptCheckpoint& corrupt : skipped) list += "\n  " + corrupt.directory + ": " + corrupt.reason;
-  throw StorageError(ErrorCode::kArtifactCorruption,
-                     "--resume: no valid checkpoint in " + checkpoints_.root() + "; every one failed verification:" + list +
-                         "\nrun without --resume to start over from step 0 (new checkpoints then replace these)",
-                     {{"checkpoints", checkpoints_.root()}, {"skipped", std::to_string(skipped.size())}});
 }
 
 StepReport Trainer::step() {
@@ -152,6 +142,7 @@ StepReport Trainer::step() {
 
   // This rank's micro batches of the global batch, each weighted by its share of the slice.
   const int64_t epoch = state_.step / data_.steps_per_epoch;
+  fault_point("data_loading", communicator_->rank(), state_.step + 1);
   const std::vector<CollatedBatch> micro_batches = data_.train_loader->load_step(epoch, state_.step % data_.steps_per_epoch);
   std::vector<BatchTensors> batches;
   std::vector<double> units;
@@ -180,6 +171,7 @@ StepReport Trainer::step() {
   // The metrics first: a non-finite loss (seen by every rank after the reduction) discards the
   // step even when the gradients happen to be finite.
   StepReport report;
+  fault_point("collective", communicator_->rank(), state_.step + 1);
   report.values = metrics.reduce(*communicator_);
   report.tokens = metrics.reduce_tokens(*communicator_);
   const double loss = report.values["loss"];
@@ -251,18 +243,22 @@ std::map<std::string, double> Trainer::evaluate() {
 }
 
 void Trainer::save_checkpoint() {
+  early_stopping_.save(state_.loop);
   save_training_checkpoint(checkpoints_, state_, {*engine_, adalora_, config_, device_}, *communicator_);
   last_checkpoint_ = state_.step;
 }
 
 TrainSummary Trainer::train() {
   while (state_.step < data_.total_steps) {
+    phase_ = "step " + std::to_string(state_.step + 1) + " (forward, backward, optimizer)";
     const StepReport report = step();
     ++summary_.steps_run;
     summary_.final_loss = report.values.at("loss");
     log_step(report);
     const bool last = state_.step == data_.total_steps;
+    bool best = false;  // this step's evaluation is early stopping's new best: its checkpoint is kept
     if (data_.eval_loader && (state_.step % config_.logging.eval_interval == 0 || last)) {
+      phase_ = "evaluation at step " + std::to_string(state_.step);
       summary_.last_eval = evaluate();
       if (communicator_->rank() == 0) {
         metrics_->log_scalars(state_.step, summary_.last_eval);
@@ -270,9 +266,24 @@ TrainSummary Trainer::train() {
         for (const auto& [name, value] : summary_.last_eval) line += " " + name + "=" + std::to_string(value);
         spdlog::info("eval at step {}:{}", state_.step, line);
       }
+      best = early_stopping_.observe(state_.step, summary_.last_eval);
+      if (best) checkpoints_.protect(state_.step);
     }
-    if ((config_.logging.save_interval > 0 && state_.step % config_.logging.save_interval == 0) || last) save_checkpoint();
+    if (evaluation_ && evaluation_->due(state_.step, data_.total_steps)) {
+      phase_ = "generation evaluation at step " + std::to_string(state_.step);
+      evaluation_->maybe_run(state_.step, data_.total_steps, metrics_.get());
+    }
+    if ((config_.logging.save_interval > 0 && state_.step % config_.logging.save_interval == 0) || last || best) {
+      phase_ = "checkpoint at step " + std::to_string(state_.step);
+      save_checkpoint();
+    }
+    if (early_stopping_.should_stop() && !last) {
+      phase_ = "early stop at step " + std::to_string(state_.step);
+      stop_early();
+      break;
+    }
   }
+  phase_ = "final model save";
   summary_.final_step = state_.step;
   summary_.skipped_steps = state_.skipped_steps;
   if (progress_) progress_->finish();
@@ -280,45 +291,37 @@ TrainSummary Trainer::train() {
   return summary_;
 }
 
-// The final model, in Hugging Face format, in output.dir itself; under PEFT the adapter in PEFT's
-// format (adapter_config.json + adapter_model.safetensors) with the tokenizer files, which
-// `n3rlhf merge` folds into the base.
+void Trainer::stop_early() {
+  const int64_t best = *early_stopping_.best_step();
+  const CheckpointInfo info = checkpoints_.open(best);  // RLHF053 when it is gone or corrupt
+  summary_.early_stop = early_stopping_.stop_report(state_.step, info.directory);
+  if (best != state_.step) load_training_checkpoint(info, {*engine_, adalora_, config_, device_}, *communicator_);
+}
+
 void Trainer::save_final_model() {
-  const std::string output = config_.output.dir;
-  const std::string tokenizer_directory = fs::is_directory(tokenizer_path(config_)) ? tokenizer_path(config_) : config_.base_model;
-  CausalTransformer& policy = models_.policy.model;
-  const auto parameters = engine_->gathered_parameters();  // a collective under FSDP
-  if (communicator_->rank() == 0 && models_.adapters) {
-    std::map<std::string, torch::Tensor> gathered(parameters.begin(), parameters.end());
-    save_adapter(*models_.adapters, output, [&gathered](const std::string& name) { return gathered.at(name); });
-    copy_tokenizer_files(tokenizer_directory, output);
-    spdlog::info("adapter saved to {} (n3rlhf merge {} {} MERGED_DIR writes the merged model)", output, config_.base_model, output);
-  } else if (communicator_->rank() == 0) {
-    SaveOptions save;
-    save.max_shard_bytes = static_cast<uint64_t>(config_.output.max_shard_size_gb * (1ull << 30));
-    save.tokenizer_directory = tokenizer_directory;
-    policy->set_layer_executor(nullptr);
-    if (config_.distributed.strategy == ShardingStrategy::kFsdp) {
-      // The layers' own tensors are empty between uses: give them the gathered values.
-      torch::NoGradGuard no_grad;
-      auto named = policy->named_parameters(true);
-      for (const auto& [name, tensor] : parameters) {
-        if (auto* found = named.find(name)) found->set_data(tensor);
-      }
-    }
-    save_pretrained(policy, output, save);
-    spdlog::info("model saved to {}", output);
-  }
+  save_trained_model(config_, models_, *engine_, *communicator_);
   if (communicator_->rank() == 0) {
-    summary_.model_directory = output;
+    summary_.model_directory = config_.output.dir;
     metrics_->close(RunOutcome::kFinished);
   }
   communicator_->barrier()->wait();
+  if (communicator_->rank() == 0) {
+    std::map<std::string, double> final_metrics = summary_.last_eval;
+    final_metrics["loss"] = summary_.final_loss;
+    upload_final_outputs(config_, final_metrics);
+  }
 }
 
 TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, const TrainOptions& options) {
-  Trainer trainer(config, mpi, options);
-  return trainer.train();
+  std::unique_ptr<Trainer> trainer;
+  try {
+    trainer = std::make_unique<Trainer>(config, mpi, options);
+    return trainer->train();
+  } catch (...) {
+    rethrow_if_out_of_memory(std::current_exception(), config, mpi.rank(),
+                             trainer ? trainer->phase() : "set-up (data, models, engine, reference)");
+    throw;
+  }
 }
 
 }  // namespace n3rlhf

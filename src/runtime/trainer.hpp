@@ -18,6 +18,7 @@
 #include "io/metrics.hpp"
 #include "io/progress.hpp"
 #include "optim/lr_schedule.hpp"
+#include "runtime/early_stopping.hpp"
 #include "runtime/training_checkpoint.hpp"
 #include "runtime/training_setup.hpp"
 #include "shard/sharding_engine.hpp"
@@ -35,6 +36,9 @@ struct TrainSummary {
   int64_t skipped_steps = 0;  // non-finite steps discarded (hyperparameters.max_skipped_steps)
   std::map<std::string, double> last_eval;  // eval/ metrics of the last evaluation
   std::string model_directory;
+  // Set when early stopping ended the run (an orderly stop): its RLHF015 report, naming the best
+  // checkpoint, whose weights the final model has.
+  std::optional<TrainingError> early_stop;
 };
 
 // What one optimizer step reports: the objective's metrics averaged over every rank, and more.
@@ -43,6 +47,8 @@ struct StepReport {
   double tokens = 0.0;                   // real tokens trained on, over every rank
   double seconds = 0.0;
 };
+
+class PeriodicEvaluation;
 
 class Trainer {
  public:
@@ -62,6 +68,8 @@ class Trainer {
   StepReport step();
   // The objective's metrics over the evaluation set ("eval/..."). A collective.
   std::map<std::string, double> evaluate();
+  // What train() is doing now ("step 12", "evaluation at step 10", ...), for error reports.
+  const std::string& phase() const { return phase_; }
 
  private:
   void resume();
@@ -69,6 +77,8 @@ class Trainer {
   void save_checkpoint();
   void save_final_model();
   void skip_step(double loss, double grad_norm);
+  // Early stopping fired: the best evaluation's checkpoint is loaded (the final model's weights).
+  void stop_early();
 
   const RLHFConfig& config_;
   torch::Device device_;
@@ -85,11 +95,15 @@ class Trainer {
   AdaLoraAllocator* adalora_ = nullptr;  // the allocator whose schedule runs, if any
   std::unique_ptr<MetricsLogger> metrics_;  // rank 0
   std::optional<ProgressDisplay> progress_; // rank 0
+  std::unique_ptr<PeriodicEvaluation> evaluation_;  // the job's evaluation block, if any
   std::set<int64_t> injected_nonfinite_steps_;
+  EarlyStopping early_stopping_;
   TrainSummary summary_;
+  std::string phase_ = "set-up";
 };
 
-// Builds a Trainer and trains: the whole job of one rank.
+// Builds a Trainer and trains: the whole job of one rank. Running out of memory anywhere is
+// RLHF011 naming the rank, the phase and the settings that lower memory (out_of_memory.hpp).
 TrainSummary run_training(const RLHFConfig& config, const MpiEnvironment& mpi, const TrainOptions& options);
 
 }  // namespace n3rlhf

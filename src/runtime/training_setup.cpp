@@ -8,19 +8,15 @@
 #include "core/log.hpp"
 #include "io/prepare.hpp"
 #include "model/checkpoint.hpp"
+#include "runtime/remote_outputs.hpp"
 #include "runtime/reference_log_probs.hpp"
+#include "safety/safety_classifier.hpp"
 
 namespace n3rlhf {
 
 namespace {
 
 namespace fs = std::filesystem;
-
-torch::ScalarType compute_dtype(const RLHFConfig& config, const torch::Device& device) {
-  if (device.is_cuda() && config.hyperparameters.bf16) return torch::kBFloat16;
-  if (device.is_cuda() && config.hyperparameters.fp16) return torch::kFloat16;
-  return torch::kFloat32;
-}
 
 std::string reference_directory(const RLHFConfig& config) {
   return config.reference_model.empty() ? config.base_model : config.reference_model;
@@ -30,6 +26,7 @@ PretrainedModel load_reference(const RLHFConfig& config, const torch::Device& de
   LoadOptions options;
   options.device = device;
   options.dtype = compute_dtype(config, device);
+  options.timeout_s = config.distributed.model_load_timeout_s;
   PretrainedModel reference = load_pretrained(reference_directory(config), options);
   for (auto& parameter : reference.model->parameters()) parameter.set_requires_grad(false);
   reference.model->eval();
@@ -37,15 +34,25 @@ PretrainedModel load_reference(const RLHFConfig& config, const torch::Device& de
 }
 
 // Rank 0 prepares (or reuses) the data; the others wait and then open what it wrote.
-std::string prepared_directory(const RLHFConfig& config, const std::string& source, const std::string& split,
+std::string prepared_directory(const RLHFConfig& config, const std::string& configured_source, const std::string& split,
                                Communicator& communicator) {
+  // An s3:// / gs:// data set is read from its copy in the local cache, which rank 0 refreshes.
+  const std::string source = local_dataset_path(configured_source, /*fetch=*/false);
+  if (communicator.rank() == 0 && source != configured_source) local_dataset_path(configured_source, /*fetch=*/true);
   const std::string directory = default_prepared_dir(source, config.data.prepared_dir, split);
   const TokenizationSettings settings = TokenizationSettings::from_config(config);
   if (communicator.rank() == 0) {
+    // DPO-family, ORPO, reward, KTO and SFT jobs with a safety block judge their rows here.
+    const std::optional<PrepareSafetyFilter> safety = make_prepare_safety_filter(config);
     const PreparedLocation location = prepare_if_needed(source, directory, tokenizer_path(config), settings,
-                                                        OnStalePreparedData::kReprepare);
+                                                        OnStalePreparedData::kReprepare, 1, safety ? &*safety : nullptr);
     if (location.prepared_now) {
       spdlog::info("prepared {} ({} examples) into {}", source, location.manifest.counts.examples, location.directory);
+    }
+    if (safety) {
+      const PrepareCounts& counts = location.manifest.counts;
+      spdlog::info("safety filter on {}: {} of {} rows unsafe, {} dropped", source, counts.rows_unsafe, counts.rows_read,
+                   counts.rows_dropped_unsafe);
     }
     communicator.barrier()->wait();
     return location.directory;
@@ -70,11 +77,29 @@ std::unique_ptr<RankBatchLoader> eval_loader(const RLHFConfig& config, const Tra
 
 }  // namespace
 
+torch::ScalarType compute_dtype(const RLHFConfig& config, const torch::Device& device) {
+  if (device.is_cuda() && config.hyperparameters.bf16) return torch::kBFloat16;
+  if (device.is_cuda() && config.hyperparameters.fp16) return torch::kFloat16;
+  return torch::kFloat32;
+}
+
+ModelRequirements ModelRequirements::of(const TrainingObjective& objective) {
+  ModelRequirements needs;
+  needs.policy_head = objective.uses_score_head() ? HeadKind::kSequenceClassification : HeadKind::kCausalLM;
+  needs.reference = objective.needs_reference();
+  return needs;
+}
+
 std::string tokenizer_path(const RLHFConfig& config) { return config.tokenizer.empty() ? config.base_model : config.tokenizer; }
 
 TrainingData open_training_data(const RLHFConfig& config, Communicator& communicator) {
   if (config.dataset.path.empty()) {
     throw DatasetError(ErrorCode::kDatasetNotFound, "the job has no dataset path");
+  }
+  if (!config.eval_dataset.path.empty() && !fs::exists(config.eval_dataset.path)) {
+    throw EvaluationError(ErrorCode::kEvaluationDatasetUnavailable,
+                          "the evaluation data " + config.eval_dataset.path + " does not exist",
+                          {{"path", config.eval_dataset.path}, {"field", "eval_dataset"}});
   }
   const int rank = communicator.rank();
   const int world = communicator.size();
@@ -109,21 +134,43 @@ TrainingData open_training_data(const RLHFConfig& config, Communicator& communic
   return data;
 }
 
-TrainingModels load_training_models(const RLHFConfig& config, const TrainingObjective& objective, const torch::Device& device,
+AdamWOptions adamw_options(const Hyperparameters& h) {
+  AdamWOptions adamw;
+  adamw.lr = h.learning_rate;
+  adamw.beta1 = h.adam_beta1;
+  adamw.beta2 = h.adam_beta2;
+  adamw.eps = h.adam_epsilon;
+  adamw.weight_decay = h.weight_decay;
+  return adamw;
+}
+
+TrainingModels load_training_models(const RLHFConfig& config, const ModelRequirements& needs, const torch::Device& device,
                                     int64_t total_steps, int rank) {
   LoadOptions options;
   options.device = device;
   options.dtype = compute_dtype(config, device);
-  if (objective.uses_score_head()) {
-    options.head = HeadKind::kSequenceClassification;
-    options.num_labels = 1;
+  options.timeout_s = config.distributed.model_load_timeout_s;  // RLHF032 past it
+  if (needs.policy_head != HeadKind::kCausalLM) options.head = needs.policy_head;  // else as config.json says
+  if (needs.policy_head == HeadKind::kSequenceClassification) options.num_labels = 1;
+  // The job's own tokenizer (when it names one) must fit the model's embedding: RLHF033 names both.
+  if (!config.tokenizer.empty()) {
+    fs::path tokenizer = config.tokenizer;
+    if (!fs::is_directory(tokenizer)) tokenizer = tokenizer.parent_path();
+    options.tokenizer_vocab_size = tokenizer_json_vocab_size(tokenizer.string());
   }
   TrainingModels models;
-  models.policy = load_pretrained(config.base_model, options);
+  try {
+    models.policy = load_pretrained(config.base_model, options);
+  } catch (const ModelError& error) {
+    if (error.code() != ErrorCode::kTokenizerMismatch || config.tokenizer.empty()) throw;
+    ErrorContext context = error.context();
+    context.emplace_back("tokenizer", config.tokenizer);
+    throw ModelError(error.code(), error.message() + " (tokenizer " + config.tokenizer + ")", context);
+  }
   // With precomputed reference log-probs the reference is loaded only if a cache must be made;
   // under PEFT the reference is the policy with its adapters off unless the job names another.
   const bool adapter_reference = config.peft.method != PeftMethod::kNone && config.reference_model.empty();
-  if (objective.needs_reference() && !config.dpo.precompute_ref_log_probs && !adapter_reference) {
+  if (needs.reference && !config.dpo.precompute_ref_log_probs && !adapter_reference) {
     models.reference = load_reference(config, device);
   }
   for (const std::string& note : models.policy.notes) spdlog::info("{}", note);
@@ -139,7 +186,7 @@ TrainingModels load_training_models(const RLHFConfig& config, const TrainingObje
   // parameters FSDP keeps sharded between a layer's uses (embeddings and heads stay whole).
   // Which modules those are is known once the adapter's patterns met the model.
   for (const std::string& module : adapters.modules_to_save().module_paths()) {
-    if (objective.needs_reference() && config.reference_model.empty() && config.distributed.strategy == ShardingStrategy::kFsdp &&
+    if (needs.reference && config.reference_model.empty() && config.distributed.strategy == ShardingStrategy::kFsdp &&
         module_layer_index(module, {})) {
       throw ConfigurationError(ErrorCode::kIncompatibleOptions,
                                "a module to save inside a decoder layer cannot switch to its original for the reference "

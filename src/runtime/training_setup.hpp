@@ -16,6 +16,7 @@
 #include "algos/objective.hpp"
 #include "comm/communicator.hpp"
 #include "core/config.hpp"
+#include "optim/optimizer.hpp"
 #include "io/batching.hpp"
 #include "io/prepared_dataset.hpp"
 #include "io/reference_cache.hpp"
@@ -51,10 +52,24 @@ struct TrainingModels {
   std::optional<AdapterSet> adapters;  // peft.method other than none: only these train
 };
 
+// What the algorithm asks of the models: the policy's head and whether a frozen reference runs
+// in the steps.
+struct ModelRequirements {
+  HeadKind policy_head = HeadKind::kCausalLM;
+  bool reference = false;
+  static ModelRequirements of(const TrainingObjective& objective);
+};
+
 // The policy in train mode (with its adapters attached, before the engine shards what trains)
-// and, when the objective runs one in its steps, the frozen reference.
-TrainingModels load_training_models(const RLHFConfig& config, const TrainingObjective& objective, const torch::Device& device,
+// and, when the algorithm runs one in its steps, the frozen reference.
+// The job's AdamW settings (learning rate, betas, epsilon, weight decay); both trainers' optimizer.
+AdamWOptions adamw_options(const Hyperparameters& h);
+
+TrainingModels load_training_models(const RLHFConfig& config, const ModelRequirements& needs, const torch::Device& device,
                                     int64_t total_steps, int rank);
+
+// The dtype the job computes in on `device` (bf16/fp16 on a GPU when asked, else float32).
+torch::ScalarType compute_dtype(const RLHFConfig& config, const torch::Device& device);
 
 // The reference the steps read, and the log-probs caches when dpo.precompute_ref_log_probs.
 struct StepReference {

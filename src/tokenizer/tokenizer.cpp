@@ -14,11 +14,13 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/input_file.hpp"
 #include "core/sha256.hpp"
 #include "tokenizer/tokenizer_added_tokens.hpp"
 #include "tokenizer/tokenizer_bpe.hpp"
 #include "tokenizer/tokenizer_components.hpp"
 #include "tokenizer/tokenizer_unicode.hpp"
+#include "tokenizer/tokenizer_wordpiece.hpp"
 
 namespace n3rlhf {
 
@@ -86,11 +88,7 @@ struct Padding {
 };
 
 std::string read_whole_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw ModelError(ErrorCode::kModelNotFound, "cannot read " + path.string(), {{"path", path.string()}});
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
+  return read_input_file(path.string(), InputKind::kTokenizer);
 }
 
 }  // namespace
@@ -99,7 +97,7 @@ struct TokenizerImpl {
   std::string content_hash;
   std::unique_ptr<Normalizer> normalizer;
   std::unique_ptr<PreTokenizer> pre_tokenizer;
-  std::unique_ptr<BpeModel> model;
+  std::unique_ptr<TokenModel> model;  // BPE or WordPiece
   std::unique_ptr<PostProcessor> post_processor;
   std::unique_ptr<Decoder> decoder;
   std::unique_ptr<AddedTokenMatcher> raw_matcher;         // tokens with normalized=false
@@ -113,7 +111,10 @@ struct TokenizerImpl {
   int64_t vocab_size = 0;
   mutable EncodeStatePool pool;
 
-  void encode(std::string_view text, bool add_special_tokens, bool want_tokens, TokenSequence& out) const;
+  // `truncate_to`: transformers' tokenizer(text, truncation=True, max_length=N) instead of
+  // tokenizer.json's truncation and padding.
+  void encode(std::string_view text, bool add_special_tokens, bool want_tokens, TokenSequence& out,
+              std::optional<size_t> truncate_to = std::nullopt) const;
   void encode_piece(std::string_view piece, bool at_text_start, bool want_tokens, EncodeState& state, TokenSequence& out) const;
   void model_piece(std::string_view piece, bool at_text_start, bool want_tokens, EncodeState& state, TokenSequence& out) const;
   std::optional<int32_t> token_to_id(std::string_view token) const;
@@ -174,7 +175,8 @@ void TokenizerImpl::encode_piece(std::string_view piece, bool at_text_start, boo
   }
 }
 
-void TokenizerImpl::encode(std::string_view input, bool add_special_tokens, bool want_tokens, TokenSequence& out) const {
+void TokenizerImpl::encode(std::string_view input, bool add_special_tokens, bool want_tokens, TokenSequence& out,
+                           std::optional<size_t> truncate_to) const {
   std::string repaired;
   std::string_view text = input;
   if (!is_valid_utf8(input)) {
@@ -210,6 +212,8 @@ void TokenizerImpl::encode(std::string_view input, bool add_special_tokens, bool
   if (pooled) pool.release(slot);
 
   const size_t added = add_special_tokens && post_processor ? post_processor->added_token_count() : 0;
+  std::optional<Truncation> truncation = this->truncation;
+  if (truncate_to) truncation = Truncation{*truncate_to, Direction::kRight};
   if (truncation) {
     if (truncation->max_length < added)
       throw ModelError(ErrorCode::kTokenizerMismatch, "truncation max_length is smaller than the special tokens the template adds",
@@ -227,7 +231,7 @@ void TokenizerImpl::encode(std::string_view input, bool add_special_tokens, bool
     }
   }
   if (add_special_tokens && post_processor) post_processor->process(out, want_tokens);
-  if (padding) {
+  if (padding && !truncate_to) {
     size_t length = padding->fixed_length.value_or(out.ids.size());
     if (padding->multiple_of > 0 && length % padding->multiple_of != 0) length += padding->multiple_of - length % padding->multiple_of;
     if (out.ids.size() < length) {
@@ -266,7 +270,7 @@ std::shared_ptr<TokenizerImpl> build(const std::string& json_text, const nlohman
   try {
     json = nlohmann::json::parse(json_text);
   } catch (const nlohmann::json::exception& error) {
-    throw ModelError(ErrorCode::kTokenizerMismatch, std::string("tokenizer.json is not valid JSON: ") + error.what(),
+    throw ModelError(ErrorCode::kTokenizerMismatch, std::string("tokenizer.json is not valid JSON: ") + excerpt(error.what()),
                      {{"component", "tokenizer.json"}});
   }
   if (!json.is_object()) throw_unsupported("tokenizer.json", "?", "the document is not a JSON object");
@@ -275,7 +279,8 @@ std::shared_ptr<TokenizerImpl> build(const std::string& json_text, const nlohman
   try {
     const auto& model_json = require_field(json, "model", "model");
     const std::string model_type = model_json.value("type", std::string(model_json.contains("merges") ? "BPE" : "?"));
-    if (model_type != "BPE") throw_unsupported("model", model_type, "only the BPE model is implemented");
+    if (model_type != "BPE" && model_type != "WordPiece")
+      throw_unsupported("model", model_type, "only the BPE and WordPiece models are implemented");
 
     const auto section = [&](const char* key) -> const nlohmann::json& {
       static const nlohmann::json null_json;
@@ -283,8 +288,12 @@ std::shared_ptr<TokenizerImpl> build(const std::string& json_text, const nlohman
     };
     impl->normalizer = make_normalizer(section("normalizer"));
     bool byte_level_deferred = false;
-    impl->pre_tokenizer = make_pre_tokenizer(section("pre_tokenizer"), true, &byte_level_deferred);
-    impl->model = BpeModel::from_json(model_json, byte_level_deferred);
+    impl->pre_tokenizer = make_pre_tokenizer(section("pre_tokenizer"), model_type == "BPE", &byte_level_deferred);
+    if (model_type == "WordPiece") {
+      impl->model = WordPieceModel::from_json(model_json);
+    } else {
+      impl->model = BpeModel::from_json(model_json, byte_level_deferred);
+    }
     impl->post_processor = make_post_processor(section("post_processor"));
     impl->decoder = make_decoder(section("decoder"));
 
@@ -389,20 +398,28 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   fs::path file = path;
   std::error_code error;
   if (fs::is_directory(file, error)) file /= "tokenizer.json";
-  if (!fs::is_regular_file(file, error))
+  if (!fs::exists(file, error))
     throw ModelError(ErrorCode::kModelNotFound, "tokenizer.json not found at " + file.string(), {{"path", file.string()}});
   const std::string text = tokenizer_detail::read_whole_file(file);
   nlohmann::json config;
   const fs::path config_path = file.parent_path() / "tokenizer_config.json";
-  if (fs::is_regular_file(config_path, error)) {
+  if (fs::exists(config_path, error)) {
     try {
       config = nlohmann::json::parse(tokenizer_detail::read_whole_file(config_path));
     } catch (const nlohmann::json::exception& parse_error) {
-      throw ModelError(ErrorCode::kTokenizerMismatch, std::string("tokenizer_config.json is not valid JSON: ") + parse_error.what(),
+      throw ModelError(ErrorCode::kTokenizerMismatch,
+                       config_path.string() + " is not valid JSON: " + excerpt(parse_error.what()),
                        {{"path", config_path.string()}});
     }
   }
-  return Tokenizer(tokenizer_detail::build(text, config));
+  try {
+    return Tokenizer(tokenizer_detail::build(text, config));
+  } catch (const ModelError& failure) {
+    // build() knows the text, not the file: the message names it.
+    ErrorContext context = failure.context();
+    context.emplace_back("path", file.string());
+    throw ModelError(failure.code(), failure.message() + " (in " + file.string() + ")", context);
+  }
 }
 
 Tokenizer Tokenizer::from_json_text(std::string_view json_text) {
@@ -412,6 +429,12 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text) {
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special_tokens) const {
   tokenizer_detail::TokenSequence sequence;
   impl_->encode(text, add_special_tokens, false, sequence);
+  return std::move(sequence.ids);
+}
+
+std::vector<int32_t> Tokenizer::encode_truncated(std::string_view text, size_t max_length) const {
+  tokenizer_detail::TokenSequence sequence;
+  impl_->encode(text, true, false, sequence, max_length);
   return std::move(sequence.ids);
 }
 

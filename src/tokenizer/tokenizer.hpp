@@ -1,4 +1,4 @@
-// tokenizer.hpp: the Hugging Face tokenizer.json reader (BPE model with its normalizers,
+// tokenizer.hpp: the Hugging Face tokenizer.json reader (BPE or WordPiece model with its normalizers,
 // pre-tokenizers, added tokens, post-processors and decoders) that encodes and decodes exactly as
 // the `tokenizers` library does. No libtorch: tools that only tokenize stay light.
 #pragma once
@@ -28,6 +28,11 @@ class Tokenizer {
   // Invalid UTF-8 in `text` is replaced by U+FFFD (one per maximal invalid subsequence, as
   // Python's errors="replace" does) before encoding; it never throws for any byte string.
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  // As transformers' tokenizer(text, truncation=True, max_length=max_length) encodes for a
+  // classifier: special tokens added, at most max_length ids (the text's own tokens cut on the
+  // right), tokenizer.json's truncation and padding not applied. RLHF033 when max_length is smaller
+  // than the special tokens the template adds.
+  std::vector<int32_t> encode_truncated(std::string_view text, size_t max_length) const;
   std::vector<std::string> encode_to_tokens(std::string_view text, bool add_special_tokens) const;
   // Ids outside the vocabulary are skipped, as the tokenizers library does.
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;

@@ -65,18 +65,29 @@ struct BpeScratch {
   std::string text;
 };
 
-class BpeModel {
+// The model stage of tokenizer.json: one pre-tokenized word in, its ids out (BPE, WordPiece).
+class TokenModel {
+ public:
+  virtual ~TokenModel() = default;
+  // Appends the ids of one pre-tokenized word; `cache` (word -> ids) may be null.
+  virtual void tokenize(std::string_view word, BpeCache* cache, BpeScratch& scratch, std::vector<int32_t>& ids) const = 0;
+  virtual int32_t token_to_id(std::string_view token) const = 0;  // -1 when absent
+  virtual const std::string* id_to_token(int32_t id) const = 0;   // nullptr when absent
+  virtual size_t vocab_size() const = 0;
+};
+
+class BpeModel final : public TokenModel {
  public:
   // `raw_byte_input`: words arrive as raw bytes and the model applies the byte-level alphabet
   // itself (the final ByteLevel pre-tokenizer step was deferred to it).
   static std::unique_ptr<BpeModel> from_json(const nlohmann::json& model, bool raw_byte_input);
 
   // Appends the ids of one pre-tokenized word.
-  void tokenize(std::string_view word, BpeCache* cache, BpeScratch& scratch, std::vector<int32_t>& ids) const;
+  void tokenize(std::string_view word, BpeCache* cache, BpeScratch& scratch, std::vector<int32_t>& ids) const override;
 
-  int32_t token_to_id(std::string_view token) const { return vocab_.find(token); }
-  const std::string* id_to_token(int32_t id) const;
-  size_t vocab_size() const { return vocab_.size(); }
+  int32_t token_to_id(std::string_view token) const override { return vocab_.find(token); }
+  const std::string* id_to_token(int32_t id) const override;
+  size_t vocab_size() const override { return vocab_.size(); }
   // Every (token, id) of the vocabulary, for the tokenizer's added-token bookkeeping.
 
  private:

@@ -1,5 +1,5 @@
 // tokenizer_decoders.cpp: the decoders of tokenizer.json: ByteLevel, Replace, ByteFallback, Fuse,
-// Strip, Metaspace, BPEDecoder and Sequence, each as tokenizers' decode_chain; others are RLHF033.
+// Strip, Metaspace, BPEDecoder, WordPiece and Sequence, each as tokenizers' decode_chain; others are RLHF033.
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
@@ -182,6 +182,38 @@ class BpeSuffixDecoder final : public Decoder {
   std::string suffix_;
 };
 
+// WordPiece: "##" pieces join the token before them, other tokens get a space; with cleanup, the
+// spaces before punctuation and contractions go (tokenizers' wordpiece::cleanup, per token).
+class WordPieceDecoder final : public Decoder {
+ public:
+  WordPieceDecoder(std::string prefix, bool cleanup) : prefix_(std::move(prefix)), cleanup_(cleanup) {}
+  void decode_chain(std::vector<std::string>& tokens) const override {
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      std::string& token = tokens[i];
+      if (i != 0) {
+        if (!prefix_.empty() && token.compare(0, prefix_.size(), prefix_) == 0) {
+          token.erase(0, prefix_.size());
+        } else {
+          token.insert(0, " ");
+        }
+      }
+      if (cleanup_) token = cleanup(token);
+    }
+  }
+
+ private:
+  static std::string cleanup(const std::string& text) {
+    static const std::pair<const char*, const char*> kReplacements[] = {
+        {" .", "."},  {" ?", "?"},   {" !", "!"},   {" ,", ","},   {" ' ", "'"},   {" n't", "n't"},
+        {" 'm", "'m"}, {" do not", " don't"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+    std::string out = text;
+    for (const auto& [from, to] : kReplacements) out = replace_all(out, from, to);
+    return out;
+  }
+  std::string prefix_;
+  bool cleanup_;
+};
+
 }  // namespace
 
 std::unique_ptr<Decoder> make_decoder(const nlohmann::json& json) {
@@ -222,6 +254,7 @@ std::unique_ptr<Decoder> make_decoder(const nlohmann::json& json) {
     }
     return std::make_unique<MetaspaceDecoder>(replacement, strip_first);
   }
+  if (type == "WordPiece") return std::make_unique<WordPieceDecoder>(json.value("prefix", std::string("##")), json.value("cleanup", true));
   if (type == "BPEDecoder") return std::make_unique<BpeSuffixDecoder>(json.value("suffix", std::string("</w>")));
   throw_unsupported(kComponent, type, "this decoder type is not implemented");
 }

@@ -1,8 +1,10 @@
 // tokenizer_normalizers.cpp: the normalizers of tokenizer.json: Sequence, Prepend, Replace
-// (string or regex), Strip, and NFC/NFD/NFKC/NFKD; any other type is RLHF033.
+// (string or regex), Strip, NFC/NFD/NFKC/NFKD, and BERT's (BertNormalizer, Lowercase, StripAccents;
+// tokenizer_bert.cpp); any other type is RLHF033.
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "tokenizer/tokenizer_bert.hpp"
 #include "tokenizer/tokenizer_components.hpp"
 #include "tokenizer/tokenizer_unicode.hpp"
 #include "tokenizer/tokenizer_unicode_normalization.hpp"
@@ -134,6 +136,9 @@ std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& json) {
     throw_unsupported(kComponent, type, "the pattern is neither {\"String\": ...} nor {\"Regex\": ...}");
   }
   if (type == "Strip") return std::make_unique<StripNormalizer>(json.value("strip_left", true), json.value("strip_right", true));
+  if (type == "BertNormalizer") return make_bert_normalizer(json);
+  if (type == "Lowercase") return make_lowercase_normalizer();
+  if (type == "StripAccents") return make_strip_accents_normalizer();
   if (type == "NFC") return std::make_unique<UnicodeNormalizer>(UnicodeForm::kNFC);
   if (type == "NFD") return std::make_unique<UnicodeNormalizer>(UnicodeForm::kNFD);
   if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(UnicodeForm::kNFKC);

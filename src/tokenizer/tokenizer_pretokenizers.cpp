@@ -1,11 +1,13 @@
 // tokenizer_pretokenizers.cpp: the pre-tokenizers of tokenizer.json: ByteLevel (GPT-2 regex,
 // add_prefix_space), Split (string or regex, every delimiter behavior, invert), Metaspace, Digits,
-// WhitespaceSplit, CharDelimiterSplit and Sequence; any other type is RLHF033.
+// WhitespaceSplit, CharDelimiterSplit, BertPreTokenizer (tokenizer_bert.cpp) and Sequence; any
+// other type is RLHF033.
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "tokenizer/tokenizer_bert.hpp"
 #include "tokenizer/tokenizer_byte_level.hpp"
 #include "tokenizer/tokenizer_components.hpp"
 #include "tokenizer/tokenizer_unicode.hpp"
@@ -328,6 +330,7 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const nlohmann::json& json, boo
     }
     return std::make_unique<MetaspacePreTokenizer>(replacement, scheme, json.value("split", true));
   }
+  if (type == "BertPreTokenizer") return make_bert_pre_tokenizer();
   if (type == "Digits") return std::make_unique<DigitsPreTokenizer>(json.value("individual_digits", false));
   if (type == "WhitespaceSplit") return make_character_split([](uint32_t c) { return is_white_space(c); }, SplitBehavior::kRemoved);
   if (type == "CharDelimiterSplit") {

@@ -1,6 +1,8 @@
 // comm_timeout_test.cpp: runs comm_timeout_probe under mpirun with one rank skipping an
 // all-reduce, and checks that the others raise RLHF014 naming that rank, and that the job ends
 // with a non-zero status rather than hanging (a `timeout` wrapper turns a hang into a failure).
+// And comm_peer_failure_probe: a rank that fails in its own code ends the other's waiting
+// collective with its own error within seconds, on MPI and (2 GPUs) on NCCL.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -61,5 +63,27 @@ TEST(CollectiveTimeout, AStuckRankDoesNotHoldTheJob) {
   EXPECT_NE(outcome.output.find("ranks that did not arrive: rank 1"), std::string::npos) << outcome.output;
   EXPECT_NE(outcome.output.find("aborting it with status 1"), std::string::npos) << outcome.output;
 }
+
+// Rank 1 announces an RLHF022 while rank 0 waits in an all-reduce (timeout 120 s): rank 0 reports
+// rank 1's error, within seconds, and the job ends with status 1.
+void expect_peer_failure_ends_the_wait(const std::string& backend) {
+  const Outcome outcome = run("timeout 120 " N3RLHF_MPIEXEC " --allow-run-as-root --oversubscribe -np 2 " N3RLHF_PEER_FAILURE_PROBE " " +
+                              backend);
+  if (outcome.status == 77 || outcome.output.find("needs 2 GPUs") != std::string::npos) GTEST_SKIP() << outcome.output;
+  EXPECT_EQ(outcome.status, 1) << outcome.output;
+  EXPECT_NE(outcome.output.find("rank 0: error[RLHF022]: [RLHF022] rank 1 failed: the data lacks the column"), std::string::npos)
+      << outcome.output;
+  EXPECT_EQ(outcome.output.find("RLHF014"), std::string::npos) << outcome.output;
+  EXPECT_EQ(outcome.output.find("finished without rank 1"), std::string::npos) << outcome.output;
+  const size_t after = outcome.output.find(" after ");
+  ASSERT_NE(after, std::string::npos) << outcome.output;
+  EXPECT_LT(std::stoi(outcome.output.substr(after + 7)), 20) << outcome.output;
+  EXPECT_EQ(count(outcome.output, "exit status 1"), 2u) << outcome.output;
+}
+
+TEST(PeerFailure, AnAnnouncedFailureEndsAWaitingMpiCollective) { expect_peer_failure_ends_the_wait("mpi"); }
+
+// Owed on a machine with 2 GPUs (docs/reliability.md): skipped with fewer.
+TEST(PeerFailure, AnAnnouncedFailureEndsAWaitingNcclCollective) { expect_peer_failure_ends_the_wait("nccl"); }
 
 }  // namespace

@@ -1,7 +1,10 @@
 // role_groups_test.cpp: role sub-communicators and channels on 4 MPI ranks: a split layout
-// policy 2 + rollout 1 + reference 1, the policy -> rollout weight broadcast, role-to-role
-// point to point, a colocated PPO layout, and the defensive layout check.
+// policy 2 + rollout 1 + reference 1 (the reward on the rollout's rank, as it has no ranks of its
+// own), the policy -> rollout weight broadcast, role-to-role point to point, a colocated PPO
+// layout, and the defensive layout check.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "comm/comm_test_world.hpp"
 #include "comm/role_groups.hpp"
@@ -33,12 +36,15 @@ TEST(RoleGroups, SplitLayoutGivesEachRoleItsRanks) {
   EXPECT_EQ(roles.ranks_of(Role::kPolicy), (std::vector<int>{0, 1}));
   EXPECT_EQ(roles.ranks_of(Role::kRollout), (std::vector<int>{2}));
   EXPECT_EQ(roles.ranks_of(Role::kReference), (std::vector<int>{3}));
-  EXPECT_TRUE(roles.ranks_of(Role::kReward).empty());
-  const Role mine = rank < 2 ? Role::kPolicy : rank == 2 ? Role::kRollout : Role::kReference;
-  EXPECT_EQ(roles.roles(), std::vector<Role>{mine});
+  EXPECT_EQ(roles.ranks_of(Role::kReward), (std::vector<int>{2}));  // reward: 0 shares the rollout's ranks
+  const std::vector<Role> mine = rank < 2 ? std::vector<Role>{Role::kPolicy}
+                                 : rank == 2 ? std::vector<Role>{Role::kRollout, Role::kReward}
+                                             : std::vector<Role>{Role::kReference};
+  EXPECT_EQ(roles.roles(), mine);
   for (Role role : all_roles()) {
     Communicator* group = roles.group(role);
-    if (role != mine) {
+    EXPECT_EQ(roles.index_in(role), roles.plays(role) ? static_cast<int>(std::find(roles.ranks_of(role).begin(), roles.ranks_of(role).end(), rank) - roles.ranks_of(role).begin()) : -1);
+    if (std::find(mine.begin(), mine.end(), role) == mine.end()) {
       EXPECT_EQ(group, nullptr) << role_name(role);
       continue;
     }
@@ -80,8 +86,8 @@ TEST(RoleGroups, SplitLayoutGivesEachRoleItsRanks) {
     EXPECT_FLOAT_EQ(log_probs[11].item<float>(), -11.0f);
   }
   try {
-    roles.send_to(Role::kReward, 0, torch::ones({1}));
-    ADD_FAILURE() << "the reward role has no ranks in this layout";
+    roles.send_to(Role::kReward, 1, torch::ones({1}));
+    ADD_FAILURE() << "the reward role has one rank in this layout";
   } catch (const TrainingError& error) {
     EXPECT_EQ(error.code(), ErrorCode::kDistributedSyncFailure);
   }

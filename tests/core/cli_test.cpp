@@ -66,7 +66,7 @@ TEST(Cli, ValidateUsageErrors) {
   EXPECT_EQ(run_clean(binary("n3rlhf") + " validate --bogus x").exit_status, 2);
   const CommandResult missing = run_clean(binary("n3rlhf") + " validate /nonexistent.n3");
   EXPECT_EQ(missing.exit_status, 2);
-  EXPECT_NE(missing.err.find("cannot read job file '/nonexistent.n3'"), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("job file /nonexistent.n3 does not exist"), std::string::npos) << missing.err;
   const CommandResult unknown = run_clean(binary("n3rlhf") + " valdate x");
   EXPECT_EQ(unknown.exit_status, 2);
   EXPECT_NE(unknown.err.find("did you mean 'validate'?"), std::string::npos);

@@ -253,6 +253,12 @@ TEST_P(ValidationRules, RefusesTheJob) {
 INSTANTIATE_TEST_SUITE_P(
     All, ValidationRules,
     ::testing::Values(
+        RuleCase{"early_stopping_online", "grpo", "reward_model: \"rm\" early_stopping: { patience: 3 }", 0, ErrorCode::kIncompatibleOptions, "early stopping watches the evaluations of the offline algorithms"},
+        RuleCase{"early_stopping_without_evaluations", "dpo", "early_stopping: { patience: 3 } logging: { eval_interval: 0 }", 0, ErrorCode::kIncompatibleOptions, "logging.eval_interval is 0"},
+        RuleCase{"early_stopping_without_eval_data", "dpo", "early_stopping: { patience: 3 } data: { eval_fraction: 0.0 }", 0, ErrorCode::kIncompatibleOptions, "early stopping needs evaluation data"},
+        RuleCase{"early_stopping_metric_not_eval", "dpo", "early_stopping: { patience: 3 metric: \"loss\" }", 0, ErrorCode::kInvalidHyperparameter, "is not an evaluation metric (eval/...)"},
+        RuleCase{"early_stopping_negative_delta", "dpo", "early_stopping: { patience: 3 min_delta: -0.1 }", 0, ErrorCode::kInvalidHyperparameter, "'early_stopping.min_delta' = -0.1 is out of range"},
+        RuleCase{"model_load_timeout_negative", "dpo", "distributed: { model_load_timeout_s: -1 }", 0, ErrorCode::kInvalidHyperparameter, "'distributed.model_load_timeout_s' = -1"},
         RuleCase{"fp16_with_bf16", "dpo", "hyperparameters: { bf16: true fp16: true }", 0, ErrorCode::kIncompatibleOptions, "bf16 and fp16"},
         RuleCase{"mixed_precision_on_cpu", "dpo", "hyperparameters: { bf16: true device: \"cpu\" }", 0, ErrorCode::kIncompatibleOptions, "mixed precision"},
         RuleCase{"ppo_without_reward", "ppo", "", 0, ErrorCode::kIncompatibleOptions, "ppo needs a reward"},
@@ -264,6 +270,10 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"mini_batch_whole_groups", "grpo", "reward_model: \"rm\" ppo: { rollout_batch_size: 8 mini_batch_size: 4 } grpo: { num_generations: 8 }", 0, ErrorCode::kIncompatibleOptions, "whole groups"},
         RuleCase{"overlong_buffer_too_long", "grpo", "reward_model: \"rm\" ppo: { max_new_tokens: 64 } grpo: { overlong_buffer_len: 64 }", 0, ErrorCode::kIncompatibleOptions, "below ppo.max_new_tokens"},
         RuleCase{"delta_inside_clip", "grpo", "reward_model: \"rm\" grpo: { epsilon_high: 0.28 delta: 1.2 }", 0, ErrorCode::kIncompatibleOptions, "exceed 1 + epsilon_high"},
+        RuleCase{"generation_over_safety_cap", "grpo", "reward_model: \"rm\" ppo: { max_new_tokens: 600 } safety: { enable_content_filter: true blocklist: [\"x\"] max_generation_length: 512 }", 0, ErrorCode::kIncompatibleOptions, "the cap on generation under the safety filter"},
+        RuleCase{"critic_model_for_grpo", "grpo", "reward_model: \"rm\" ppo: { critic_model: \"rm\" }", 0, ErrorCode::kIncompatibleOptions, "ppo.critic_model applies to ppo"},
+        RuleCase{"critic_lr_without_critic", "ppo", "reward_model: \"rm\" ppo: { critic_learning_rate: 1e-5 }", 0, ErrorCode::kIncompatibleOptions, "there is none"},
+        RuleCase{"gen_batches_without_dynamic_sampling", "grpo", "reward_model: \"rm\" grpo: { max_num_gen_batches: 3 }", 0, ErrorCode::kIncompatibleOptions, "dynamic sampling, which is off"},
         RuleCase{"dynamic_sampling_rloo", "rloo", "reward_model: \"rm\" grpo: { dynamic_sampling: true }", 0, ErrorCode::kIncompatibleOptions, "applies to grpo"},
         RuleCase{"dual_clip_at_most_one", "ppo", "reward_model: \"rm\" ppo: { dual_clip: 1.0 }", 0, ErrorCode::kInvalidHyperparameter, "'ppo.dual_clip' = 1.0 is out of range (1, inf)"},
         RuleCase{"one_generation", "grpo", "reward_model: \"rm\" grpo: { num_generations: 1 }", 0, ErrorCode::kInvalidHyperparameter, "'grpo.num_generations' = 1 is out of range"},
@@ -288,14 +298,58 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"counts_without_split", "dpo", "distributed: { layout: { kind: \"colocated\" policy: 2 } }", 0, ErrorCode::kIncompatibleOptions, "role counts are given"},
         RuleCase{"local_backend_many_ranks", "dpo", "distributed: { backend: \"local\" }", 2, ErrorCode::kIncompatibleOptions, "world of one"},
         RuleCase{"nccl_on_cpu", "dpo", "distributed: { backend: \"nccl\" } hyperparameters: { device: \"cpu\" }", 0, ErrorCode::kIncompatibleOptions, "NCCL moves CUDA tensors"},
-        RuleCase{"split_without_reference", "ppo", "reward_model: \"rm\" distributed: { layout: { policy: 1 rollout: 1 reward: 1 } }", 3, ErrorCode::kIncompatibleOptions, "needs a reference rank"},
-        RuleCase{"split_without_reward", "ppo", "reward_model: \"rm\" distributed: { layout: { policy: 1 rollout: 1 reference: 1 } }", 3, ErrorCode::kIncompatibleOptions, "needs a reward rank"},
+        RuleCase{"split_prompts_uneven", "ppo", "reward_model: \"rm\" ppo: { rollout_batch_size: 4 } distributed: { layout: { policy: 1 rollout: 3 } }", 4, ErrorCode::kIncompatibleOptions, "3 ranks of distributed.layout.rollout"},
+        RuleCase{"async_without_split", "grpo", "ppo: { async_steps: 1 }", 0, ErrorCode::kIncompatibleOptions, "overlaps the rollout ranks' generation"},
+        RuleCase{"weight_sync_without_split", "grpo", "distributed: { weight_sync_bucket_mb: 8 }", 0, ErrorCode::kIncompatibleOptions, "weight_sync_bucket_mb sizes"},
+        RuleCase{"split_dynamic_sampling", "grpo", "grpo: { dynamic_sampling: true } distributed: { layout: { policy: 1 rollout: 1 } }", 2, ErrorCode::kIncompatibleOptions, "colocated layout only"},
         RuleCase{"mlflow_without_server", "dpo", "logging: { tracker: \"mlflow\" }", 0, ErrorCode::kMissingEnvironmentVariable, "MLFLOW_TRACKING_URI"},
         RuleCase{"hub_without_id", "dpo", "output: { push_to_hub: true }", 0, ErrorCode::kIncompatibleOptions, "needs output.hub_model_id"},
+        RuleCase{"hub_id_without_push", "dpo", "output: { hub_model_id: \"a/b\" }", 0, ErrorCode::kIncompatibleOptions, "read only by push_to_hub"},
         RuleCase{"hub_without_token", "dpo", "output: { push_to_hub: true hub_model_id: \"a/b\" }", 0, ErrorCode::kMissingEnvironmentVariable, "HF_TOKEN"},
         RuleCase{"safety_without_model", "dpo", "safety: { enable_safety_filter: true }", 0, ErrorCode::kIncompatibleOptions, "needs safety.safety_model"},
+        RuleCase{"content_filter_without_rules", "sft", "safety: { enable_content_filter: true }", 0, ErrorCode::kIncompatibleOptions, "the content filter has no rules"},
+        RuleCase{"content_filter_bad_regex", "dpo", "safety: { enable_content_filter: true blocked_patterns: [\"(unclosed\"] }", 0, ErrorCode::kInvalidHyperparameter, "'(unclosed' is not a valid regular expression"},
+        RuleCase{"content_filter_empty_word", "kto", "safety: { enable_content_filter: true blocklist: [\" \"] }", 0, ErrorCode::kInvalidHyperparameter, "safety.blocklist has an empty entry"},
+        RuleCase{"evaluation_in_training_under_fsdp", "grpo", "reward_model: \"rm\" evaluation: { prompts: \"held_out.jsonl\" } distributed: { strategy: \"fsdp\" }", 0, ErrorCode::kIncompatibleOptions, "evaluation during training is not in this build under distributed.strategy \"fsdp\""},
+        RuleCase{"evaluation_in_reward_model_training", "reward_model", "evaluation: { prompts: \"held_out.jsonl\" }", 0, ErrorCode::kIncompatibleOptions, "a reward model generates nothing"},
+        RuleCase{"evaluation_benchmarks_without_dir", "dpo", "evaluation: { benchmarks: [\"gsm8k\"] }", 0, ErrorCode::kIncompatibleOptions, "evaluation.benchmarks needs evaluation.benchmark_dir"},
+        RuleCase{"unsafe_action_name", "grpo", "reward_model: \"rm\" safety: { unsafe_action: \"ban\" }", 0, ErrorCode::kInvalidHyperparameter, "unsafe_action"},
         RuleCase{"feedback_dataset", "dpo", "eval_dataset: feedback.export(\"support\", min_samples: 100)", 0, ErrorCode::kDatasetNotFound, "feedback.export(...) needs the feedback store"}),
     [](const ::testing::TestParamInfo<RuleCase>& info) { return std::string(info.param.name); });
+
+// Object-store outputs (docs/storage.md): an s3:// output.dir is mirrored from a local
+// runs/<job>; registries are directories or object-store prefixes, anything else is refused.
+TEST(Config, ObjectStoreOutputsAndModelRegistries) {
+  Outcome o = resolve(job("  output: { dir: \"s3://bucket/run\" }"));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  EXPECT_EQ(o.file.jobs.front().config.output.remote_dir, "s3://bucket/run");
+  EXPECT_EQ(o.file.jobs.front().config.output.dir, "runs/J");
+  o = resolve(job("  output: { model_registry: \"gs://models/helpful\" }"));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  EXPECT_EQ(o.file.jobs.front().config.output.dir, "runs/J") << "an object-store registry is not a directory";
+  o = resolve(job("  output: { remote_dir: \"/mnt/backup\" }"));
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "must be an s3:// or gs:// URI")) << o.dump();
+  o = resolve(job("  output: { dir: \"s3://a/x\" remote_dir: \"s3://a/y\" }"));
+  EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "output.remote_dir is set too")) << o.dump();
+  {
+    const char* saved = std::getenv("MLFLOW_TRACKING_URI");
+    const std::string kept = saved ? saved : "";
+    unsetenv("MLFLOW_TRACKING_URI");
+    o = resolve(job("  output: { model_registry: \"mlflow:/helpful\" }"));
+    EXPECT_TRUE(o.has(ErrorCode::kMissingEnvironmentVariable, "needs a tracking server")) << o.dump();
+    o = resolve(job("  output: { model_registry: \"mlflow:/helpful\" } logging: { tracking_uri: \"http://127.0.0.1:5000\" }"));
+    EXPECT_TRUE(o.ok()) << o.dump();
+    EXPECT_EQ(o.file.jobs.front().config.output.dir, "runs/J") << "an MLflow registry is not a directory";
+    o = resolve(job("  output: { model_registry: \"mlflow:/\" } logging: { tracking_uri: \"http://127.0.0.1:5000\" }"));
+    EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "names no registered model")) << o.dump();
+    if (saved) setenv("MLFLOW_TRACKING_URI", kept.c_str(), 1);
+  }
+  o = resolve(job("  output: { model_registry: \"http://registry/x\" }"));
+  EXPECT_TRUE(o.has(ErrorCode::kInvalidHyperparameter, "neither a directory nor")) << o.dump();
+  o = resolve(job("  output: { dir: \"out\" model_registry: \"runs/helpful\" }"));
+  EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "a local model_registry is the output directory") ||
+              o.has(ErrorCode::kIncompatibleOptions, "names the directory runs/helpful")) << o.dump();
+}
 
 TEST(Config, ValidationReportsEveryProblemNotJustTheFirst) {
   const Outcome o = resolve(job("  hyperparameters: { bf16: true fp16: true batch_size: 0 }\n  peft: { method: \"qlora\" quantization_bits: 2 }", "ppo"));
@@ -342,6 +396,23 @@ TEST(Config, AdapterPathFieldsMustAgreeWithTheAdapter) {
   EXPECT_TRUE(o.has(ErrorCode::kIncompatibleOptions, "peft.target_r = 2 contradicts")) << o.dump();
 }
 
+TEST(Config, EarlyStoppingSettings) {
+  const Outcome o = resolve(job("early_stopping: { patience: 2 metric: \"eval/rewards/accuracies\" mode: \"max\" min_delta: 0.01 }"));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  const EarlyStoppingConfig& stopping = o.file.jobs[0].config.early_stopping;
+  EXPECT_TRUE(stopping.enabled());
+  EXPECT_EQ(stopping.patience, 2);
+  EXPECT_EQ(stopping.metric, "eval/rewards/accuracies");
+  EXPECT_EQ(stopping.mode, MetricMode::kMax);
+  EXPECT_DOUBLE_EQ(stopping.min_delta, 0.01);
+  // Off by default; its other settings alone are a warning, not silently kept.
+  const Outcome off = resolve(job("early_stopping: { metric: \"eval/rewards/accuracies\" }"));
+  ASSERT_TRUE(off.ok()) << off.dump();
+  EXPECT_FALSE(off.file.jobs[0].config.early_stopping.enabled());
+  ASSERT_EQ(off.file.warnings.size(), 1u);
+  EXPECT_NE(off.file.warnings[0].message.find("early_stopping.metric has no effect: early_stopping.patience is 0"), std::string::npos);
+}
+
 TEST(Config, IgnoredOptionsAreWarningsNotErrors) {
   const Outcome o = resolve(job("  kto: { beta: 0.3 }\n  peft: { r: 4 }\n  reward_model: \"rm\""));
   ASSERT_TRUE(o.ok()) << o.dump();
@@ -349,6 +420,27 @@ TEST(Config, IgnoredOptionsAreWarningsNotErrors) {
   EXPECT_NE(o.file.warnings[0].message.find("reward_model/reward_function/rewards are used by the online algorithms"), std::string::npos);
   EXPECT_NE(o.file.warnings[1].message.find("peft.r has no effect"), std::string::npos);
   EXPECT_NE(o.file.warnings[2].message.find("'kto' options have no effect on algorithm \"dpo\""), std::string::npos);
+}
+
+TEST(Config, SafetyFieldsAndTheirWarnings) {
+  Outcome o = resolve(job("  safety: { enable_content_filter: true blocklist: [\"idiot\"] blocked_patterns: [\"kill(s)? [a-z]+\"]\n"
+                          "            reject_unsafe_samples: false unsafe_action: \"drop\" unsafe_penalty: -2.5 unsafe_labels: [\"toxic\"] }"));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  const SafetyConfig& safety = o.file.jobs.at(0).config.safety;
+  EXPECT_EQ(safety.blocklist, std::vector<std::string>{"idiot"});
+  EXPECT_EQ(safety.blocked_patterns, std::vector<std::string>{"kill(s)? [a-z]+"});
+  EXPECT_EQ(safety.unsafe_action, UnsafeAction::kDrop);
+  EXPECT_DOUBLE_EQ(safety.unsafe_penalty, -2.5);
+  EXPECT_EQ(safety.unsafe_labels, std::vector<std::string>{"toxic"});
+  EXPECT_FALSE(safety.reject_unsafe_samples);
+  // unsafe_action and unsafe_penalty act on online jobs; a DPO job filters its data instead.
+  ASSERT_EQ(o.file.warnings.size(), 2u);
+  EXPECT_NE(o.file.warnings[0].message.find("safety.unsafe_action applies to online jobs"), std::string::npos);
+  // Rules without a filter that uses them are flagged too.
+  o = resolve(job("  safety: { blocklist: [\"idiot\"] }"));
+  ASSERT_TRUE(o.ok()) << o.dump();
+  ASSERT_EQ(o.file.warnings.size(), 1u);
+  EXPECT_NE(o.file.warnings[0].message.find("safety.blocklist has no effect"), std::string::npos);
 }
 
 TEST(Config, IpoImpliesItsLossAndBetaShorthandFollowsTheAlgorithm) {

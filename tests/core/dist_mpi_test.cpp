@@ -26,7 +26,8 @@ TEST(DistMpi, PlansEveryRankOfASplitLayout) {
   TempDir dir;
   const std::string file = dir.write("ppo.n3",
       "train rlhf \"P\" {\n  base_model: \"m\"\n  dataset: \"d\"\n  algorithm: \"ppo\"\n  reward_model: \"rm\"\n"
-      "  hyperparameters: { batch_size: 8 }\n  distributed: { layout: { policy: 2 rollout: 1 reference: 1 reward: 1 } }\n}\n");
+      "  hyperparameters: { batch_size: 8 }\n  ppo: { rollout_batch_size: 8  mini_batch_size: 8 }\n"
+      "  distributed: { layout: { policy: 2 rollout: 1 reference: 1 reward: 1 } }\n}\n");
   const CommandResult result = run_command(mpirun(5) + binary("n3rlhf-dist") + " " + file + " --dry-run");
   ASSERT_EQ(result.exit_status, 0) << result.err;
   EXPECT_NE(result.out.find("plan for job \"P\" (5 ranks)"), std::string::npos);
@@ -37,6 +38,25 @@ TEST(DistMpi, PlansEveryRankOfASplitLayout) {
   EXPECT_EQ(count(result.out, "roles=reference"), 1u);
   EXPECT_EQ(count(result.out, "roles=reward"), 1u);
   EXPECT_EQ(count(result.out, "plan for job"), 1u);  // printed by rank 0 only
+}
+
+// Roles without ranks of their own share others' (reference: the policy's, reward: the
+// rollout's), and the plan says what each rank holds, from the models' config.json.
+TEST(DistMpi, SharedRolesAndWhatEachRankHolds) {
+  TempDir dir;
+  const std::string file = dir.write("grpo.n3",
+      "train rlhf \"G\" {\n  base_model: \"" + testing::hf_fixture("models/llama_tiny") + "\"\n  dataset: \"d\"\n"
+      "  algorithm: \"grpo\"\n  reward_model: \"" + testing::hf_fixture("models/llama_tiny_reward") + "\"\n"
+      "  rewards: [ reward_model() ]\n  ppo: { rollout_batch_size: 4  mini_batch_size: 8 }\n  grpo: { num_generations: 2  beta: 0.1 }\n"
+      "  distributed: { layout: { policy: 1 rollout: 1 } }\n}\n");
+  const CommandResult result = run_command(mpirun(2) + binary("n3rlhf-dist") + " " + file + " --dry-run");
+  ASSERT_EQ(result.exit_status, 0) << result.err;
+  EXPECT_NE(result.out.find("roles=policy+reference "), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("roles=rollout+reward "), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("rank 0 holds: policy "), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("trained (weights "), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("rank 1 holds: policy copy for generation "), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("reward model "), std::string::npos) << result.out;
 }
 
 TEST(DistMpi, LayoutThatDoesNotFitTheWorldFailsOnEveryRank) {

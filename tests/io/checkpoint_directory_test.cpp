@@ -293,6 +293,23 @@ TEST(CheckpointDirectory, KeepsTheLastKAndDeletesOlderOnesOnlyAfterTheNewOneIsCo
   EXPECT_EQ(checkpoints.list_steps(), (std::vector<int64_t>{35, 40}));
 }
 
+// Early stopping's best checkpoint is protected: pruning keeps it beside the last keep_last, and
+// it does not count among them; once another is protected it is pruned as any other.
+TEST(CheckpointDirectory, TheProtectedCheckpointSurvivesPruningBesideTheLastK) {
+  TempDir dir;
+  CheckpointDirectory checkpoints(dir.path(), 1);
+  save(checkpoints, 2);
+  checkpoints.protect(2);
+  for (int step = 3; step <= 5; ++step) save(checkpoints, step);
+  EXPECT_EQ(checkpoints.list_steps(), (std::vector<int64_t>{2, 5}));
+  checkpoints.protect(5);
+  save(checkpoints, 6);
+  EXPECT_EQ(checkpoints.list_steps(), (std::vector<int64_t>{5, 6}));
+  checkpoints.protect(std::nullopt);
+  save(checkpoints, 7);
+  EXPECT_EQ(checkpoints.list_steps(), (std::vector<int64_t>{7}));
+}
+
 TEST(CheckpointDirectory, KeepLastZeroKeepsEverything) {
   TempDir dir;
   CheckpointDirectory checkpoints(dir.path(), 0);

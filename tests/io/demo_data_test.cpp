@@ -280,17 +280,33 @@ TEST(DemoData, DemoDataCommand) {
 }
 
 TEST(DemoData, ExampleJobsAreValid) {
-  int count = 0;
+  int count = 0, online = 0;
   for (const auto& entry : fs::directory_iterator(testing::source_dir() + "/examples/demo")) {
     if (entry.path().extension() != ".n3") continue;
-    ++count;
     const testing::CommandResult result = testing::run_command(testing::binary("n3rlhf") + " validate " + entry.path().string());
     EXPECT_EQ(result.exit_status, 0) << entry.path() << "\n" << result.err;
     const std::string text = testing::read_file(entry.path().string());
+    if (entry.path().filename().string().find("_arithmetic.n3") != std::string::npos) {
+      // The online RL demo (scripts/online_demo.sh): SmolLM2 and the arithmetic prompts.
+      ++online;
+      EXPECT_NE(text.find("base_model: \"runs/smollm2\""), std::string::npos) << entry.path();
+      EXPECT_NE(text.find("dataset: \"runs/online/prompts.jsonl\""), std::string::npos) << entry.path();
+      continue;
+    }
+    if (entry.path().filename() == "grpo_safety.n3") {
+      // The safety demo (scripts/safety_demo.sh): SmolLM2, its classifier and the insult prompts.
+      ++online;
+      EXPECT_NE(text.find("base_model: \"runs/smollm2\""), std::string::npos);
+      EXPECT_NE(text.find("safety_model: \"runs/toxicity_classifier\""), std::string::npos);
+      EXPECT_NE(text.find("dataset: \"runs/safety/prompts.jsonl\""), std::string::npos);
+      continue;
+    }
+    ++count;
     EXPECT_NE(text.find("base_model: \"runs/demo/model\""), std::string::npos) << entry.path();
     EXPECT_NE(text.find("eval_dataset: \"runs/demo/"), std::string::npos) << entry.path();
   }
-  EXPECT_EQ(count, 6);  // dpo, dpo_lora, sft, reward_model, orpo, kto
+  EXPECT_EQ(count, 6);   // dpo, dpo_lora, sft, reward_model, orpo, kto
+  EXPECT_EQ(online, 3);  // grpo_arithmetic, ppo_arithmetic, grpo_safety
 }
 
 }  // namespace

@@ -79,6 +79,10 @@ TEST(FormatProgressLine, ShowsEveryField) {
   const std::string line = format_progress_line(snapshot);
   EXPECT_EQ(line.find("acc"), std::string::npos) << line;
   EXPECT_NE(line.find("eta --"), std::string::npos) << line;
+  // The online algorithms show their mean reward instead.
+  snapshot.reward_accuracy = -0.41234;
+  snapshot.mean_reward = true;
+  EXPECT_NE(format_progress_line(snapshot).find("| loss 0.6931 | reward -0.4123 |"), std::string::npos) << format_progress_line(snapshot);
 }
 
 TEST(ThroughputMeter, SmoothsStepTimeAndTokensSeparately) {

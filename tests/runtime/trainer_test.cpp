@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -221,6 +222,39 @@ TEST(Trainer, ResumeRefusesWhenNoCheckpointIsValid) {
   EXPECT_NE(resumed.err.find("checkpoint-3"), std::string::npos) << resumed.err;
   EXPECT_NE(resumed.err.find("checkpoint-6"), std::string::npos) << resumed.err;
   for (const auto& [shard, bytes] : corrupted) EXPECT_EQ(read_file(shard), bytes) << shard << " was rewritten";
+}
+
+// Early stopping (RLHF015, an orderly stop): with a min_delta no evaluation can beat, the first
+// evaluation (step 2) stays the best and the run stops after `patience` = 2 more (step 6), exit
+// status 0, naming checkpoint-2; that checkpoint survives keep_last_checkpoints 1 beside the
+// newest, and the final model is its weights: bitwise the model of a run that trained 2 steps.
+TEST(Trainer, EarlyStoppingEndsTheRunWithTheBestCheckpointAsTheModel) {
+  TempDir dir;
+  const std::string data = dir.path() + "/pairs.jsonl";
+  write_preference_data(data, 24);
+  const std::string job = job_file(dir, "dpo", data, "  early_stopping: { patience: 2  min_delta: 1e9 }");
+  const std::string schedule = " --set hyperparameters.max_steps=12 --set logging.eval_interval=2 --set logging.save_interval=1"
+                               " --set output.keep_last_checkpoints=1";
+  const CommandResult stopped = run_command(binary("n3rlhf-dist") + " " + job + schedule);
+  ASSERT_EQ(stopped.exit_status, 0) << stopped.err;
+  const std::string best = dir.path() + "/out/checkpoints/checkpoint-2";
+  EXPECT_NE(stopped.err.find("n3rlhf-dist: [RLHF015] early stopping at step 6: eval/loss has not decreased by more than 1e+09 in 2 "
+                             "evaluation(s) (early_stopping.patience 2); best "),
+            std::string::npos)
+      << stopped.err;
+  EXPECT_NE(stopped.err.find("at step 2, checkpoint " + best + ", whose weights are the final model"), std::string::npos) << stopped.err;
+  EXPECT_NE(stopped.out.find("trained \"T\": 6 steps (to step 6; stopped early, RLHF015)"), std::string::npos) << stopped.out;
+  std::set<std::string> checkpoints;
+  for (const auto& entry : fs::directory_iterator(dir.path() + "/out/checkpoints")) checkpoints.insert(entry.path().filename().string());
+  EXPECT_EQ(checkpoints, (std::set<std::string>{"checkpoint-2", "checkpoint-6"}));
+
+  TempDir two_steps;
+  write_preference_data(two_steps.path() + "/pairs.jsonl", 24);
+  const std::string short_job = job_file(two_steps, "dpo", two_steps.path() + "/pairs.jsonl", "");
+  const CommandResult trained = run_command(binary("n3rlhf-dist") + " " + short_job + " --set hyperparameters.max_steps=2");
+  ASSERT_EQ(trained.exit_status, 0) << trained.err;
+  EXPECT_EQ(read_file(dir.path() + "/out/model.safetensors"), read_file(two_steps.path() + "/out/model.safetensors"))
+      << "the final model is not the best checkpoint's weights";
 }
 
 // N3RLHF_INJECT_NONFINITE_STEPS makes the listed steps' loss NaN. By default the first one stops

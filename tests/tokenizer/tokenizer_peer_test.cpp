@@ -46,6 +46,9 @@ std::vector<std::string> varied_lines(size_t count) {
       ".", ",", "!", "?!", "...", "'", "\"", "(", ")", "{}", "[]", "<", ">", "#", "**", "->", "::", "_", "__init__", "@",
       "'s", "'t", "'re", "'ll", "'d", "'m", "'ve",
       "<|endoftext|>", "<|begin_of_text|>", "<|eot_id|>", "<s>", "</s>", "<unk>", "<0x41>", "<mask>", "word", "sword",
+      // BERT's normalizer and pre-tokenizer: control characters, BOM, combining marks, case mappings, its specials.
+      "\x01", "\x7F", "\xC2\x85", "\xEF\xBB\xBF", "\xCC\x81", "\xEF\xBC\xA1\xEF\xBC\xA2", "\xC4\xB0", "\xC3\x9F", "\xCE\xA3",
+      "HELLO", "Quick", "[CLS]", "[SEP]", "[MASK]", "##ing", "\xE3\x80\x82", "\xEF\xBC\x8C", "\xC2\xBF", "\xE2\x80\x94",
   };
   std::mt19937 random(20240611);
   std::vector<std::string> lines;
@@ -99,6 +102,22 @@ std::vector<std::pair<std::string, json>> peer_tokenizers() {
     metaspace["model"]["fuse_unk"] = std::string(scheme) == "first";
     variants.emplace_back(std::string("metaspace_") + scheme, metaspace);
   }
+
+  // WordPiece with BERT's normalizer (uncased and cased), its switches one at a time, the
+  // Lowercase/StripAccents normalizers, and RoBERTa's byte-level BPE.
+  for (const char* family : {"bert_wordpiece", "bert_wordpiece_cased", "roberta_bytelevel"})
+    variants.emplace_back(family, load_json(fixture_dir(family) + "/tokenizer.json"));
+  json bert = load_json(fixture_dir("bert_wordpiece") + "/tokenizer.json");
+  for (const char* flag : {"clean_text", "handle_chinese_chars", "strip_accents"}) {
+    json variant = bert;
+    variant["normalizer"][flag] = false;
+    variants.emplace_back(std::string("bert_no_") + flag, variant);
+  }
+  json bert_sequence = bert;
+  bert_sequence["normalizer"] = {{"type", "Sequence"},
+                                 {"normalizers", json::array({{{"type", "NFD"}}, {{"type", "Lowercase"}}, {{"type", "StripAccents"}}})}};
+  bert_sequence["model"]["max_input_chars_per_word"] = 8;
+  variants.emplace_back("bert_lowercase_strip_accents_short_words", bert_sequence);
 
   json split_behaviors = load_json(fixture_dir("gpt2_bytelevel") + "/tokenizer.json");
   split_behaviors["pre_tokenizer"] = {

@@ -160,14 +160,16 @@ void expect_unsupported(json tokenizer, const std::string& component) {
 TEST(Tokenizer, UnsupportedComponentsAreRlhf033NamingThem) {
   const json base = load_json(fixture_dir("gpt2_bytelevel") + "/tokenizer.json");
   json model = base;
-  model["model"]["type"] = "WordPiece";
+  model["model"]["type"] = "WordPiece";  // a WordPiece model without its unk_token in the vocabulary
   expect_unsupported(model, "WordPiece");
+  model["model"]["type"] = "Unigram";
+  expect_unsupported(model, "Unigram");
   json normalizer = base;
   normalizer["normalizer"] = {{"type", "Precompiled"}, {"precompiled_charsmap", "AAAA"}};
   expect_unsupported(normalizer, "Precompiled");
   json pre_tokenizer = base;
-  pre_tokenizer["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", json::array({{{"type", "BertPreTokenizer"}}})}};
-  expect_unsupported(pre_tokenizer, "BertPreTokenizer");
+  pre_tokenizer["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", json::array({{{"type", "UnicodeScripts"}}})}};
+  expect_unsupported(pre_tokenizer, "UnicodeScripts");
   json decoder = base;
   decoder["decoder"] = {{"type", "CTC"}};
   expect_unsupported(decoder, "CTC");
