@@ -9,6 +9,7 @@
 
 #include "core/error.hpp"
 #include "core/input_file.hpp"
+#include "core/json_numbers.hpp"
 #include "core/strings.hpp"
 
 namespace n3rlhf {
@@ -93,7 +94,11 @@ template <typename T>
 T value_or(const nlohmann::json& json, const char* key, T fallback) {
   const auto found = json.find(key);
   if (found == json.end() || found->is_null()) return fallback;
-  return found->get<T>();
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    return json_integer<T>(*found);
+  } else {
+    return found->get<T>();
+  }
 }
 
 void require_positive(int64_t value, const char* name) {
@@ -273,9 +278,9 @@ AdapterConfig adapter_config_from_json(const nlohmann::json& json, const std::st
   if (json.contains("layers_to_transform") && !json.at("layers_to_transform").is_null()) {
     const auto& layers = json.at("layers_to_transform");
     if (layers.is_number_integer()) {
-      config.target_rules.layers_to_transform = {layers.get<int64_t>()};
+      config.target_rules.layers_to_transform = {json_integer<int64_t>(layers)};
     } else {
-      config.target_rules.layers_to_transform = layers.get<std::vector<int64_t>>();
+      config.target_rules.layers_to_transform = json_integers<int64_t>(layers);
     }
   }
   if (json.contains("layers_pattern") && !json.at("layers_pattern").is_null()) {
@@ -304,7 +309,7 @@ AdapterConfig adapter_config_from_json(const nlohmann::json& json, const std::st
   config.use_dora = value_or<bool>(json, "use_dora", false);
   if (config.type == AdapterType::kLora) {
     if (json.contains("rank_pattern") && json.at("rank_pattern").is_object()) {
-      for (const auto& [pattern, rank] : json.at("rank_pattern").items()) config.lora_rank_pattern[pattern] = rank.get<int64_t>();
+      for (const auto& [pattern, rank] : json.at("rank_pattern").items()) config.lora_rank_pattern[pattern] = json_integer<int64_t>(rank);
     }
     if (json.contains("alpha_pattern") && json.at("alpha_pattern").is_object()) {
       for (const auto& [pattern, alpha] : json.at("alpha_pattern").items()) config.lora_alpha_pattern[pattern] = alpha.get<double>();

@@ -18,6 +18,7 @@
 
 #include "core/error.hpp"
 #include "core/input_file.hpp"
+#include "core/json_numbers.hpp"
 #include "core/sha256.hpp"
 
 namespace n3rlhf {
@@ -321,13 +322,13 @@ std::optional<std::string> parse_checkpoint_manifest(const std::string& text, Ch
   if (manifest_json.is_discarded() || !manifest_json.is_object()) return "manifest.json is not valid JSON";
   try {
     if (manifest_json.at("format").get<std::string>() != kManifestFormat) return "manifest.json is not an n3rlhf checkpoint manifest";
-    if (manifest_json.at("version").get<int>() != kManifestVersion) return "manifest.json has an unknown version";
-    manifest->step = manifest_json.at("step").get<int64_t>();
+    if (json_integer<int>(manifest_json.at("version")) != kManifestVersion) return "manifest.json has an unknown version";
+    manifest->step = json_integer<int64_t>(manifest_json.at("step"));
     manifest->created = manifest_json.value("created", "");
     manifest->metadata = manifest_json.value("metadata", nlohmann::json::object());
     if (!manifest->metadata.is_object()) return "manifest.json's metadata is not an object";
     for (const nlohmann::json& file : manifest_json.at("files")) {
-      manifest->files.push_back({file.at("path").get<std::string>(), file.at("size").get<uint64_t>(),
+      manifest->files.push_back({file.at("path").get<std::string>(), json_integer<uint64_t>(file.at("size")),
                                  file.at("sha256").get<std::string>()});
     }
   } catch (const nlohmann::json::exception& failure) {

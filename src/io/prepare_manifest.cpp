@@ -7,6 +7,7 @@
 
 #include "core/error.hpp"
 #include "core/input_file.hpp"
+#include "core/json_numbers.hpp"
 
 namespace n3rlhf {
 
@@ -16,7 +17,7 @@ nlohmann::json optional_id(const std::optional<int32_t>& id) { return id ? nlohm
 
 std::optional<int32_t> read_optional_id(const nlohmann::json& value) {
   if (value.is_null()) return std::nullopt;
-  return value.get<int32_t>();
+  return json_integer<int32_t>(value);
 }
 
 std::string short_hash(const std::string& hash) { return hash.size() > 12 ? hash.substr(0, 12) + ".." : hash; }
@@ -84,38 +85,39 @@ PreparedManifest PreparedManifest::from_json(const nlohmann::json& json, const s
     if (!parse_dataset_kind(json.at("dataset_kind").get<std::string>(), &manifest.dataset_kind)) {
       throw DatasetError(ErrorCode::kDataCorruption, origin + ": unknown dataset_kind", {{"file", origin}});
     }
-    manifest.sequences_per_example = json.at("sequences_per_example").get<int64_t>();
+    manifest.sequences_per_example = json_integer<int64_t>(json.at("sequences_per_example"));
     const nlohmann::json& tokenizer = json.at("tokenizer");
     manifest.tokenizer_path = tokenizer.at("path").get<std::string>();
     manifest.tokenizer_sha256 = tokenizer.at("sha256").get<std::string>();
-    manifest.vocab_size = tokenizer.at("vocab_size").get<int64_t>();
+    manifest.vocab_size = json_integer<int64_t>(tokenizer.at("vocab_size"));
     manifest.bos_token_id = read_optional_id(tokenizer.at("bos_token_id"));
     manifest.eos_token_id = read_optional_id(tokenizer.at("eos_token_id"));
     manifest.pad_token_id = read_optional_id(tokenizer.at("pad_token_id"));
     const nlohmann::json& source = json.at("source");
     manifest.source_path = source.at("path").get<std::string>();
     manifest.source_sha256 = source.at("sha256").get<std::string>();
-    manifest.source_bytes = source.at("bytes").get<int64_t>();
+    manifest.source_bytes = json_integer<int64_t>(source.at("bytes"));
     manifest.tokenization = json.at("tokenization");
     const nlohmann::json& counts = json.at("counts");
     PrepareCounts& c = manifest.counts;
-    c.lines = counts.at("lines").get<int64_t>();
-    c.blank_lines = counts.at("blank_lines").get<int64_t>();
-    c.rows_read = counts.at("rows_read").get<int64_t>();
-    c.rows_kept = counts.at("rows_kept").get<int64_t>();
+    c.lines = json_integer<int64_t>(counts.at("lines"));
+    c.blank_lines = json_integer<int64_t>(counts.at("blank_lines"));
+    c.rows_read = json_integer<int64_t>(counts.at("rows_read"));
+    c.rows_kept = json_integer<int64_t>(counts.at("rows_kept"));
     for (size_t i = 0; i < kBadRowReasonCount; ++i) {
-      c.rows_skipped_by_reason[i] = counts.at("rows_skipped_by_reason").at(bad_row_reason_name(static_cast<BadRowReason>(i))).get<int64_t>();
+      c.rows_skipped_by_reason[i] =
+          json_integer<int64_t>(counts.at("rows_skipped_by_reason").at(bad_row_reason_name(static_cast<BadRowReason>(i))));
     }
-    c.examples = counts.at("examples").get<int64_t>();
-    c.sequences = counts.at("sequences").get<int64_t>();
-    c.tokens = counts.at("tokens").get<int64_t>();
-    c.truncated_sequences = counts.at("truncated_sequences").get<int64_t>();
-    c.prompt_boundary_moved = counts.at("prompt_boundary_moved").get<int64_t>();
-    c.rows_unsafe = counts.value("rows_unsafe", int64_t{0});  // absent in manifests written before the safety filter
-    c.rows_dropped_unsafe = counts.value("rows_dropped_unsafe", int64_t{0});
+    c.examples = json_integer<int64_t>(counts.at("examples"));
+    c.sequences = json_integer<int64_t>(counts.at("sequences"));
+    c.tokens = json_integer<int64_t>(counts.at("tokens"));
+    c.truncated_sequences = json_integer<int64_t>(counts.at("truncated_sequences"));
+    c.prompt_boundary_moved = json_integer<int64_t>(counts.at("prompt_boundary_moved"));
+    c.rows_unsafe = json_integer_or<int64_t>(counts, "rows_unsafe", 0);  // absent in manifests written before the safety filter
+    c.rows_dropped_unsafe = json_integer_or<int64_t>(counts, "rows_dropped_unsafe", 0);
     for (const nlohmann::json& shard : json.at("shards")) {
-      manifest.shards.push_back({shard.at("file").get<std::string>(), shard.at("examples").get<int64_t>(),
-                                 shard.at("sequences").get<int64_t>(), shard.at("tokens").get<int64_t>(),
+      manifest.shards.push_back({shard.at("file").get<std::string>(), json_integer<int64_t>(shard.at("examples")),
+                                 json_integer<int64_t>(shard.at("sequences")), json_integer<int64_t>(shard.at("tokens")),
                                  shard.at("sha256").get<std::string>()});
     }
   } catch (const nlohmann::json::exception& error) {

@@ -1,10 +1,9 @@
 // torch_checkpoint.hpp: read_torch_state_dict, the tensors of a pytorch_model.bin: the zip
 // archive torch.save writes (PyTorch >= 1.6) holding a dict of names to tensors, as
 // transformers' save_pretrained(safe_serialization=False) and torch.save(model.state_dict())
-// leave them. The pickle is read by a small unpickler of its own that accepts only what a state
-// dict needs (dicts, OrderedDicts, tuples, strings, numbers and torch's tensor rebuild calls), so
-// no code named in the file runs; libtorch's jit unpickler cannot be used because it turns every
-// OrderedDict into None.
+// leave them. The pickle is read by the torch-free unpickler of model/pickled_state_dict.hpp,
+// which accepts only what a state dict needs, so no code named in the file runs; libtorch's jit
+// unpickler cannot be used because it turns every OrderedDict into None.
 #pragma once
 
 #include <map>

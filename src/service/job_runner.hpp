@@ -16,25 +16,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "service/job_submission.hpp"
 #include "service/service_options.hpp"
 #include "service/store.hpp"
 
 namespace n3rlhf::service {
-
-struct JobSubmission {
-  std::string job_text;                // an N3 file with one `train rlhf` block
-  std::string launcher = "local";      // "local" or "kubernetes"
-  int64_t ranks = 0;                   // 0: the runner's default
-  std::vector<std::string> overrides;  // "key.path=value", as `--set`
-};
-
-// The submission of a request body: either {"job_text": ...} or the seed's fields
-// {"job_name", "algorithm", "base_model", "dataset_path", "config": {...}} rendered as N3.
-// Refusal 400 with the field at fault.
-JobSubmission parse_job_submission(const nlohmann::json& body, size_t max_job_text_bytes, size_t max_id_bytes);
-
-// The seed's fields as an N3 job text (config's nested objects become blocks).
-std::string render_job_text(const nlohmann::json& fields);
 
 // A Kubernetes MPIJob (kubeflow v2beta1) plus the ConfigMap holding the job file, as YAML.
 std::string render_mpijob(const JobRecord& job, const std::string& name, int64_t ranks,

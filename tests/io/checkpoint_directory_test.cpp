@@ -271,6 +271,31 @@ TEST(CheckpointDirectory, AManifestThatPointsOutsideIsRejected) {
   EXPECT_NE(problem->find("outside"), std::string::npos) << *problem;
 }
 
+// Numbers that are not integers, or do not fit, are a malformed manifest (nlohmann's own get<int64_t>
+// would cast 1e300 with undefined behaviour: the fuzzers found it).
+TEST(CheckpointDirectory, AManifestWithANonIntegerOrOutOfRangeNumberIsRejected) {
+  for (const auto& [field, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"step", 1e300}, {"step", 7.5}, {"version", 4294967297LL}, {"size", -1}, {"size", "10"}}) {
+    CheckpointManifest manifest;
+    nlohmann::json json = {{"format", "n3rlhf-checkpoint"}, {"version", 1}, {"step", 7},
+                           {"files", {{{"path", "model.safetensors"}, {"size", 10}, {"sha256", "00"}}}}};
+    if (field == "size") {
+      json["files"][0]["size"] = value;
+    } else {
+      json[field] = value;
+    }
+    const auto problem = parse_checkpoint_manifest(json.dump(), &manifest);
+    ASSERT_TRUE(problem.has_value()) << field << "=" << value.dump();
+    EXPECT_NE(problem->find("malformed"), std::string::npos) << *problem;
+  }
+  CheckpointManifest manifest;
+  const nlohmann::json good = {{"format", "n3rlhf-checkpoint"}, {"version", 1}, {"step", 7},
+                               {"files", {{{"path", "model.safetensors"}, {"size", 10}, {"sha256", "00"}}}}};
+  EXPECT_FALSE(parse_checkpoint_manifest(good.dump(), &manifest).has_value());
+  EXPECT_EQ(manifest.step, 7);
+  EXPECT_EQ(manifest.files.at(0).size, 10u);
+}
+
 TEST(CheckpointDirectory, KeepsTheLastKAndDeletesOlderOnesOnlyAfterTheNewOneIsComplete) {
   TempDir dir;
   CheckpointDirectory checkpoints(dir.path(), 2);

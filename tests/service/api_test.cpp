@@ -293,6 +293,14 @@ TEST_P(ApiTest, JobsAreValidatedConfinedAndRendered) {
 
   EXPECT_EQ(op.Post("/api/rlhf/jobs", json{{"job_name", "x"}}.dump(), "application/json")->status, 400);
   EXPECT_EQ(op.Post("/api/rlhf/jobs", json{{"job_text", bad}, {"ranks", 0}}.dump(), "application/json")->status, 400);
+  // A config nested deeper than the N3 parser reads is refused, not recursed into (arrays too).
+  json deep = fields;
+  std::string nested = "1";
+  for (int i = 0; i < 10000; ++i) nested = "[" + nested + "]";
+  deep["config"] = {{"beta", json::parse(nested)}};
+  r = op.Post("/api/rlhf/jobs", deep.dump(), "application/json");
+  EXPECT_EQ(r->status, 400);
+  EXPECT_NE(body_of(r)["error"]["reason"].get<std::string>().find("nested more than 64"), std::string::npos) << r->body;
   EXPECT_EQ(s.client(kReader).Post("/api/rlhf/jobs", fields.dump(), "application/json")->status, 403);
 
   auto reader = s.client(kReader);
