@@ -14,6 +14,7 @@
 #include "core/config_builder.hpp"
 #include "core/error_output.hpp"
 #include "core/log.hpp"
+#include "core/termination_notice.hpp"
 #include "model/model_config.hpp"
 #include "runtime/online_trainer.hpp"
 #include "runtime/rank_plan.hpp"
@@ -137,6 +138,11 @@ int run(MpiEnvironment& mpi, const DistOptions& options, std::chrono::millisecon
     }
     return 0;
   }
+  // A rank terminated by a signal (mpirun ends the others this way when one dies) says which
+  // rank and roles it was and what it was doing; split layouts also list every rank's roles.
+  install_termination_notice(rank_with_roles(plan), config.distributed.layout.kind == LayoutKind::kSplit
+                                                        ? describe_layout_roles(config, mpi.world_size())
+                                                        : std::string());
   // Models named by Hub id come from the local Hugging Face cache; object-store settings are
   // checked on every rank before anything is loaded.
   RLHFConfig resolved = config;

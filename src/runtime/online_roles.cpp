@@ -226,7 +226,7 @@ std::map<std::string, double> OnlineTrainer::split_iteration() {
   double busy = 0.0;  // seconds this rank computed or sent weights (the rest it waited)
   WeightSyncStats sync;
   const auto sync_weights = [&] {
-    phase_ = iteration + " (weight sync: policy -> rollout)";
+    set_phase(iteration + " (weight sync: policy -> rollout)");
     const auto phase = OnlineClock::now();
     sync = sync_rollout_weights();
     seconds["weight_sync"] += seconds_since(phase);
@@ -235,11 +235,11 @@ std::map<std::string, double> OnlineTrainer::split_iteration() {
 
   // In turn: the weights of every update so far, then this iteration's batch. Overlapped: the
   // batch was generated during the previous iteration (here only for the first one).
-  phase_ = iteration + " (generation)";
+  set_phase(iteration + " (generation)");
   auto phase = OnlineClock::now();
   if (!batch_pending_) {
     sync_weights();
-    phase_ = iteration + " (generation)";
+    set_phase(iteration + " (generation)");
     pending_packed_ = generate_pending(busy);
   }
   std::vector<CompletionSlice> slices;
@@ -260,7 +260,7 @@ std::map<std::string, double> OnlineTrainer::split_iteration() {
                         {{"role", "rollout"}, {"phase", "generation"}, {"iteration", std::to_string(state_.step + 1)}});
   }
 
-  phase_ = iteration + " (scoring)";
+  set_phase(iteration + " (scoring)");
   phase = OnlineClock::now();
   std::map<std::string, double> metrics;
   std::vector<bool> keep;
@@ -271,13 +271,13 @@ std::map<std::string, double> OnlineTrainer::split_iteration() {
     // The rollout ranks go on with the next batch on this update's weights while the policy
     // trains; the reference exchange below leaves them out.
     sync_weights();
-    phase_ = iteration + " (generation of the next batch)";
+    set_phase(iteration + " (generation of the next batch)");
     pending_packed_ = generate_pending(busy);
   }
 
   torch::Tensor reference;
   if (online_needs_reference(config_)) {
-    phase_ = iteration + " (reference)";
+    set_phase(iteration + " (reference)");
     phase = OnlineClock::now();
     if (!overlap || !only_rollout()) reference = share_reference(batch, busy);
     seconds["reference"] = seconds_since(phase);
@@ -323,7 +323,7 @@ std::map<std::string, double> OnlineTrainer::split_iteration() {
   // Every rank ends the iteration with the policy lead's loss and reward; the lead learns how
   // much of the iteration each rank waited (idle/<role>_share, by each rank's first role). Every
   // rank leaves this gather together, so the step is measured after it, its wait included.
-  phase_ = iteration + " (end)";
+  set_phase(iteration + " (end)");
   const auto options = torch::TensorOptions().dtype(torch::kFloat64);
   torch::Tensor mine = torch::tensor({values.count("loss") ? values["loss"] : 0.0, values.count("reward") ? values["reward"] : 0.0, busy},
                                      options).to(device_);

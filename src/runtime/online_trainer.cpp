@@ -188,7 +188,8 @@ OnlineTrainer::OnlineTrainer(const RLHFConfig& config, const MpiEnvironment& mpi
   const bool value_head = online_needs_critic(config) && ppo.critic_model.empty() && plays(Role::kPolicy);
   needs.policy_head = value_head ? HeadKind::kCausalLMWithValue : HeadKind::kCausalLM;
   needs.reference = online_needs_reference(config) && plays(Role::kReference);
-  if (plays(Role::kPolicy) || plays(Role::kRollout) || needs.reference) {
+  needs.policy = plays(Role::kPolicy) || plays(Role::kRollout);  // a reference rank: the reference alone
+  if (needs.policy || needs.reference) {
     models_ = load_training_models(config, needs, device_, iterations_ * steps_per_iteration_, world_->rank());
   }
   if (roles_ && (plays(Role::kPolicy) || plays(Role::kRollout))) {
@@ -709,7 +710,7 @@ std::map<std::string, double> OnlineTrainer::update(Experience& experience) {
 std::map<std::string, double> OnlineTrainer::iterate() {
   if (roles_) return iterate_split();
   const auto started = OnlineClock::now();
-  phase_ = "iteration " + std::to_string(state_.step + 1) + " (generation and scoring)";
+  set_phase("iteration " + std::to_string(state_.step + 1) + " (generation and scoring)");
   std::map<std::string, double> seconds;
   Experience experience = rollout(seconds);
   if (config_.grpo.dynamic_sampling) experience = keep_informative_groups(std::move(experience), seconds);
@@ -723,7 +724,7 @@ std::map<std::string, double> OnlineTrainer::iterate() {
 std::map<std::string, double> OnlineTrainer::learn(Experience& experience, OnlineClock::time_point started) {
   const int world = communicator_->size();
   const std::string iteration = "iteration " + std::to_string(state_.step + 1);
-  phase_ = iteration + " (reference and values)";
+  set_phase(iteration + " (reference and values)");
   attach_reference_and_values(experience);
 
   RolloutScores rollout;
@@ -742,7 +743,7 @@ std::map<std::string, double> OnlineTrainer::learn(Experience& experience, Onlin
     experience.advantages.loss_mask = experience.advantages.loss_mask * float_tensor(kept).to(device_).unsqueeze(1);
   }
 
-  phase_ = iteration + " (update: forward, backward, optimizer)";
+  set_phase(iteration + " (update: forward, backward, optimizer)");
   const auto phase = OnlineClock::now();
   std::map<std::string, double> values = update(experience);
   experience.seconds["update"] = seconds_since(phase);
@@ -818,19 +819,19 @@ TrainSummary OnlineTrainer::train() {
       progress_->update(state_.step, values.at("loss"), values.at("reward"), values.at("tokens_per_second") * values.at("time/iteration"));
     }
     if (evaluation_ && evaluation_->due(state_.step, iterations_)) {
-      phase_ = "evaluation at iteration " + std::to_string(state_.step);
+      set_phase("evaluation at iteration " + std::to_string(state_.step));
       evaluation_->maybe_run(state_.step, iterations_, metrics_.get());
     }
     const bool last = state_.step == iterations_;
     if (((config_.logging.save_interval > 0 && state_.step % config_.logging.save_interval == 0) || last) && plays(Role::kPolicy)) {
-      phase_ = "checkpoint at iteration " + std::to_string(state_.step);
+      set_phase("checkpoint at iteration " + std::to_string(state_.step));
       save_checkpoint();
     }
   }
   summary_.final_step = state_.step;
   summary_.skipped_steps = state_.skipped_steps;
   if (progress_) progress_->finish();
-  phase_ = "final model save";
+  set_phase("final model save");
   if (plays(Role::kPolicy)) {
     save_trained_model(config_, models_, *engine_, *communicator_);
     if (critic_) save_trained_critic(config_, critic_->model, *critic_engine_, *communicator_);

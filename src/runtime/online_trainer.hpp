@@ -28,6 +28,7 @@
 #include "comm/mpi_environment.hpp"
 #include "comm/role_groups.hpp"
 #include "core/config.hpp"
+#include "core/termination_notice.hpp"
 #include "io/checkpoint_directory.hpp"
 #include "io/metrics.hpp"
 #include "io/progress.hpp"
@@ -69,6 +70,11 @@ class OnlineTrainer {
   int64_t iterations() const { return iterations_; }
   // What the trainer is doing (for RLHF011's message): "iteration 12 (update: ...)".
   const std::string& phase() const { return phase_; }
+  // What the trainer does now: in RLHF014 reports and in the notice a terminated rank prints.
+  void set_phase(std::string phase) {
+    phase_ = std::move(phase);
+    publish_phase(phase_);
+  }
   int64_t iteration() const { return state_.step; }
 
  private:

@@ -38,13 +38,32 @@ RankPlan plan_rank(const RLHFConfig& config, int rank, int world_size, int local
   return plan;
 }
 
+namespace {
+
+std::string joined_roles(const std::vector<Role>& roles) {
+  std::string text;
+  for (size_t i = 0; i < roles.size(); ++i) text += (i ? "+" : "") + std::string(role_name(roles[i]));
+  return roles.empty() ? "none" : text;
+}
+
+}  // namespace
+
+std::string rank_with_roles(const RankPlan& plan) {
+  return "rank " + std::to_string(plan.rank) + " (" + joined_roles(plan.roles) + ")";
+}
+
+std::string describe_layout_roles(const RLHFConfig& config, int world_size) {
+  std::string text;
+  for (int rank = 0; rank < world_size; ++rank) {
+    text += (rank ? ", " : "") + std::to_string(rank) + " " + joined_roles(roles_of_rank(config, rank));
+  }
+  return text;
+}
+
 std::string describe_rank_plan(const RankPlan& plan, const RLHFConfig& config) {
   std::ostringstream out;
   out << "rank " << plan.rank << "/" << plan.world_size << " on " << plan.hostname << " (local " << plan.local_rank
-      << "): roles=";
-  for (size_t i = 0; i < plan.roles.size(); ++i) out << (i ? "+" : "") << role_name(plan.roles[i]);
-  if (plan.roles.empty()) out << "none";
-  out << " device=" << plan.device << " strategy=" << enum_name(config.distributed.strategy);
+      << "): roles=" << joined_roles(plan.roles) << " device=" << plan.device << " strategy=" << enum_name(config.distributed.strategy);
   if (plan.data_parallel_rank >= 0) {
     const int64_t per_rank = plan.micro_batch_size * plan.gradient_accumulation_steps;
     const int64_t first = plan.data_parallel_rank * per_rank;

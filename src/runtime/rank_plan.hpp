@@ -28,6 +28,11 @@ RankPlan plan_rank(const RLHFConfig& config, int rank, int world_size, int local
 
 std::string describe_rank_plan(const RankPlan& plan, const RLHFConfig& config);
 
+// "rank 1 (rollout+reward)": the rank and its roles, as errors and notices name them.
+std::string rank_with_roles(const RankPlan& plan);
+// Every rank's roles under the job's layout: "0 policy, 1 rollout+reward, 2 reference".
+std::string describe_layout_roles(const RLHFConfig& config, int world_size);
+
 // Parameter counts of the models an online job loads (the caller reads their config.json).
 struct ModelSizes {
   int64_t policy = 0;

@@ -250,7 +250,7 @@ void Trainer::save_checkpoint() {
 
 TrainSummary Trainer::train() {
   while (state_.step < data_.total_steps) {
-    phase_ = "step " + std::to_string(state_.step + 1) + " (forward, backward, optimizer)";
+    set_phase("step " + std::to_string(state_.step + 1) + " (forward, backward, optimizer)");
     const StepReport report = step();
     ++summary_.steps_run;
     summary_.final_loss = report.values.at("loss");
@@ -258,7 +258,7 @@ TrainSummary Trainer::train() {
     const bool last = state_.step == data_.total_steps;
     bool best = false;  // this step's evaluation is early stopping's new best: its checkpoint is kept
     if (data_.eval_loader && (state_.step % config_.logging.eval_interval == 0 || last)) {
-      phase_ = "evaluation at step " + std::to_string(state_.step);
+      set_phase("evaluation at step " + std::to_string(state_.step));
       summary_.last_eval = evaluate();
       if (communicator_->rank() == 0) {
         metrics_->log_scalars(state_.step, summary_.last_eval);
@@ -270,20 +270,20 @@ TrainSummary Trainer::train() {
       if (best) checkpoints_.protect(state_.step);
     }
     if (evaluation_ && evaluation_->due(state_.step, data_.total_steps)) {
-      phase_ = "generation evaluation at step " + std::to_string(state_.step);
+      set_phase("generation evaluation at step " + std::to_string(state_.step));
       evaluation_->maybe_run(state_.step, data_.total_steps, metrics_.get());
     }
     if ((config_.logging.save_interval > 0 && state_.step % config_.logging.save_interval == 0) || last || best) {
-      phase_ = "checkpoint at step " + std::to_string(state_.step);
+      set_phase("checkpoint at step " + std::to_string(state_.step));
       save_checkpoint();
     }
     if (early_stopping_.should_stop() && !last) {
-      phase_ = "early stop at step " + std::to_string(state_.step);
+      set_phase("early stop at step " + std::to_string(state_.step));
       stop_early();
       break;
     }
   }
-  phase_ = "final model save";
+  set_phase("final model save");
   summary_.final_step = state_.step;
   summary_.skipped_steps = state_.skipped_steps;
   if (progress_) progress_->finish();

@@ -14,6 +14,7 @@
 
 #include "comm/mpi_environment.hpp"
 #include "core/config.hpp"
+#include "core/termination_notice.hpp"
 #include "io/checkpoint_directory.hpp"
 #include "io/metrics.hpp"
 #include "io/progress.hpp"
@@ -70,6 +71,11 @@ class Trainer {
   std::map<std::string, double> evaluate();
   // What train() is doing now ("step 12", "evaluation at step 10", ...), for error reports.
   const std::string& phase() const { return phase_; }
+  // What the trainer does now: in RLHF014 reports and in the notice a terminated rank prints.
+  void set_phase(std::string phase) {
+    phase_ = std::move(phase);
+    publish_phase(phase_);
+  }
 
  private:
   void resume();

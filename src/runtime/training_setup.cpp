@@ -159,6 +159,13 @@ TrainingModels load_training_models(const RLHFConfig& config, const ModelRequire
     options.tokenizer_vocab_size = tokenizer_json_vocab_size(tokenizer.string());
   }
   TrainingModels models;
+  // With precomputed reference log-probs the reference is loaded only if a cache must be made;
+  // under PEFT the reference is the policy with its adapters off unless the job names another.
+  const bool adapter_reference = config.peft.method != PeftMethod::kNone && config.reference_model.empty();
+  if (!needs.policy && !adapter_reference) {
+    if (needs.reference) models.reference = load_reference(config, device);
+    return models;
+  }
   try {
     models.policy = load_pretrained(config.base_model, options);
   } catch (const ModelError& error) {
@@ -167,9 +174,6 @@ TrainingModels load_training_models(const RLHFConfig& config, const ModelRequire
     context.emplace_back("tokenizer", config.tokenizer);
     throw ModelError(error.code(), error.message() + " (tokenizer " + config.tokenizer + ")", context);
   }
-  // With precomputed reference log-probs the reference is loaded only if a cache must be made;
-  // under PEFT the reference is the policy with its adapters off unless the job names another.
-  const bool adapter_reference = config.peft.method != PeftMethod::kNone && config.reference_model.empty();
   if (needs.reference && !config.dpo.precompute_ref_log_probs && !adapter_reference) {
     models.reference = load_reference(config, device);
   }

@@ -57,6 +57,9 @@ struct TrainingModels {
 struct ModelRequirements {
   HeadKind policy_head = HeadKind::kCausalLM;
   bool reference = false;
+  // false on a rank that only computes the reference (a reference rank of a split layout): it
+  // loads the reference alone, unless the reference is the policy with its adapters off.
+  bool policy = true;
   static ModelRequirements of(const TrainingObjective& objective);
 };
 

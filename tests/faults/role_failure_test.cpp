@@ -1,7 +1,8 @@
 // role_failure_test.cpp: drills on split role layouts with real ranks and real signals. A rollout
 // rank that stalls while generating, or a reward rank that stalls while scoring: every other
 // rank ends with RLHF014 naming the role, the rank and the phase within the collective timeout
-// (no rank hangs). A rollout rank killed while generating ends the job at once.
+// (no rank hangs). A rollout rank killed while generating ends the job at once, and the policy
+// rank's notice names its roles, its phase and the layout.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -69,7 +70,17 @@ TEST(RoleFailure, AKilledRolloutRankEndsTheJob) {
   const DrillResult result = run_with_fault(2, job, "rollout_generation:1:KILL:2");
   EXPECT_NE(result.exit_status, 0) << result.output();
   EXPECT_FALSE(result.timed_out) << result.output();
+  // mpirun sees the death at once and ends the job, naming the rank and the signal; the policy
+  // rank does not wait out the collective timeout.
+  EXPECT_NE(result.output().find("rank 1"), std::string::npos) << result.output();
+  EXPECT_NE(result.output().find("signal 9"), std::string::npos) << result.output();
+  // The policy rank, ended by mpirun's SIGTERM, says what it was and what it was doing, with the
+  // layout's roles, so that the launcher's "rank 1" reads as the rollout rank.
+  EXPECT_NE(result.output().find("rank 0 (policy+reference): [RLHF014] terminated by SIGTERM during iteration 2"),
+            std::string::npos) << result.output();
+  EXPECT_NE(result.output().find("Ranks: 0 policy+reference, 1 rollout+reward."), std::string::npos) << result.output();
   EXPECT_LT(result.seconds, kLimitSeconds) << result.output();
+  EXPECT_TRUE(faults::find_processes({"n3rlhf-dist", job}).empty()) << "a rank outlived the job";
 }
 
 }  // namespace
