@@ -1,8 +1,9 @@
 // role_failure_test.cpp: drills on split role layouts with real ranks and real signals. A rollout
 // rank that stalls while generating, or a reward rank that stalls while scoring: every other
 // rank ends with RLHF014 naming the role, the rank and the phase within the collective timeout
-// (no rank hangs). A rollout rank killed while generating ends the job at once, and the policy
-// rank's notice names its roles, its phase and the layout.
+// (no rank hangs). A rollout rank killed while generating, or a reward rank killed while
+// scoring, ends the job at once, and every other rank's notice names its roles, its phase and the
+// layout.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -79,6 +80,23 @@ TEST(RoleFailure, AKilledRolloutRankEndsTheJob) {
   EXPECT_NE(result.output().find("rank 0 (policy+reference): [RLHF014] terminated by SIGTERM during iteration 2"),
             std::string::npos) << result.output();
   EXPECT_NE(result.output().find("Ranks: 0 policy+reference, 1 rollout+reward."), std::string::npos) << result.output();
+  EXPECT_LT(result.seconds, kLimitSeconds) << result.output();
+  EXPECT_TRUE(faults::find_processes({"n3rlhf-dist", job}).empty()) << "a rank outlived the job";
+}
+
+TEST(RoleFailure, AKilledRewardRankEndsTheJobAndEveryOtherRankSaysWhereItWas) {
+  testing::TempDir dir;
+  const std::string job = write_job(dir, "policy: 1 rollout: 1 reward: 1");
+  const DrillResult result = run_with_fault(3, job, "reward_scoring:2:KILL:2");
+  EXPECT_NE(result.exit_status, 0) << result.output();
+  EXPECT_FALSE(result.timed_out) << result.output();
+  EXPECT_NE(result.output().find("rank 2"), std::string::npos) << result.output();
+  EXPECT_NE(result.output().find("signal 9"), std::string::npos) << result.output();
+  for (const char* rank : {"rank 0 (policy+reference)", "rank 1 (rollout)"}) {
+    EXPECT_NE(result.output().find(std::string(rank) + ": [RLHF014] terminated by SIGTERM during iteration 2"), std::string::npos)
+        << rank << "\n" << result.output();
+  }
+  EXPECT_NE(result.output().find("Ranks: 0 policy+reference, 1 rollout, 2 reward."), std::string::npos) << result.output();
   EXPECT_LT(result.seconds, kLimitSeconds) << result.output();
   EXPECT_TRUE(faults::find_processes({"n3rlhf-dist", job}).empty()) << "a rank outlived the job";
 }
