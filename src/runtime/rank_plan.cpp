@@ -64,7 +64,18 @@ std::string describe_rank_plan(const RankPlan& plan, const RLHFConfig& config) {
   std::ostringstream out;
   out << "rank " << plan.rank << "/" << plan.world_size << " on " << plan.hostname << " (local " << plan.local_rank
       << "): roles=" << joined_roles(plan.roles) << " device=" << plan.device << " strategy=" << enum_name(config.distributed.strategy);
-  if (plan.data_parallel_rank >= 0) {
+  if (plan.data_parallel_rank >= 0 && is_online_algorithm(config.algorithm)) {
+    // Online jobs: each policy rank learns its share of an iteration's completions, in mini
+    // batches of ppo.mini_batch_size over the policy ranks (OnlineTrainer::update).
+    const int64_t batch = config.online_batch_size();
+    const int64_t share = batch / std::max(1, plan.data_parallel_size);
+    const int64_t first = plan.data_parallel_rank * share;
+    const int64_t mini = config.ppo.mini_batch_size / std::max(1, plan.data_parallel_size);
+    const int64_t micro = config.hyperparameters.micro_batch_size > 0 ? std::min(config.hyperparameters.micro_batch_size, mini) : mini;
+    out << " data_parallel=" << plan.data_parallel_rank << "/" << plan.data_parallel_size << " completions=[" << first << ","
+        << first + share << ") of each iteration's " << batch << " mini_batch=" << mini << " micro_batch=" << micro
+        << " optimizer_steps_per_iteration=" << config.ppo.ppo_epochs * (batch / std::max<int64_t>(1, config.ppo.mini_batch_size));
+  } else if (plan.data_parallel_rank >= 0) {
     const int64_t per_rank = plan.micro_batch_size * plan.gradient_accumulation_steps;
     const int64_t first = plan.data_parallel_rank * per_rank;
     out << " data_parallel=" << plan.data_parallel_rank << "/" << plan.data_parallel_size

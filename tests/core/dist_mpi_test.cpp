@@ -32,7 +32,11 @@ TEST(DistMpi, PlansEveryRankOfASplitLayout) {
   ASSERT_EQ(result.exit_status, 0) << result.err;
   EXPECT_NE(result.out.find("plan for job \"P\" (5 ranks)"), std::string::npos);
   EXPECT_NE(result.out.find("rank 0/5 on "), std::string::npos);
-  EXPECT_NE(result.out.find("roles=policy device=cpu strategy=zero2 data_parallel=1/2 micro_batch=4 accumulation=1 examples=[4,8)"), std::string::npos) << result.out;
+  // An online job's slices are of each iteration's completions (not hyperparameters.batch_size).
+  EXPECT_NE(result.out.find("roles=policy device=cpu strategy=zero2 data_parallel=1/2 completions=[4,8) of each iteration's 8 "
+                            "mini_batch=4 micro_batch=4 optimizer_steps_per_iteration=4"),
+            std::string::npos)
+      << result.out;
   EXPECT_NE(result.out.find("rank 2/5"), std::string::npos);
   EXPECT_EQ(count(result.out, "roles=rollout"), 1u);
   EXPECT_EQ(count(result.out, "roles=reference"), 1u);
