@@ -5,6 +5,7 @@
 #include <pqxx/pqxx>
 
 #include <condition_variable>
+#include <deque>
 #include <mutex>
 
 #include "core/error.hpp"
@@ -194,6 +195,11 @@ class PostgresqlStore final : public Store {
   void scan_feedback(const FeedbackQuery& query, const std::function<void(const FeedbackRecord&)>& visit) override {
     guard("export feedback", [&] {
       Lease lease(*this);
+      if (one_page(*lease.connection, "scan_feedback", query, [&](const pqxx::result& result) {
+            for (const pqxx::row& r : result) visit(read_feedback(r));
+          })) {
+        return 0;
+      }
       pqxx::read_transaction tx(*lease.connection);  // one snapshot for every page
       std::string after_time;
       int64_t after_id = 0;
@@ -219,11 +225,16 @@ class PostgresqlStore final : public Store {
                              const std::function<void(const PreferencePair&)>& visit) override {
     guard("export feedback", [&] {
       Lease lease(*this);
+      const auto view = [](const pqxx::field& f) { return std::string_view(f.c_str(), f.size()); };
+      if (one_page(*lease.connection, "scan_pairs", query, [&](const pqxx::result& result) {
+            for (const pqxx::row& r : result) visit(PreferencePair{view(r[0]), view(r[1]), view(r[2])});
+          })) {
+        return 0;
+      }
       pqxx::read_transaction tx(*lease.connection);  // one snapshot for every page
       std::string after_time;
       int64_t after_id = 0;
       int64_t remaining = query.limit > 0 ? query.limit : -1;
-      const auto view = [](const pqxx::field& f) { return std::string_view(f.c_str(), f.size()); };
       while (remaining != 0) {
         const int64_t page = remaining < 0 ? kPageRows : std::min(remaining, kPageRows);
         const pqxx::result result = tx.exec_prepared("scan_pairs", query.agent_id, query.since, query.until,
@@ -322,40 +333,96 @@ class PostgresqlStore final : public Store {
   }
 
  private:
-  // A pooled connection for one call; a broken connection is dropped instead of returned.
+  // A pooled connection for one call; a broken connection is dropped instead of returned. Callers
+  // that find the pool busy queue in arrival order and a returned connection is handed to the
+  // first of them (a condition variable's wake-ups are not fair: under load some callers waited
+  // many turns, which was the export's p99).
+  struct Waiter {
+    std::condition_variable ready;
+    std::unique_ptr<pqxx::connection> connection;  // handed over by a returning lease
+    bool may_open = false;                         // or the right to open one (open_ counted for it)
+    bool served = false;
+  };
   struct Lease {
     explicit Lease(PostgresqlStore& store) : store(store) {
       std::unique_lock<std::mutex> lock(store.pool_mutex_);
-      store.pool_ready_.wait(lock, [&] { return !store.idle_.empty() || store.open_ < store.pool_size_; });
-      if (!store.idle_.empty()) {
+      if (store.waiters_.empty() && !store.idle_.empty()) {
         connection = std::move(store.idle_.back());
         store.idle_.pop_back();
         return;
       }
-      ++store.open_;
+      if (store.waiters_.empty() && store.open_ < store.pool_size_) {
+        ++store.open_;
+      } else {
+        Waiter waiter;
+        store.waiters_.push_back(&waiter);
+        waiter.ready.wait(lock, [&] { return waiter.served; });
+        if (waiter.connection) {
+          connection = std::move(waiter.connection);
+          return;
+        }
+      }
       lock.unlock();
       try {
         connection = std::make_unique<pqxx::connection>(store.url_);
         prepare_statements(*connection);
       } catch (...) {
         std::lock_guard<std::mutex> relock(store.pool_mutex_);
-        --store.open_;
-        store.pool_ready_.notify_one();
+        store.release_slot_locked();
         throw;
       }
     }
     ~Lease() {
       std::lock_guard<std::mutex> lock(store.pool_mutex_);
-      if (connection && connection->is_open()) {
-        store.idle_.push_back(std::move(connection));
+      if (!connection || !connection->is_open()) {
+        store.release_slot_locked();
+      } else if (!store.waiters_.empty()) {
+        Waiter* next = store.waiters_.front();
+        store.waiters_.pop_front();
+        next->connection = std::move(connection);
+        next->served = true;
+        next->ready.notify_one();
       } else {
-        --store.open_;
+        store.idle_.push_back(std::move(connection));
       }
-      store.pool_ready_.notify_one();
     }
     PostgresqlStore& store;
     std::unique_ptr<pqxx::connection> connection;
   };
+
+  // An export that fits in one page needs no transaction (one statement reads one snapshot): the
+  // first page is asked for with one row more than a page, outside BEGIN/COMMIT; when it comes
+  // back whole, `visit_page` gets it and the export took one round trip instead of three or more.
+  // A longer export returns false having visited nothing, and pages through a read-only
+  // transaction from the start (reading its first page twice).
+  template <typename VisitPage>
+  static bool one_page(pqxx::connection& connection, const char* statement, const FeedbackQuery& query,
+                       VisitPage&& visit_page) {
+    const bool limited = query.limit > 0 && query.limit <= kPageRows;
+    pqxx::result result;
+    {
+      pqxx::nontransaction tx(connection);
+      result = tx.exec_prepared(statement, query.agent_id, query.since, query.until, std::string(), int64_t{0},
+                                limited ? query.limit : kPageRows + 1);
+    }
+    if (!limited && static_cast<int64_t>(result.size()) > kPageRows) return false;
+    visit_page(result);
+    return true;
+  }
+
+  // A connection slot is free (its connection broke or never opened): the first waiter may open
+  // one in it, else the pool counts one fewer.
+  void release_slot_locked() {
+    if (waiters_.empty()) {
+      --open_;
+      return;
+    }
+    Waiter* next = waiters_.front();
+    waiters_.pop_front();
+    next->may_open = true;
+    next->served = true;
+    next->ready.notify_one();
+  }
 
   // libpqxx's exceptions become RLHF054 naming the operation; our own errors pass through.
   template <typename Body>
@@ -394,7 +461,7 @@ class PostgresqlStore final : public Store {
   std::string url_;
   int pool_size_;
   std::mutex pool_mutex_;
-  std::condition_variable pool_ready_;
+  std::deque<Waiter*> waiters_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_;
   int open_ = 0;
 };

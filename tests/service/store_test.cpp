@@ -4,6 +4,8 @@
 // resolved in a job file (RLHF023 with the count below min_samples).
 #include <gtest/gtest.h>
 
+#include <atomic>
+
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -233,6 +235,42 @@ TEST_P(StoreTest, ConcurrentGroupCommitsKeepEveryRow) {
   EXPECT_EQ(unique.size(), 400u);
   EXPECT_EQ(store->count_feedback({"c", "", "", 0}), 400);
   EXPECT_LE(committer.commits(), 400);
+}
+
+// More callers than pooled connections (PostgreSQL: 2): every call is served, in turn, and each
+// export sees whole rows (single-page exports run outside a transaction, longer ones inside one).
+TEST_P(StoreTest, MoreCallersThanConnectionsAreAllServed) {
+  if (url_.empty()) url_ = testing::fresh_store_url(GetParam(), dir_, "pool");
+  StoreOptions options;
+  options.url = url_;
+  options.pool_size = 2;
+  std::unique_ptr<Store> store = open_store(options);
+  std::vector<FeedbackRecord> rows;
+  for (int i = 0; i < 2100; ++i) rows.push_back(row(i < 100 ? "small" : "large", i));
+  store->insert_feedback(rows);
+  std::atomic<int> exports{0};
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 12; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 6; ++i) {
+        const std::string agent = (t + i) % 3 == 0 ? "large" : "small";
+        int64_t seen = 0;
+        store->scan_preference_pairs({agent, "", "", 0}, [&](const PreferencePair& pair) {
+          if (pair.prompt.rfind("prompt ", 0) != 0) ++wrong;
+          ++seen;
+        });
+        if (seen != (agent == "large" ? 2000 : 100)) ++wrong;
+        ++exports;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(exports.load(), 72);
+  EXPECT_EQ(wrong.load(), 0);
+  int64_t limited = 0;
+  store->scan_preference_pairs({"large", "", "", 7}, [&](const PreferencePair&) { ++limited; });
+  EXPECT_EQ(limited, 7);
 }
 
 TEST_P(StoreTest, JsonlAndParquetExportsReadByPandas) {
