@@ -90,6 +90,19 @@ CREATE TABLE rlhf_jobs (
 CREATE INDEX idx_rlhf_jobs_status ON rlhf_jobs (status);
 CREATE INDEX idx_rlhf_jobs_created ON rlhf_jobs (created_at);
 )sql"},
+      // Exports read an agent's rows in (created_at, id) order, a page at a time after the last
+      // (created_at, id): with id in the index that is an ordered index range scan that stops at
+      // the page's end, where (agent_id, created_at) made every page fetch and sort all the
+      // agent's rows (each page of a large export cost as much as the whole export).
+      {3, "rlhf_feedback_export_order",
+       R"sql(
+CREATE INDEX idx_rlhf_feedback_agent_created_id ON rlhf_feedback (agent_id, created_at, id);
+DROP INDEX idx_rlhf_feedback_agent_created;
+)sql",
+       R"sql(
+CREATE INDEX idx_rlhf_feedback_agent_created_id ON rlhf_feedback (agent_id, created_at, id);
+DROP INDEX idx_rlhf_feedback_agent_created;
+)sql"},
   };
   return list;
 }

@@ -61,15 +61,17 @@ void append_array_element(std::string& out, const std::string& text) {
 
 void prepare_statements(pqxx::connection& c) {
   c.prepare("insert_feedback", kInsertFeedback);
-  c.prepare("scan_feedback", std::string(kFeedbackSelect) + kFeedbackWhere +
-                                 "AND ($4 = '' OR (created_at, id) > (NULLIF($4, '')::timestamptz, $5::bigint)) "
-                                 "ORDER BY created_at, id LIMIT $6");
+  // Each scan has a first page and a page after (created_at, id), so that the position is an index
+  // condition on (agent_id, created_at, id) rather than a filter that an OR would make it.
+  constexpr const char* kPairsSelect = "SELECT prompt, response_chosen, response_rejected, id FROM rlhf_feedback ";
+  constexpr const char* kOrder = "ORDER BY created_at, id LIMIT ";
+  constexpr const char* kAfter = "AND (created_at, id) > ($4::timestamptz, $5::bigint) ";
+  c.prepare("scan_feedback", std::string(kFeedbackSelect) + kFeedbackWhere + kOrder + "$4");
+  c.prepare("scan_feedback_after", std::string(kFeedbackSelect) + kFeedbackWhere + kAfter + kOrder + "$6");
   // The export's columns only (and id): created_at is read only for the last row of a full page,
   // as the server's own text that $4::timestamptz reads back exactly.
-  c.prepare("scan_pairs", std::string("SELECT prompt, response_chosen, response_rejected, id FROM rlhf_feedback ") +
-                              kFeedbackWhere +
-                              "AND ($4 = '' OR (created_at, id) > (NULLIF($4, '')::timestamptz, $5::bigint)) "
-                              "ORDER BY created_at, id LIMIT $6");
+  c.prepare("scan_pairs", std::string(kPairsSelect) + kFeedbackWhere + kOrder + "$4");
+  c.prepare("scan_pairs_after", std::string(kPairsSelect) + kFeedbackWhere + kAfter + kOrder + "$6");
   c.prepare("feedback_created_at", "SELECT created_at::text FROM rlhf_feedback WHERE id = $1");
   c.prepare("count_feedback", std::string("SELECT COUNT(*) FROM rlhf_feedback ") + kFeedbackWhere);
   c.prepare("feedback_counts", "SELECT agent_id, COUNT(*) FROM rlhf_feedback GROUP BY agent_id ORDER BY agent_id");
@@ -206,8 +208,10 @@ class PostgresqlStore final : public Store {
       int64_t remaining = query.limit > 0 ? query.limit : -1;
       while (remaining != 0) {
         const int64_t page = remaining < 0 ? kPageRows : std::min(remaining, kPageRows);
-        const pqxx::result result = tx.exec_prepared("scan_feedback", query.agent_id, query.since, query.until,
-                                                     after_time, after_id, page);
+        const pqxx::result result =
+            after_time.empty() ? tx.exec_prepared("scan_feedback", query.agent_id, query.since, query.until, page)
+                               : tx.exec_prepared("scan_feedback_after", query.agent_id, query.since, query.until,
+                                                  after_time, after_id, page);
         for (const pqxx::row& r : result) {
           const FeedbackRecord row = read_feedback(r);
           visit(row);
@@ -237,8 +241,10 @@ class PostgresqlStore final : public Store {
       int64_t remaining = query.limit > 0 ? query.limit : -1;
       while (remaining != 0) {
         const int64_t page = remaining < 0 ? kPageRows : std::min(remaining, kPageRows);
-        const pqxx::result result = tx.exec_prepared("scan_pairs", query.agent_id, query.since, query.until,
-                                                     after_time, after_id, page);
+        const pqxx::result result =
+            after_time.empty() ? tx.exec_prepared("scan_pairs", query.agent_id, query.since, query.until, page)
+                               : tx.exec_prepared("scan_pairs_after", query.agent_id, query.since, query.until,
+                                                  after_time, after_id, page);
         for (const pqxx::row& r : result) visit(PreferencePair{view(r[0]), view(r[1]), view(r[2])});
         if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
         if (static_cast<int64_t>(result.size()) < page || remaining == 0) break;
@@ -402,8 +408,7 @@ class PostgresqlStore final : public Store {
     pqxx::result result;
     {
       pqxx::nontransaction tx(connection);
-      result = tx.exec_prepared(statement, query.agent_id, query.since, query.until, std::string(), int64_t{0},
-                                limited ? query.limit : kPageRows + 1);
+      result = tx.exec_prepared(statement, query.agent_id, query.since, query.until, limited ? query.limit : kPageRows + 1);
     }
     if (!limited && static_cast<int64_t>(result.size()) > kPageRows) return false;
     visit_page(result);

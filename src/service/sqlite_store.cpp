@@ -390,10 +390,14 @@ class SqliteStore final : public Store {
          "applied_at TEXT NOT NULL)");
     for (const Migration& migration : migrations()) {
       transaction(writer_, [&] {
-        Statement check(writer_, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?1");
-        check.bind(1, int64_t{migration.version});
-        check.step();
-        if (check.integer(0) > 0) return;
+        bool applied = false;
+        {  // finalized before the migration runs: SQLite refuses DROP while a statement is pending
+          Statement check(writer_, "SELECT COUNT(*) FROM schema_migrations WHERE version = ?1");
+          check.bind(1, int64_t{migration.version});
+          check.step();
+          applied = check.integer(0) > 0;
+        }
+        if (applied) return;
         exec(writer_, migration.sqlite_sql);
         Statement record(writer_, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)");
         record.bind(1, int64_t{migration.version});

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "service/feedback_export.hpp"
+#include "service/migrations.hpp"
 #include "service/server.hpp"
 #include "service/service_test_support.hpp"
 
@@ -363,7 +364,7 @@ TEST_P(ApiTest, HealthMetricsAndDashboard) {
   auto r = open.Get("/health");
   ASSERT_EQ(r->status, 200);
   EXPECT_EQ(body_of(r)["store"], testing::backend_name(GetParam()));
-  EXPECT_EQ(body_of(r)["schema_version"], 2);
+  EXPECT_EQ(body_of(r)["schema_version"], migrations().back().version);
   ASSERT_EQ(s.client(kAnnotator).Post("/api/rlhf/feedback", feedback("m", 1).dump(), "application/json")->status, 201);
   s.client(kReader).Post("/api/rlhf/feedback", feedback("m", 1).dump(), "application/json");
   r = open.Get("/metrics");
