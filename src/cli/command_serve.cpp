@@ -50,7 +50,12 @@ int serve_command(const std::vector<std::string>& arguments) {
       ("dist", po::value(&options.jobs.dist_binary), "n3rlhf-dist (default: beside this binary)")
       ("ranks", po::value(&options.jobs.default_ranks)->default_value(options.jobs.default_ranks), "ranks of a job that names none")
       ("k8s-image", po::value(&options.jobs.kubernetes_image)->default_value(options.jobs.kubernetes_image), "image of rendered MPIJobs")
-      ("k8s-namespace", po::value(&options.jobs.kubernetes_namespace)->default_value(options.jobs.kubernetes_namespace), "namespace of rendered MPIJobs");
+      ("k8s-namespace", po::value(&options.jobs.kubernetes_namespace)->default_value(options.jobs.kubernetes_namespace), "namespace of rendered MPIJobs")
+      ("k8s-slots", po::value(&options.jobs.kubernetes_slots_per_worker)->default_value(options.jobs.kubernetes_slots_per_worker),
+       "ranks (GPUs) per worker pod of rendered MPIJobs")
+      ("k8s-shared-claim", po::value(&options.jobs.kubernetes_shared_claim), "PersistentVolumeClaim with the models, data and outputs")
+      ("k8s-shared-path", po::value(&options.jobs.kubernetes_shared_path)->default_value(options.jobs.kubernetes_shared_path),
+       "where rendered MPIJobs mount the shared claim (the ranks run there)");
   if (const std::optional<int> status = command.parse(arguments)) return *status;
   if (!token_file.empty()) options.tokens = service::read_token_file(token_file);
   if (options.tokens.empty() && !options.allow_anonymous) {

@@ -168,34 +168,58 @@ int64_t process_start_time(int64_t pid) {
 
 std::string render_mpijob(const JobRecord& job, const std::string& name, int64_t ranks,
                           const std::vector<std::string>& set_arguments, const JobRunnerOptions& options) {
-  const int64_t slots = std::max<int64_t>(1, options.kubernetes_slots_per_worker);
-  const int64_t workers = (ranks + slots - 1) / slots;
+  // As launch/kubernetes/mpijob.yaml (docs/launching.md), which a test checks against the MPIJob
+  // CRD's schema and the operator's rules: Open MPI over ssh (the workers run sshd, the operator
+  // mounts the key), the job file from a ConfigMap on every pod, the models, data and outputs
+  // on the shared claim at the same path the service saw them, where the ranks also run.
+  // As few workers as the slots allow, the ranks spread evenly over them (12 ranks at 8 slots: 2 x 6).
+  const int64_t most = std::max<int64_t>(1, options.kubernetes_slots_per_worker);
+  const int64_t workers = (ranks + most - 1) / most;
+  const int64_t slots = (ranks + workers - 1) / workers;
   const auto quote = [](const std::string& text) { return nlohmann::json(text).dump(); };  // JSON strings are YAML
+  const bool shared = !options.kubernetes_shared_claim.empty();
+  const std::string shared_path = options.kubernetes_shared_path.empty() ? "/shared" : options.kubernetes_shared_path;
+  std::vector<std::string> command = {"mpirun", "--allow-run-as-root", "-np", std::to_string(ranks), "--bind-to", "none",
+                                      "--mca", "oob_tcp_keepalive_time", "10", "--mca", "oob_tcp_keepalive_intvl", "2",
+                                      "--mca", "oob_tcp_keepalive_probes", "3"};
+  if (shared) command.insert(command.end(), {"-wdir", shared_path});
+  command.insert(command.end(), {"-x", "NCCL_DEBUG=WARN", options.kubernetes_binary, "/jobs/job.n3"});
+  for (const std::string& set : set_arguments) command.insert(command.end(), {"--set", set});
+  const auto volumes = [&](const std::string& indent, bool dshm) {
+    std::string out = indent + "volumes:\n" + indent + "  - name: jobs\n" + indent + "    configMap: { name: " + name + " }\n";
+    if (shared) {
+      out += indent + "  - name: shared\n" + indent + "    persistentVolumeClaim: { claimName: " +
+             quote(options.kubernetes_shared_claim) + " }\n";
+    }
+    if (dshm) out += indent + "  - name: dshm\n" + indent + "    emptyDir: { medium: Memory }\n";
+    return out;
+  };
+  const auto mounts = [&](const std::string& indent, bool dshm) {
+    std::string out = indent + "volumeMounts:\n" + indent + "  - { name: jobs, mountPath: /jobs, readOnly: true }\n";
+    if (shared) out += indent + "  - { name: shared, mountPath: " + quote(shared_path) + " }\n";
+    if (dshm) out += indent + "  - { name: dshm, mountPath: /dev/shm }\n";
+    return out;
+  };
   std::ostringstream y;
   y << "# Rendered by n3rlhf serve for job " << quote(job.job_name) << "; apply with kubectl apply -f\n";
   y << "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: " << name << "\n  namespace: " << quote(options.kubernetes_namespace)
     << "\ndata:\n  job.n3: " << quote(job.job_text) << "\n---\n";
   y << "apiVersion: kubeflow.org/v2beta1\nkind: MPIJob\nmetadata:\n  name: " << name << "\n  namespace: "
     << quote(options.kubernetes_namespace) << "\n  labels:\n    app.kubernetes.io/name: n3rlhf\nspec:\n  slotsPerWorker: " << slots
-    << "\n  runPolicy:\n    cleanPodPolicy: Running\n    backoffLimit: 0\n  mpiReplicaSpecs:\n    Launcher:\n      replicas: 1\n"
-       "      template:\n        spec:\n          containers:\n            - name: launcher\n              image: "
+    << "\n  mpiImplementation: OpenMPI\n  sshAuthMountPath: /root/.ssh\n"
+       "  runPolicy:\n    cleanPodPolicy: Running\n    backoffLimit: 0\n  mpiReplicaSpecs:\n"
+       "    Launcher:\n      replicas: 1\n      restartPolicy: Never\n      template:\n        spec:\n          containers:\n"
+       "            - name: launcher\n              image: "
     << quote(options.kubernetes_image) << "\n              command:\n";
-  std::vector<std::string> command = {"mpirun", "--allow-run-as-root", "-np", std::to_string(ranks),
-                                      options.kubernetes_binary, "/jobs/job.n3"};
-  for (const std::string& set : set_arguments) {
-    command.push_back("--set");
-    command.push_back(set);
-  }
   for (const std::string& part : command) y << "                - " << quote(part) << "\n";
-  y << "              volumeMounts:\n                - { name: jobs, mountPath: /jobs }\n"
-       "          volumes:\n            - name: jobs\n              configMap: { name: "
-    << name << " }\n    Worker:\n      replicas: " << workers
-    << "\n      template:\n        spec:\n          containers:\n            - name: worker\n              image: "
-    << quote(options.kubernetes_image) << "\n              resources:\n                limits:\n                  nvidia.com/gpu: "
-    << slots << "\n              volumeMounts:\n                - { name: jobs, mountPath: /jobs }\n"
-       "                - { name: dshm, mountPath: /dev/shm }\n          volumes:\n            - name: jobs\n"
-       "              configMap: { name: "
-    << name << " }\n            - name: dshm\n              emptyDir: { medium: Memory }\n";
+  y << mounts("              ", false) << volumes("          ", false);
+  y << "    Worker:\n      replicas: " << workers
+    << "\n      restartPolicy: Never\n      template:\n        spec:\n          containers:\n            - name: worker\n"
+       "              image: "
+    << quote(options.kubernetes_image)
+    << "\n              command: [\"/usr/sbin/sshd\"]\n              args: [\"-De\"]\n"
+       "              resources:\n                limits:\n                  nvidia.com/gpu: "
+    << slots << "\n" << mounts("              ", true) << volumes("          ", true);
   return y.str();
 }
 

@@ -48,6 +48,10 @@ struct JobRunnerOptions {
   std::string kubernetes_namespace = "default";
   std::string kubernetes_binary = "/opt/n3rlhf/build/bin/n3rlhf-dist";
   int64_t kubernetes_slots_per_worker = 8;
+  // A PersistentVolumeClaim holding the models, data and outputs, mounted at kubernetes_shared_path
+  // on every pod (the ranks run there); empty: none (the image must hold what the job reads).
+  std::string kubernetes_shared_claim;
+  std::string kubernetes_shared_path = "/shared";
 };
 
 struct ServiceOptions {

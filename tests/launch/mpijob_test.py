@@ -11,7 +11,10 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import tempfile
 import unittest
 
 import jsonschema
@@ -120,8 +123,9 @@ def option_value(command, name):
     return None
 
 
-def consistency_errors(job, bin_dir=BIN_DIR):
-    """The MPIJob against the job it runs: ranks, slots, GPUs, the job file's mount and layout."""
+def consistency_errors(job, bin_dir=BIN_DIR, example=True):
+    """The MPIJob against the job it runs: ranks, slots, GPUs, the job file's mount and layout
+    (the layout from the example of the job file's name, unless example is False)."""
     errors = []
     spec = job["spec"]
     launcher = spec["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
@@ -156,6 +160,8 @@ def consistency_errors(job, bin_dir=BIN_DIR):
     wdir = option_value(command, "-wdir") or option_value(command, "--wdir")
     if wdir and not any(wdir == p or wdir.startswith(p.rstrip("/") + "/") for p in mounts):
         errors.append(f"the ranks run in {wdir}, which no worker volume provides")
+    if not example:
+        return errors
     # The job file is the example of the same name (the ConfigMap is made from it).
     example = os.path.join(SOURCE_DIR, "examples", os.path.basename(job_path))
     if not os.path.isfile(example):
@@ -263,6 +269,66 @@ class MpiJobManifest(unittest.TestCase):
         self.assertTrue(mutated(lambda j: worker(j)["resources"]["limits"].update({"nvidia.com/gpu": 8})))
         self.assertTrue(mutated(lambda j: worker(j).pop("command")))
         self.assertTrue(mutated(lambda j: worker(j).update(volumeMounts=[])))
+
+
+class ServiceRenderedMpiJob(unittest.TestCase):
+    """The MPIJob `n3rlhf serve` renders for a job submitted with launcher "kubernetes" passes the
+    same checks: the CRD schema, the operator's rules, ranks = slots x workers with a GPU per
+    rank, sshd on the workers, the job file from its ConfigMap on every pod, and the shared claim
+    mounted where the ranks run and where the service saw the job's paths."""
+
+    @classmethod
+    def setUpClass(cls):
+        sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "service", "py"))
+        import harness  # noqa: E402 (the service tests' own: tokens, a free port, /health)
+
+        cls.validator = load_validator()
+        cls.work = tempfile.mkdtemp()
+        serve = harness.Serve(os.path.join(BIN_DIR, "service_serve"), f"sqlite:{cls.work}/store.db", cls.work,
+                              extra=["--k8s-slots", "8", "--k8s-shared-claim", "n3rlhf-shared", "--k8s-shared-path", cls.work])
+        try:
+            body = {"job_name": "Rendered", "algorithm": "dpo", "base_model": f"{cls.work}/models/m",
+                    "dataset_path": f"{cls.work}/data/pairs.jsonl", "config": {"dpo": {"beta": 0.2}, "hyperparameters": {"batch_size": 24}},
+                    "launcher": "kubernetes", "ranks": 12, "overrides": ["hyperparameters.max_steps=5"]}
+            status, answer = serve.request("POST", "/api/rlhf/jobs", body=json.dumps(body), token="operator")
+            assert status == 201, answer
+            cls.record = answer
+        finally:
+            serve.stop()
+        documents = [d for d in yaml.safe_load_all(cls.record["manifest"]) if d]
+        cls.config_map = next(d for d in documents if d["kind"] == "ConfigMap")
+        cls.job = next(d for d in documents if d["kind"] == "MPIJob")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    def test_it_passes_the_schema_and_the_operators_rules(self):
+        self.assertEqual([f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in self.validator.iter_errors(self.job)], [])
+        self.assertEqual(operator_errors(self.job), [])
+
+    def test_it_runs_the_submitted_job_on_its_ranks(self):
+        self.assertEqual(consistency_errors(self.job, example=False), [])
+        spec = self.job["spec"]
+        self.assertEqual((spec["slotsPerWorker"], spec["mpiReplicaSpecs"]["Worker"]["replicas"]), (6, 2))  # 12 ranks
+        launcher = spec["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]
+        command = launcher["containers"][0]["command"]
+        self.assertEqual(command[command.index("-np") + 1], "12")
+        self.assertEqual(command[command.index("-wdir") + 1], self.work)
+        sets = [command[i + 1] for i, part in enumerate(command[:-1]) if part == "--set"]
+        self.assertIn("hyperparameters.max_steps=5", sets)
+        # The output goes under the job's directory, on the shared claim.
+        self.assertTrue(any(s.startswith(f"output.dir={self.work}/jobs/") for s in sets), sets)
+        job_file = self.config_map["data"]["job.n3"]  # the seed's fields rendered as N3
+        self.assertTrue(job_file.startswith('train rlhf "Rendered" {'), job_file)
+        self.assertIn(f'base_model: "{self.work}/models/m"', job_file)
+        self.assertEqual(self.config_map["metadata"]["name"],
+                         next(v for v in launcher["volumes"] if v["name"] == "jobs")["configMap"]["name"])
+        for role in ("Launcher", "Worker"):
+            pod = spec["mpiReplicaSpecs"][role]["template"]["spec"]
+            claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+            self.assertEqual(claims, ["n3rlhf-shared"], role)
+            self.assertIn({"name": "shared", "mountPath": self.work}, pod["containers"][0]["volumeMounts"], role)
 
 
 if __name__ == "__main__":
