@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/log.hpp"
 #include "io/jsonl_reader.hpp"
 #include "io/jsonl_rows.hpp"
 #include "io/prepare_tokenize.hpp"
@@ -47,6 +48,7 @@ PromptDataset PromptDataset::load(const RLHFConfig& config, const Tokenizer& tok
 
   PromptDataset dataset;
   dataset.seed_ = options.seed;
+  int64_t conversations = 0;
   JsonlFile::LineCursor cursor = file.lines();
   JsonlLine line;
   while (cursor.next(&line)) {
@@ -60,6 +62,7 @@ PromptDataset PromptDataset::load(const RLHFConfig& config, const Tokenizer& tok
                            {{"file", path}, {"line", std::to_string(line.number)}, {"column", column}});
       }
     }
+    if (row.conversational()) ++conversations;
     const TokenizedRow tokenized = example_tokenizer.tokenize(row);
     if (tokenized.needs_chat_template) {
       throw DatasetError(ErrorCode::kInvalidDatasetFormat,
@@ -87,6 +90,14 @@ PromptDataset PromptDataset::load(const RLHFConfig& config, const Tokenizer& tok
     example.prompt_text = prompt_text(row.prompt);
     example.columns = other_columns(object, config.data.prompt_key);
     dataset.examples_.push_back(std::move(example));
+  }
+  if (!config.data.chat_template.empty() && conversations == 0 && !dataset.examples_.empty()) {
+    // As TRL: a plain string prompt is the model's input as it is. A job that names a chat
+    // template over such prompts most likely expected them templated (an instruct model answers
+    // a bare string quite differently from a user turn).
+    spdlog::warn("{}: every prompt is a plain string, so data.chat_template \"{}\" is not applied to them; write the "
+                 "prompts as conversations ([{{\"role\": \"user\", \"content\": ...}}]) to have them templated",
+                 path, config.data.chat_template);
   }
   if (dataset.examples_.empty()) {
     throw DatasetError(ErrorCode::kInsufficientData, path + " has no usable prompt (" + std::to_string(dataset.skipped_rows_) +

@@ -13,12 +13,12 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "core/error.hpp"
 #include "io/checkpoint_directory.hpp"
 #include "core/sha256.hpp"
+#include "support/captured_log.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {
@@ -60,19 +60,7 @@ std::vector<std::string> entries(const std::string& directory) {
   return names;
 }
 
-class CapturedLog {
- public:
-  CapturedLog() : previous_(spdlog::default_logger()) {
-    spdlog::set_default_logger(
-        std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(text_)));
-  }
-  ~CapturedLog() { spdlog::set_default_logger(previous_); }
-  std::string text() const { return text_.str(); }
-
- private:
-  std::shared_ptr<spdlog::logger> previous_;
-  std::ostringstream text_;
-};
+using testing::CapturedLog;
 
 TEST(Sha256, MatchesTheFipsExamples) {
   EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");

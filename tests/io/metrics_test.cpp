@@ -12,7 +12,6 @@
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
 #include "core/config.hpp"
@@ -21,6 +20,7 @@
 #include "io/mlflow_sink.hpp"
 #include "io/tensorboard_sink.hpp"
 #include "io/tensorboard_sink_encoding.hpp"
+#include "support/captured_log.hpp"
 #include "support/test_support.hpp"
 
 namespace n3rlhf {
@@ -36,20 +36,7 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
   return records;
 }
 
-// Routes spdlog's default logger into a string for the life of the object.
-class CapturedLog {
- public:
-  CapturedLog() : previous_(spdlog::default_logger()) {
-    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(text_);
-    spdlog::set_default_logger(std::make_shared<spdlog::logger>("captured", sink));
-  }
-  ~CapturedLog() { spdlog::set_default_logger(previous_); }
-  std::string text() const { return text_.str(); }
-
- private:
-  std::shared_ptr<spdlog::logger> previous_;
-  std::ostringstream text_;
-};
+using testing::CapturedLog;
 
 // A loopback port with nothing listening on it: bound, read back, closed.
 int unused_loopback_port() {
