@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <utility>
 
 #include "core/error.hpp"
 #include "service/migrations.hpp"
@@ -196,31 +197,11 @@ class PostgresqlStore final : public Store {
 
   void scan_feedback(const FeedbackQuery& query, const std::function<void(const FeedbackRecord&)>& visit) override {
     guard("export feedback", [&] {
-      Lease lease(*this);
-      if (one_page(*lease.connection, "scan_feedback", query, [&](const pqxx::result& result) {
-            for (const pqxx::row& r : result) visit(read_feedback(r));
-          })) {
-        return 0;
-      }
-      pqxx::read_transaction tx(*lease.connection);  // one snapshot for every page
-      std::string after_time;
-      int64_t after_id = 0;
-      int64_t remaining = query.limit > 0 ? query.limit : -1;
-      while (remaining != 0) {
-        const int64_t page = remaining < 0 ? kPageRows : std::min(remaining, kPageRows);
-        const pqxx::result result =
-            after_time.empty() ? tx.exec_prepared("scan_feedback", query.agent_id, query.since, query.until, page)
-                               : tx.exec_prepared("scan_feedback_after", query.agent_id, query.since, query.until,
-                                                  after_time, after_id, page);
-        for (const pqxx::row& r : result) {
-          const FeedbackRecord row = read_feedback(r);
-          visit(row);
-          after_time = row.created_at;
-          after_id = row.id;
-        }
-        if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
-        if (static_cast<int64_t>(result.size()) < page) break;
-      }
+      scan_pages(
+          "scan_feedback", query, [&](const pqxx::result& page) { for (const pqxx::row& r : page) visit(read_feedback(r)); },
+          [](pqxx::transaction_base&, const pqxx::result& page) {
+            return std::make_pair(page.back()[8].as<std::string>(), page.back()[0].as<int64_t>());
+          });
       return 0;
     });
   }
@@ -228,29 +209,17 @@ class PostgresqlStore final : public Store {
   void scan_preference_pairs(const FeedbackQuery& query,
                              const std::function<void(const PreferencePair&)>& visit) override {
     guard("export feedback", [&] {
-      Lease lease(*this);
       const auto view = [](const pqxx::field& f) { return std::string_view(f.c_str(), f.size()); };
-      if (one_page(*lease.connection, "scan_pairs", query, [&](const pqxx::result& result) {
-            for (const pqxx::row& r : result) visit(PreferencePair{view(r[0]), view(r[1]), view(r[2])});
-          })) {
-        return 0;
-      }
-      pqxx::read_transaction tx(*lease.connection);  // one snapshot for every page
-      std::string after_time;
-      int64_t after_id = 0;
-      int64_t remaining = query.limit > 0 ? query.limit : -1;
-      while (remaining != 0) {
-        const int64_t page = remaining < 0 ? kPageRows : std::min(remaining, kPageRows);
-        const pqxx::result result =
-            after_time.empty() ? tx.exec_prepared("scan_pairs", query.agent_id, query.since, query.until, page)
-                               : tx.exec_prepared("scan_pairs_after", query.agent_id, query.since, query.until,
-                                                  after_time, after_id, page);
-        for (const pqxx::row& r : result) visit(PreferencePair{view(r[0]), view(r[1]), view(r[2])});
-        if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
-        if (static_cast<int64_t>(result.size()) < page || remaining == 0) break;
-        after_id = result.back()[3].as<int64_t>();
-        after_time = tx.exec_prepared1("feedback_created_at", after_id)[0].as<std::string>();
-      }
+      scan_pages(
+          "scan_pairs", query,
+          [&](const pqxx::result& page) {
+            for (const pqxx::row& r : page) visit(PreferencePair{view(r[0]), view(r[1]), view(r[2])});
+          },
+          // The export's statement reads no created_at: the last row's, as the server's own text.
+          [](pqxx::transaction_base& tx, const pqxx::result& page) {
+            const int64_t id = page.back()[3].as<int64_t>();
+            return std::make_pair(tx.exec_prepared1("feedback_created_at", id)[0].as<std::string>(), id);
+          });
       return 0;
     });
   }
@@ -395,6 +364,30 @@ class PostgresqlStore final : public Store {
     PostgresqlStore& store;
     std::unique_ptr<pqxx::connection> connection;
   };
+
+  // An export page by page: one statement when it fits in one page (one_page), else every page
+  // inside one read-only snapshot (`statement`, then `statement`_after the (created_at, id) that
+  // `position` reads off the page before).
+  template <typename VisitPage, typename Position>
+  void scan_pages(const std::string& statement, const FeedbackQuery& query, VisitPage&& visit_page, Position&& position) {
+    Lease lease(*this);
+    if (one_page(*lease.connection, statement.c_str(), query, visit_page)) return;
+    pqxx::read_transaction tx(*lease.connection);
+    const std::string after_statement = statement + "_after";
+    std::pair<std::string, int64_t> after;  // created_at text and id of the last row so far
+    int64_t remaining = query.limit > 0 ? query.limit : -1;
+    while (remaining != 0) {
+      const int64_t page = remaining < 0 ? kPageRows : std::min(remaining, kPageRows);
+      const pqxx::result result =
+          after.first.empty() ? tx.exec_prepared(statement, query.agent_id, query.since, query.until, page)
+                              : tx.exec_prepared(after_statement, query.agent_id, query.since, query.until, after.first,
+                                                 after.second, page);
+      visit_page(result);
+      if (remaining > 0) remaining -= static_cast<int64_t>(result.size());
+      if (static_cast<int64_t>(result.size()) < page || remaining == 0) break;
+      after = position(tx, result);
+    }
+  }
 
   // An export that fits in one page needs no transaction (one statement reads one snapshot): the
   // first page is asked for with one row more than a page, outside BEGIN/COMMIT; when it comes

@@ -65,40 +65,36 @@ TEST(RoleFailure, AStalledRewardRankIsNamedWithItsPhase) {
   EXPECT_NE(result.err.find("[RLHF014] iteration 2 (scoring): the reward rank 3 did not arrive"), std::string::npos) << result.output();
 }
 
-TEST(RoleFailure, AKilledRolloutRankEndsTheJob) {
+// A rank SIGKILLed at `fault`: mpirun sees the death at once and ends the job, naming the rank and
+// the signal, so no rank waits out the collective timeout; each survivor, ended by mpirun's
+// SIGTERM, says what it was and what it was doing, with the layout's roles, so that the
+// launcher's "rank N" can be read; no rank outlives the job.
+void expect_killed_rank_ends_the_job(int ranks, const std::string& layout, const std::string& fault, int killed,
+                                     const std::vector<std::string>& survivors, const std::string& roles) {
   testing::TempDir dir;
-  const std::string job = write_job(dir, "policy: 1 rollout: 1");
-  const DrillResult result = run_with_fault(2, job, "rollout_generation:1:KILL:2");
+  const std::string job = write_job(dir, layout);
+  const DrillResult result = run_with_fault(ranks, job, fault);
   EXPECT_NE(result.exit_status, 0) << result.output();
   EXPECT_FALSE(result.timed_out) << result.output();
-  // mpirun sees the death at once and ends the job, naming the rank and the signal; the policy
-  // rank does not wait out the collective timeout.
-  EXPECT_NE(result.output().find("rank 1"), std::string::npos) << result.output();
+  EXPECT_NE(result.output().find("rank " + std::to_string(killed)), std::string::npos) << result.output();
   EXPECT_NE(result.output().find("signal 9"), std::string::npos) << result.output();
-  // The policy rank, ended by mpirun's SIGTERM, says what it was and what it was doing, with the
-  // layout's roles, so that the launcher's "rank 1" reads as the rollout rank.
-  EXPECT_NE(result.output().find("rank 0 (policy+reference): [RLHF014] terminated by SIGTERM during iteration 2"),
-            std::string::npos) << result.output();
-  EXPECT_NE(result.output().find("Ranks: 0 policy+reference, 1 rollout+reward."), std::string::npos) << result.output();
+  for (const std::string& rank : survivors) {
+    EXPECT_NE(result.output().find(rank + ": [RLHF014] terminated by SIGTERM during iteration 2"), std::string::npos)
+        << rank << "\n" << result.output();
+  }
+  EXPECT_NE(result.output().find("Ranks: " + roles + "."), std::string::npos) << result.output();
   EXPECT_LT(result.seconds, kLimitSeconds) << result.output();
   EXPECT_TRUE(faults::find_processes({"n3rlhf-dist", job}).empty()) << "a rank outlived the job";
 }
 
+TEST(RoleFailure, AKilledRolloutRankEndsTheJob) {
+  expect_killed_rank_ends_the_job(2, "policy: 1 rollout: 1", "rollout_generation:1:KILL:2", 1, {"rank 0 (policy+reference)"},
+                                  "0 policy+reference, 1 rollout+reward");
+}
+
 TEST(RoleFailure, AKilledRewardRankEndsTheJobAndEveryOtherRankSaysWhereItWas) {
-  testing::TempDir dir;
-  const std::string job = write_job(dir, "policy: 1 rollout: 1 reward: 1");
-  const DrillResult result = run_with_fault(3, job, "reward_scoring:2:KILL:2");
-  EXPECT_NE(result.exit_status, 0) << result.output();
-  EXPECT_FALSE(result.timed_out) << result.output();
-  EXPECT_NE(result.output().find("rank 2"), std::string::npos) << result.output();
-  EXPECT_NE(result.output().find("signal 9"), std::string::npos) << result.output();
-  for (const char* rank : {"rank 0 (policy+reference)", "rank 1 (rollout)"}) {
-    EXPECT_NE(result.output().find(std::string(rank) + ": [RLHF014] terminated by SIGTERM during iteration 2"), std::string::npos)
-        << rank << "\n" << result.output();
-  }
-  EXPECT_NE(result.output().find("Ranks: 0 policy+reference, 1 rollout, 2 reward."), std::string::npos) << result.output();
-  EXPECT_LT(result.seconds, kLimitSeconds) << result.output();
-  EXPECT_TRUE(faults::find_processes({"n3rlhf-dist", job}).empty()) << "a rank outlived the job";
+  expect_killed_rank_ends_the_job(3, "policy: 1 rollout: 1 reward: 1", "reward_scoring:2:KILL:2", 2,
+                                  {"rank 0 (policy+reference)", "rank 1 (rollout)"}, "0 policy+reference, 1 rollout, 2 reward");
 }
 
 }  // namespace
