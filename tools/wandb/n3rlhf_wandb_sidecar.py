@@ -75,6 +75,20 @@ def read_header(line):
     return header
 
 
+def take_stdin():
+    """The trainer's pipe as a stream of this process alone.
+
+    fd 0 becomes /dev/null: wandb's service process inherits fd 0, and if it held the pipe open
+    the trainer would not see this process die (its writes would go on filling a pipe that
+    nobody reads).
+    """
+    fd = os.dup(0)  # non-inheritable (PEP 446)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return os.fdopen(fd, "r", encoding="utf-8", errors="replace")
+
+
 def run_mode():
     """WANDB_MODE when the user set it; otherwise online with an API key, offline without."""
     mode = os.environ.get("WANDB_MODE", "").strip()
@@ -97,7 +111,8 @@ def main():
     # The trainer says when the run ends (its end line, or closing the stream); a Ctrl-C meant for
     # it must not cut the run short here before the last records are written.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    header = read_header(sys.stdin.readline())
+    records_in = take_stdin()
+    header = read_header(records_in.readline())
     wandb = import_wandb()
     # WANDB_DIR, when the user set it, wins over the trainer's default (its log_dir).
     directory = os.environ.get("WANDB_DIR") or header["dir"]
@@ -117,7 +132,7 @@ def main():
 
     outcome = None
     records = 0
-    for line_number, line in enumerate(sys.stdin, start=2):
+    for line_number, line in enumerate(records_in, start=2):
         if not line.strip():
             continue
         try:
