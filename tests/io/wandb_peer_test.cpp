@@ -258,7 +258,7 @@ TEST(WandbPeer, APythonWithoutWandbRefusesTheJobBeforeTraining) {
   EXPECT_NE(refused.err.find("pip install wandb"), std::string::npos) << refused.err;
   EXPECT_NE(refused.err.find(system_python), std::string::npos) << refused.err;
   // Refused before training: no model loaded, no metrics, no checkpoint, no W&B run.
-  EXPECT_EQ(refused.err.find("training \"WandbPeer\""), std::string::npos) << refused.err;
+  EXPECT_EQ((refused.out + refused.err).find("training \"WandbPeer\""), std::string::npos) << refused.err;
   EXPECT_FALSE(fs::exists(dir.path() + "/out/logs/metrics.jsonl"));
   EXPECT_FALSE(fs::exists(dir.path() + "/out/checkpoints"));
   EXPECT_FALSE(fs::exists(dir.path() + "/wandb"));
