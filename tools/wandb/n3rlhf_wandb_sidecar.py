@@ -17,7 +17,8 @@ died: the run is marked failed), finishes the run with `run.finish(exit_code)`, 
 every record to the run's files (and, online, to the server) before this process exits.
 
 Exit status: 0 when the run was finished, 2 when the header is missing or malformed (nothing was
-logged), 3 when `wandb` cannot be imported. `--check` only imports wandb and prints its version:
+logged), 3 when `wandb` cannot be imported, 4 when `wandb.init` failed (no network or no valid
+API key for an online run, say). `--check` only imports wandb and prints its version:
 n3rlhf runs that before training to refuse a job whose Python lacks wandb (RLHF005).
 """
 
@@ -116,18 +117,22 @@ def main():
     wandb = import_wandb()
     # WANDB_DIR, when the user set it, wins over the trainer's default (its log_dir).
     directory = os.environ.get("WANDB_DIR") or header["dir"]
-    os.makedirs(directory, exist_ok=True)
     mode = run_mode()
-    run = wandb.init(
-        project=header["project"],
-        name=header["run_name"],
-        tags=header["tags"],
-        config=header["config"],
-        dir=directory,
-        mode=mode,
-        # Nothing of this process' own console is worth recording; W&B's messages go to stderr.
-        settings=wandb.Settings(console="off"),
-    )
+    try:
+        os.makedirs(directory, exist_ok=True)
+        run = wandb.init(
+            project=header["project"],
+            name=header["run_name"],
+            tags=header["tags"],
+            config=header["config"],
+            dir=directory,
+            mode=mode,
+            # Nothing of this process' own console is worth recording; W&B's messages go to stderr.
+            settings=wandb.Settings(console="off"),
+        )
+    except Exception as error:  # noqa: BLE001 (any failure: say it in one line; the trainer warns once)
+        say(f"wandb.init failed ({mode}, dir {directory}): {type(error).__name__}: {error}")
+        return 4
     say(f"logging run \"{header['run_name']}\" ({mode}) to {run.dir}")
 
     outcome = None
