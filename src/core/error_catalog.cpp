@@ -26,8 +26,10 @@ const std::vector<ErrorInfo>& error_catalog() {
        "Change one of the two options named in the message; the hint says which is usual."},
       {ErrorCode::kMissingEnvironmentVariable, "Missing environment variable",
        "The job needs a setting from the environment that is not there (MLFLOW_TRACKING_URI for the mlflow "
-       "tracker, HF_TOKEN for push_to_hub).",
-       "Export the variable named in the message, or give the value in the job file."},
+       "tracker, HF_TOKEN for push_to_hub), or a program it runs lacks what it needs (the wandb tracker's "
+       "Python without the wandb package).",
+       "Export the variable named in the message, or give the value in the job file; for the wandb tracker, "
+       "pip install wandb into the Python that N3RLHF_PYTHON names (default: python3 on PATH)."},
       {ErrorCode::kTrainingDivergence, "Training divergence",
        "The loss or the gradient norm became NaN or infinite, or exploded past the configured limit.",
        "Lower the learning rate, enable clipping (max_grad_norm), check the data; resume from the last good "

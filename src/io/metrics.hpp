@@ -1,4 +1,4 @@
-// metrics.hpp: the MetricSink interface (JSONL, TensorBoard, MLflow implement it) and the
+// metrics.hpp: the MetricSink interface (JSONL, TensorBoard, MLflow, W&B implement it) and the
 // MetricsLogger that rank 0 uses to fan every record out to all of its sinks.
 #pragma once
 
@@ -88,6 +88,11 @@ struct MetricsOptions {
   std::string run_name;
   std::vector<std::string> tags;
   double mlflow_timeout_s = 10.0;
+  // Tracker wandb: the W&B sidecar (wandb_sink.hpp) logs the run to logging.project (default
+  // n3rlhf) under <log_dir>/wandb, or WANDB_DIR; online with WANDB_API_KEY, offline without.
+  bool wandb = false;
+  std::string wandb_project = "n3rlhf";
+  double wandb_finish_timeout_s = 120.0;
   // GET /metrics for Prometheus on this port (N3RLHF_METRICS_PORT; 0 picks a free one, logged);
   // -1: none. Bound to prometheus_host (N3RLHF_METRICS_HOST, default all interfaces).
   int prometheus_port = -1;
@@ -99,10 +104,15 @@ struct MetricsOptions {
 MetricParams flatten_params(const nlohmann::json& configuration);
 
 struct RLHFConfig;
-// JSONL always; TensorBoard for tracker tensorboard or wandb (W&B syncs the event files);
-// MLflow for tracker mlflow; Prometheus' /metrics when N3RLHF_METRICS_PORT is set. log_dir defaults to <output.dir>/logs; the tracking URI to
-// MLFLOW_TRACKING_URI.
+// JSONL always; TensorBoard for tracker tensorboard; MLflow for tracker mlflow; the W&B sidecar
+// for tracker wandb; Prometheus' /metrics when N3RLHF_METRICS_PORT is set. log_dir defaults to
+// <output.dir>/logs; the tracking URI to MLFLOW_TRACKING_URI.
 MetricsOptions metrics_options_from_config(const RLHFConfig& config);
+
+// What a sink needs from this machine, checked on rank 0 before training: for tracker wandb, a
+// Python that imports wandb and the sidecar script (ConfigurationError RLHF005 otherwise: the
+// job is refused, unlike a sink that fails during the run). Nothing for the other trackers.
+void check_metrics_environment(const MetricsOptions& options);
 
 // Builds rank 0's logger: the JSONL sink (a failure to create log_dir is RLHF051 and is thrown,
 // since without it nothing of the run would be recorded), then the optional sinks, each of which

@@ -1,5 +1,5 @@
-// metrics_sinks.cpp: which sinks a job gets (metrics_options_from_config) and opening them
-// (open_metrics_logger).
+// metrics_sinks.cpp: which sinks a job gets (metrics_options_from_config), what they need from the
+// machine before training (check_metrics_environment) and opening them (open_metrics_logger).
 #include <cstdlib>
 #include <filesystem>
 
@@ -12,10 +12,21 @@
 #include "io/mlflow_sink.hpp"
 #include "io/prometheus_sink.hpp"
 #include "io/tensorboard_sink.hpp"
+#include "io/wandb_sink.hpp"
 
 namespace n3rlhf {
 
 namespace {
+
+WandbSinkOptions wandb_sink_options(const MetricsOptions& options) {
+  WandbSinkOptions wandb;
+  wandb.project = options.wandb_project;
+  wandb.run_name = options.run_name;
+  wandb.tags = options.tags;
+  wandb.directory = options.log_dir;
+  wandb.finish_timeout_s = options.wandb_finish_timeout_s;
+  return wandb;
+}
 
 void flatten_into(const nlohmann::json& value, const std::string& prefix, MetricParams& out) {
   if (value.is_object() && !value.empty()) {
@@ -39,14 +50,16 @@ MetricsOptions metrics_options_from_config(const RLHFConfig& config) {
   const LoggingConfig& logging = config.logging;
   MetricsOptions options;
   options.log_dir = logging.log_dir.empty() ? (std::filesystem::path(config.output.dir) / "logs").string() : logging.log_dir;
-  options.tensorboard = logging.tracker == Tracker::kTensorboard || logging.tracker == Tracker::kWandb;
+  options.tensorboard = logging.tracker == Tracker::kTensorboard;
   options.mlflow = logging.tracker == Tracker::kMlflow;
+  options.wandb = logging.tracker == Tracker::kWandb;
   options.mlflow_tracking_uri = logging.tracking_uri;
   if (options.mlflow_tracking_uri.empty()) {
     const char* from_environment = std::getenv("MLFLOW_TRACKING_URI");
     if (from_environment != nullptr) options.mlflow_tracking_uri = from_environment;
   }
   options.mlflow_experiment = logging.project.empty() ? "n3rlhf" : logging.project;
+  options.wandb_project = options.mlflow_experiment;
   options.run_name = logging.run_name.empty() ? config.job_name : logging.run_name;
   options.tags = logging.tags;
   if (const char* port = std::getenv("N3RLHF_METRICS_PORT"); port != nullptr && *port != '\0') {
@@ -86,7 +99,18 @@ std::unique_ptr<MetricsLogger> open_metrics_logger(const MetricsOptions& options
       return std::make_unique<MlflowMetricSink>(mlflow);
     });
   }
+  if (options.wandb) {
+    logger->open_sink("wandb", [&] { return std::make_unique<WandbMetricSink>(wandb_sink_options(options)); });
+  }
   return logger;
+}
+
+void check_metrics_environment(const MetricsOptions& options) {
+  if (!options.wandb) return;
+  const WandbSinkOptions wandb = wandb_sink_options(options);
+  const std::string version = check_wandb_sidecar(wandb);
+  const WandbSidecarCommand command = resolve_wandb_sidecar(wandb);
+  spdlog::info("W&B: {} in {} (sidecar {})", version, command.python, command.script);
 }
 
 }  // namespace n3rlhf

@@ -15,6 +15,7 @@
 #include "core/error_output.hpp"
 #include "core/log.hpp"
 #include "core/termination_notice.hpp"
+#include "io/metrics.hpp"
 #include "model/model_config.hpp"
 #include "runtime/online_trainer.hpp"
 #include "runtime/rank_plan.hpp"
@@ -148,6 +149,9 @@ int run(MpiEnvironment& mpi, const DistOptions& options, std::chrono::millisecon
   RLHFConfig resolved = config;
   resolve_model_paths(resolved);
   check_remote_settings(resolved);
+  // Rank 0 logs the metrics: a tracker that cannot run on its machine (the wandb tracker's Python
+  // without wandb) refuses the job here, before any model is loaded (RLHF005).
+  if (rank == 0) check_metrics_environment(metrics_options_from_config(resolved));
   TrainOptions train_options;
   train_options.resume = options.resume;
   const TrainSummary summary = is_online_algorithm(resolved.algorithm) ? run_online_training(resolved, mpi, train_options)

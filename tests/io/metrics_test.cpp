@@ -262,8 +262,10 @@ TEST(MetricsOptions, FollowTheJobsLoggingSection) {
   config.logging.tracker = Tracker::kWandb;
   MetricsOptions options = metrics_options_from_config(config);
   EXPECT_EQ(options.log_dir, "/runs/demo/logs");
-  EXPECT_TRUE(options.tensorboard);  // W&B syncs the TensorBoard files
+  EXPECT_TRUE(options.wandb);  // the W&B sidecar; no TensorBoard files
+  EXPECT_FALSE(options.tensorboard);
   EXPECT_FALSE(options.mlflow);
+  EXPECT_EQ(options.wandb_project, "n3rlhf");
   EXPECT_EQ(options.run_name, "dpo-demo");
 
   config.logging.tracker = Tracker::kMlflow;
@@ -273,6 +275,7 @@ TEST(MetricsOptions, FollowTheJobsLoggingSection) {
   options = metrics_options_from_config(config);
   EXPECT_TRUE(options.mlflow);
   EXPECT_FALSE(options.tensorboard);
+  EXPECT_FALSE(options.wandb);
   EXPECT_EQ(options.mlflow_tracking_uri, "http://mlflow:5000");
   EXPECT_EQ(options.mlflow_experiment, "prefs");
   EXPECT_EQ(options.log_dir, "/elsewhere");
