@@ -302,6 +302,9 @@ class Dockerfile(unittest.TestCase):
         with open(os.path.join(SOURCE_DIR, "src", "service", "service_options.hpp")) as f:
             programs += re.findall(r'kubernetes_binary = "([^"]+)"', f.read())
         self.assertIn("/usr/sbin/sshd", programs)
+        # Rank 0's sidecars (push_to_hub, the W&B tracker) run N3RLHF_PYTHON's default, python3,
+        # and the W&B sidecar script from beside the binaries.
+        programs += ["/usr/bin/python3", "/opt/n3rlhf/build/bin/n3rlhf_wandb_sidecar.py"]
         for program in programs:
             self.assertTrue(self.in_image(program), f"{program} is not in the image")
 
@@ -339,7 +342,7 @@ def library_check(image, files):
     host_index = host_library_index()
     closure = package_closure(image.packages)
     missing, from_packages = [], set()
-    binaries = sorted(t for t in files if t.startswith("/opt/n3rlhf/build/bin/"))
+    binaries = sorted(t for t in files if t.startswith("/opt/n3rlhf/build/bin/") and not t.endswith(".py"))
     assert [os.path.basename(b) for b in binaries] == ["n3rlhf", "n3rlhf-dist"], binaries
     todo, seen = list(binaries), set()
     while todo:
