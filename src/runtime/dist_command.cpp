@@ -3,6 +3,7 @@
 #include "runtime/dist_command.hpp"
 
 #include <chrono>
+#include <exception>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -150,8 +151,21 @@ int run(MpiEnvironment& mpi, const DistOptions& options, std::chrono::millisecon
   resolve_model_paths(resolved);
   check_remote_settings(resolved);
   // Rank 0 logs the metrics: a tracker that cannot run on its machine (the wandb tracker's Python
-  // without wandb) refuses the job here, before any model is loaded (RLHF005).
-  if (rank == 0) check_metrics_environment(metrics_options_from_config(resolved));
+  // without wandb) refuses the job here, before any model is loaded (RLHF005). Every rank hears
+  // rank 0's answer (one all-reduce): a rank that went on alone would wait in the world
+  // communicator's set-up, where no failure reaches it.
+  std::exception_ptr refusal;
+  if (rank == 0) {
+    try {
+      check_metrics_environment(metrics_options_from_config(resolved));
+    } catch (...) {
+      refusal = std::current_exception();
+    }
+  }
+  if (mpi.agree_on_exit_status(refusal ? 2 : 0, *exit_wait) != 0) {
+    if (refusal) std::rethrow_exception(refusal);
+    return 2;  // rank 0 reports why
+  }
   TrainOptions train_options;
   train_options.resume = options.resume;
   const TrainSummary summary = is_online_algorithm(resolved.algorithm) ? run_online_training(resolved, mpi, train_options)

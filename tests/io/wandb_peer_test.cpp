@@ -226,13 +226,13 @@ TEST(WandbPeer, ASidecarThatDiesCostsOneWarningAndNoJsonlRecord) {
     ASSERT_EQ(::kill(-pid, SIGKILL), 0);
     while (!process_ended(pid)) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     for (int64_t step = 2; step <= 5; ++step) logger.log_scalars(step, {{"loss", 0.7 - 0.1 * step}}, 1.0 + step);
+    EXPECT_EQ(logger.active_sink_names(), std::vector<std::string>{"jsonl"});
     logger.close(RunOutcome::kFinished);
     ASSERT_EQ(logger.failures().size(), 1u);
     EXPECT_EQ(logger.failures()[0].sink, "wandb");
     const std::string description = logger.failures()[0].error.describe_with_causes();
     EXPECT_NE(description.find("RLHF041"), std::string::npos) << description;
     EXPECT_NE(description.find("killed by signal 9"), std::string::npos) << description;
-    EXPECT_EQ(logger.active_sink_names(), std::vector<std::string>{"jsonl"});
   }
   EXPECT_TRUE(process_ended(pid));
   const std::vector<nlohmann::json> records = jsonl_records(dir.path() + "/metrics.jsonl");
@@ -262,6 +262,13 @@ TEST(WandbPeer, APythonWithoutWandbRefusesTheJobBeforeTraining) {
   EXPECT_FALSE(fs::exists(dir.path() + "/out/logs/metrics.jsonl"));
   EXPECT_FALSE(fs::exists(dir.path() + "/out/checkpoints"));
   EXPECT_FALSE(fs::exists(dir.path() + "/wandb"));
+
+  // On 2 ranks: rank 1 hears of rank 0's refusal instead of waiting for it in the set-up.
+  const CommandResult refused_on_two = run_command(offline_environment(dir.path() + "/wandb", system_python) +
+                                                   testing::mpirun_command(2) + binary("n3rlhf-dist") + " " + job);
+  EXPECT_EQ(refused_on_two.exit_status, 2) << refused_on_two.out << refused_on_two.err;
+  EXPECT_NE(refused_on_two.err.find("RLHF005"), std::string::npos) << refused_on_two.err;
+  EXPECT_FALSE(fs::exists(dir.path() + "/out/logs/metrics.jsonl"));
 
   // An interpreter that does not exist: the same refusal, naming it.
   const CommandResult absent =
