@@ -54,14 +54,17 @@ for i in 0 1; do
   ip -n "${prefix}sw" link set "port$i" master br0 up
 done
 # Reachable: a connection to a closed port is refused at once rather than timing out.
-ip netns exec "${prefix}h0" python3 -c "
+reachable() {
+  ip netns exec "$1" python3 -c "
 import socket, sys
 try:
-    socket.create_connection(('10.201.0.2', 9), timeout=3)
+    socket.create_connection(('$2', 9), timeout=3)
 except ConnectionRefusedError:
     sys.exit(0)
 except OSError:
-    sys.exit(1)" || skip "the namespaces cannot reach each other"
+    sys.exit(1)"
+}
+reachable "${prefix}h0" 10.201.0.2 || skip "the namespaces cannot reach each other"
 
 # The rsh agent: Open MPI calls it as `agent [options] HOST COMMAND...`.
 cat > "$work/agent" <<AGENT
@@ -201,6 +204,13 @@ for drill in "${drills[@]}"; do
         fi
         echo "cut: left on the cut-off host:$(describe_processes "${prefix}h1")"
         ip -n "${prefix}sw" link set port1 up
+        # The next drill starts on a healed link: the stale daemon gone and each host reaching the
+        # other again (a drill launched at once sometimes had its daemon fail to call mpirun back).
+        for pid in $(ip netns pids "${prefix}h1"); do kill -9 "$pid" 2>/dev/null; done
+        for _ in $(seq 1 50); do
+          reachable "${prefix}h0" 10.201.0.2 && reachable "${prefix}h1" 10.201.0.1 && break
+          sleep 0.2
+        done
       fi
       checkpoint_valid "$dir" 2 || fail "$drill: checkpoint 2 is not valid after the drill"
       echo "$drill: every process ended ${took}s after the fault (timeout ${timeout_s}s), status $status; what the user saw:"
