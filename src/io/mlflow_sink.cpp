@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/strings.hpp"
+
 namespace n3rlhf {
 
 namespace {
@@ -20,21 +22,6 @@ constexpr size_t kMaxParamsPerBatch = 100;
 constexpr size_t kMaxParamValueLength = 6000;
 
 int64_t milliseconds(double seconds) { return static_cast<int64_t>(std::llround(seconds * 1000.0)); }
-
-std::string url_encode(const std::string& text) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
 
 // MLflow parses requests with protobuf's JSON parser, which spells non-finite doubles as strings.
 nlohmann::json metric_value(double value) {
@@ -148,7 +135,7 @@ class MlflowMetricSink::Client {
 
 MlflowMetricSink::MlflowMetricSink(const MlflowSinkOptions& options)
     : client_(std::make_unique<Client>(options.tracking_uri, options.timeout_s)) {
-  const std::string lookup = "experiments/get-by-name?experiment_name=" + url_encode(options.experiment_name);
+  const std::string lookup = "experiments/get-by-name?experiment_name=" + percent_encode(options.experiment_name);
   std::string refusal;
   nlohmann::json found = client_->get(lookup, &refusal);
   if (refusal.empty()) {

@@ -24,6 +24,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "core/sha256.hpp"
+#include "core/strings.hpp"
 #include "storage/s3_xml.hpp"
 
 namespace n3rlhf {
@@ -40,28 +41,12 @@ void initialise_curl() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
-// RFC 3986 percent-encoding as SigV4 wants it: unreserved characters kept, '/' kept in paths.
-std::string uri_encode(std::string_view text, bool keep_slash) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
 // The canonical query string: parameters sorted by name, names and values encoded.
 std::string canonical_query(std::vector<std::pair<std::string, std::string>> parameters) {
   std::sort(parameters.begin(), parameters.end());
   std::string query;
   for (const auto& [name, value] : parameters) {
-    query += (query.empty() ? "" : "&") + uri_encode(name, false) + "=" + uri_encode(value, false);
+    query += (query.empty() ? "" : "&") + percent_encode(name, false) + "=" + percent_encode(value, false);
   }
   return query;
 }
@@ -220,7 +205,7 @@ class StoreClient {
   explicit StoreClient(const ObjectStoreOptions& options, ObjectScheme scheme) : options_(options), scheme_(scheme) {}
 
   std::string url(const Request& request) const {
-    const std::string key = uri_encode(request.key, true);
+    const std::string key = percent_encode(request.key, true);
     std::string base;
     if (!options_.endpoint.empty()) {
       std::string endpoint = options_.endpoint;
