@@ -38,20 +38,6 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
 
 using testing::CapturedLog;
 
-// A loopback port with nothing listening on it: bound, read back, closed.
-int unused_loopback_port() {
-  const int descriptor = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  ::bind(descriptor, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(descriptor, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(descriptor);
-  return ntohs(address.sin_port);
-}
-
 // Fails on its `fail_at`-th log_scalars call, as a sink whose disk or server goes away mid-run.
 // (The failure must be injected at a chosen call; the isolation logic is what is under test.)
 class SinkThatFailsMidRun : public MetricSink {
@@ -217,7 +203,7 @@ TEST(MetricsLogger, AnMlflowServerThatIsDownIsRlhf041AtStartAndTrainingGoesOn) {
   MetricsOptions options;
   options.log_dir = dir.path();
   options.mlflow = true;
-  options.mlflow_tracking_uri = "http://127.0.0.1:" + std::to_string(unused_loopback_port());
+  options.mlflow_tracking_uri = "http://127.0.0.1:" + std::to_string(testing::free_loopback_port());  // nothing listens there
   options.mlflow_timeout_s = 2.0;
   auto logger = open_metrics_logger(options);
   EXPECT_EQ(logger->active_sink_names(), std::vector<std::string>{"jsonl"});

@@ -26,18 +26,6 @@
 namespace n3rlhf {
 namespace {
 
-int free_loopback_port() {
-  const int descriptor = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(descriptor, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(descriptor, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(descriptor);
-  return ntohs(address.sin_port);
-}
-
 // GET /health over a plain socket: whether the server answers 200 yet.
 bool answers_health_check(int port) {
   const int descriptor = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -64,7 +52,7 @@ bool answers_health_check(int port) {
 // by the destructor, so that a failed assertion still stops it.
 class MlflowServer {
  public:
-  explicit MlflowServer(const std::string& directory) : port_(free_loopback_port()) {
+  explicit MlflowServer(const std::string& directory) : port_(testing::free_loopback_port()) {
     const std::string log = directory + "/server.log";
     pid_ = ::fork();
     if (pid_ == 0) {

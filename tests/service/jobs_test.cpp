@@ -83,7 +83,7 @@ bool wait_until(const std::function<bool()>& done, double seconds) {
 class ServeProcess {
  public:
   ServeProcess(const std::string& store_url, const std::string& work) {
-    port_ = testing::free_port();
+    port_ = testing::free_loopback_port();
     log_ = work + "/serve-" + std::to_string(port_) + ".log";
     std::vector<std::string> argv = {testing::binary("service_serve"), "serve", "--port", std::to_string(port_),
                                      "--store", store_url, "--tokens", work + "/tokens.json",

@@ -19,20 +19,6 @@ namespace n3rlhf::testing {
 
 namespace fs = std::filesystem;
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address));
-  socklen_t length = sizeof(address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  const int port = ntohs(address.sin_port);
-  ::close(fd);
-  return port;
-}
-
 std::string PostgresServer::run_as_owner(const std::string& command) const {
   const std::string full = ::geteuid() == 0 ? "runuser -u nobody -- " + command : command;
   const CommandResult result = run_command(full + " 2>&1");
@@ -55,7 +41,7 @@ PostgresServer::PostgresServer() {
   if (::mkdtemp(pattern) == nullptr) throw std::runtime_error("postgres: mkdtemp failed");
   directory_ = pattern;
   if (::geteuid() == 0) run_command("chown nobody:nogroup " + directory_);
-  port_ = free_port();
+  port_ = free_loopback_port();
   run_as_owner(bin_ + "/initdb -D " + directory_ + "/data -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8");
   run_as_owner(bin_ + "/pg_ctl -D " + directory_ + "/data -l " + directory_ + "/server.log -w -t 60 start -o \"-p " +
                std::to_string(port_) + " -k " + directory_ + " -c listen_addresses=127.0.0.1 -c max_connections=200\"");

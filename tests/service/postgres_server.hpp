@@ -28,7 +28,5 @@ class PostgresServer {
   int port_ = 0;
 };
 
-// A free TCP port on 127.0.0.1 (bound and released).
-int free_port();
 
 }  // namespace n3rlhf::testing

@@ -35,18 +35,6 @@ bool accepts_connections(int port) {
 
 }  // namespace
 
-int free_loopback_port() {
-  const int descriptor = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(descriptor, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(descriptor, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(descriptor);
-  return ntohs(address.sin_port);
-}
-
 MotoServer::MotoServer(const std::string& log_directory) : port_(free_loopback_port()), log_(log_directory + "/moto.log") {
   pid_ = ::fork();
   if (pid_ == 0) {

@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "support/test_support.hpp"  // free_loopback_port
+
 namespace n3rlhf::testing {
 
 class MotoServer {
@@ -39,7 +41,5 @@ class MotoServer {
   std::string access_key_id_;
   std::string secret_access_key_;
 };
-
-int free_loopback_port();
 
 }  // namespace n3rlhf::testing

@@ -1,6 +1,9 @@
 // test_support.cpp: temporary directories and command capture for the tests.
 #include "support/test_support.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,6 +92,19 @@ std::vector<double> training_losses(const std::string& metrics_jsonl) {
     if (record.contains("step") && record.contains("loss")) losses.push_back(record["loss"].get<double>());
   }
   return losses;
+}
+
+int free_loopback_port() {
+  const int descriptor = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  ::bind(descriptor, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  socklen_t length = sizeof address;
+  ::getsockname(descriptor, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(descriptor);
+  return ntohs(address.sin_port);
 }
 
 }  // namespace n3rlhf::testing

@@ -46,5 +46,8 @@ void write_preference_pairs(const std::string& path, int rows);
 // The training loss of each step record of a metrics.jsonl (n3rlhf-dist's logs/metrics.jsonl),
 // in order; evaluation records (no "loss" beside "step") are left out.
 std::vector<double> training_losses(const std::string& metrics_jsonl);
+// A loopback TCP port that was free a moment ago (bound to port 0, read back, closed): for a
+// server a test starts, or, left unused, an address where nothing listens.
+int free_loopback_port();
 
 }  // namespace n3rlhf::testing
