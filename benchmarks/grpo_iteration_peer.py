@@ -9,7 +9,10 @@ the last number of the completion against the answer).
 
 Each side runs ITERATIONS iterations; the first is a warm-up and the mean of the others is
 reported: seconds per iteration, the share of it spent generating, generated tokens per second,
-and the ratio n3rlhf / TRL of iterations per second. TRL runs at its best CPU settings here:
+the share of groups whose rewards are all equal, and the ratio n3rlhf / TRL of iterations per
+second. n3rlhf runs twice: as configured by default (grpo.skip_zero_advantage: groups whose
+rewards are all equal carry no gradient with beta 0 and skip the forward and backward; the same
+step) and with the skip off (the same work as TRL's, which trains every group). TRL runs at its best CPU settings here:
 torch threads = the cores, no vLLM (not on CPU), use_cache on, bf16 off (fp32 on both).
 
 usage: grpo_iteration_peer.py --model DIR [--prompts 4] [--generations 8] [--max-new-tokens 64]
@@ -97,16 +100,18 @@ def run_trl(args):
                 tokens.append(logs["completions/mean_length"] * batch)
             if logs and "reward" in logs:
                 timings.setdefault("reward", []).append(logs["reward"])
+            if logs and "frac_reward_zero_std" in logs:
+                timings.setdefault("zero_std", []).append(logs["frac_reward_zero_std"])
 
     trainer.add_callback(StepTimer())
     trainer.train()
     json.dump({"seconds": steps, "generation_seconds": timings["generation"], "tokens": tokens,
-               "reward": timings.get("reward", [])}, open(args.result, "w"))
+               "reward": timings.get("reward", []), "zero_std": timings.get("zero_std", [])}, open(args.result, "w"))
 
 
-def run_n3rlhf(args, work):
-    out = os.path.join(work, "n3rlhf-out")
-    job = os.path.join(work, "grpo.n3")
+def run_n3rlhf(args, work, skip):
+    out = os.path.join(work, "n3rlhf-out" if skip else "n3rlhf-noskip-out")
+    job = os.path.join(work, "grpo.n3" if skip else "grpo-noskip.n3")
     with open(job, "w", encoding="utf-8") as f:
         f.write(f'''train rlhf "GrpoBenchmark" {{
   base_model: "{args.model}"
@@ -115,7 +120,7 @@ def run_n3rlhf(args, work):
   rewards: [ exact_answer(column: "answer", extract: "last_number") ]
   hyperparameters: {{ learning_rate: 1e-6  max_steps: {args.iterations}  lr_scheduler: "constant"  seed: {args.seed}  max_prompt_length: 256  max_length: 1024 }}
   ppo: {{ rollout_batch_size: {args.prompts}  mini_batch_size: {args.prompts * args.generations}  ppo_epochs: 1  max_new_tokens: {args.max_new_tokens}  temperature: 1.0 }}
-  grpo: {{ num_generations: {args.generations}  loss_type: "dapo"  beta: 0.0 }}
+  grpo: {{ num_generations: {args.generations}  loss_type: "dapo"  beta: 0.0  skip_zero_advantage: {"true" if skip else "false"} }}
   logging: {{ tracker: "jsonl"  log_interval: 1  save_interval: 0 }}
   output: {{ dir: "{out}" }}
 }}
@@ -127,7 +132,8 @@ def run_n3rlhf(args, work):
     return {"seconds": [r["time/iteration"] for r in records],
             "generation_seconds": [r["time/iteration"] * r["time/generation_share"] for r in records],
             "tokens": [r["completions/mean_length"] * args.prompts * args.generations for r in records],
-            "reward": [r["reward"] for r in records]}
+            "reward": [r["reward"] for r in records],
+            "zero_std": [r["frac_reward_zero_std"] for r in records]}
 
 
 def mean_after_warmup(values):
@@ -161,7 +167,8 @@ def main():
     results = {}
     with open(LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        results["n3rlhf"] = run_n3rlhf(args, work)
+        results["n3rlhf"] = run_n3rlhf(args, work, skip=True)
+        results["n3rlhf, no skip"] = run_n3rlhf(args, work, skip=False)
         trl_result = os.path.join(work, "trl.json")
         subprocess.run([sys.executable, os.path.abspath(__file__), "trl", "--model", args.model, "--prompts", str(args.prompts),
                         "--generations", str(args.generations), "--max-new-tokens", str(args.max_new_tokens),
@@ -171,18 +178,21 @@ def main():
         results["trl"] = json.load(open(trl_result))
     print(f"GRPO iteration: {args.model}, {args.prompts} prompts x {args.generations} completions, max_new_tokens "
           f"{args.max_new_tokens}, dapo, 1 optimizer step; mean of iterations 2..{args.iterations} ({args.threads} threads)")
-    print(f"{'':8} {'s/iteration':>12} {'generation':>11} {'gen tokens/s':>13} {'mean length':>12} {'reward':>7}")
+    print(f"{'':16} {'s/iteration':>12} {'generation':>11} {'gen tokens/s':>13} {'mean length':>12} {'reward':>7} "
+          f"{'equal-reward groups':>20}")
     summary = {}
-    for name in ("n3rlhf", "trl"):
+    for name in ("n3rlhf", "n3rlhf, no skip", "trl"):
         r = results[name]
         seconds = mean_after_warmup(r["seconds"])
         generation = mean_after_warmup(r["generation_seconds"])
         tokens = mean_after_warmup(r["tokens"]) if r["tokens"] else float("nan")
         reward = sum(r["reward"]) / len(r["reward"]) if r["reward"] else float("nan")
+        zero_std = mean_after_warmup(r["zero_std"]) if r.get("zero_std") else float("nan")
         summary[name] = seconds
-        print(f"{name:8} {seconds:12.2f} {100 * generation / seconds:10.0f}% {tokens / generation:13.1f} "
-              f"{tokens / (args.prompts * args.generations):12.1f} {reward:7.3f}")
-    print(f"ratio n3rlhf / TRL (iterations per second): {summary['trl'] / summary['n3rlhf']:.2f}x")
+        print(f"{name:16} {seconds:12.2f} {100 * generation / seconds:10.0f}% {tokens / generation:13.1f} "
+              f"{tokens / (args.prompts * args.generations):12.1f} {reward:7.3f} {100 * zero_std:19.0f}%")
+    print(f"ratio n3rlhf / TRL (iterations per second): {summary['trl'] / summary['n3rlhf']:.2f}x "
+          f"(without the skip: {summary['trl'] / summary['n3rlhf, no skip']:.2f}x)")
     return 0
 
 

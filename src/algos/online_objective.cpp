@@ -108,6 +108,10 @@ MicroBatchScale micro_batch_scale(const RLHFConfig& config, double micro_sequenc
   return scale;
 }
 
+bool skips_zero_advantage(const RLHFConfig& config) {
+  return config.algorithm == Algorithm::kGrpo && config.grpo.skip_zero_advantage && config.grpo.beta == 0.0;
+}
+
 LossOutput online_loss(const RLHFConfig& config, const OnlineLossInputs& inputs, const MicroBatchScale& scale, double kl_coef) {
   LossOutput out;
   switch (config.algorithm) {

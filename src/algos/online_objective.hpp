@@ -72,6 +72,11 @@ struct MicroBatchScale {
 };
 MicroBatchScale micro_batch_scale(const RLHFConfig& config, double micro_sequences, double rank_sequences, double rank_tokens);
 
+// Whether the update may leave completions whose advantages are all exactly zero out of the
+// forward and backward (grpo.skip_zero_advantage): GRPO without the KL term (beta 0), whose
+// per-token loss is -min(r A, clip(r) A) = 0 with a zero gradient for A = 0, whatever the ratio.
+bool skips_zero_advantage(const RLHFConfig& config);
+
 // The micro batch's loss (already scaled: backward it as it is) and metrics.
 LossOutput online_loss(const RLHFConfig& config, const OnlineLossInputs& inputs, const MicroBatchScale& scale, double kl_coef);
 

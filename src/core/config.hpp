@@ -181,6 +181,7 @@ struct GrpoConfig {
   bool normalize_advantages = false;     // RLOO: whiten the advantages over the batch
   bool mask_truncated_completions = false;
   bool dynamic_sampling = false;         // DAPO: drop groups whose rewards are all equal
+  bool skip_zero_advantage = true;       // beta 0: completions with all-zero advantages skip the forward/backward
   int64_t max_num_gen_batches = 4;       // dynamic sampling: prompt batches sampled per iteration at most
   int64_t overlong_buffer_len = 0;       // DAPO's soft overlong punishment; 0: off
   double overlong_penalty_factor = 1.0;

@@ -407,6 +407,11 @@ std::vector<FieldSpec> build_fields() {
   f.push_back(bool_field("grpo.dynamic_sampling", N3RLHF_FIELD(grpo.dynamic_sampling),
       "DAPO: drop groups whose rewards are all equal (no signal) and sample more prompt batches until every rank holds "
       "its share of groups with a signal."));
+  f.push_back(bool_field("grpo.skip_zero_advantage", N3RLHF_FIELD(grpo.skip_zero_advantage),
+      "With beta 0, completions whose advantages are all exactly zero (a group whose rewards are all equal) have a zero "
+      "loss and gradient: the update leaves them out of the forward and backward, and the step, the loss and the clip "
+      "metrics are the same (their tokens still count in the normalisation; update/skipped_share says how many). "
+      "Set explicitly only for grpo with beta 0."));
   f.push_back(integer_field("grpo.max_num_gen_batches", N3RLHF_FIELD(grpo.max_num_gen_batches),
       "Dynamic sampling: prompt batches sampled per iteration at most (DAPO's max_num_gen_batches); when they are "
       "used up, groups without a signal fill the batch (counted in dynamic_sampling/filled_groups).", at_least(1)));

@@ -182,6 +182,11 @@ class Rules {
       error(ErrorCode::kIncompatibleOptions, {"grpo.delta"},
             "grpo.delta must exceed 1 + epsilon_high, or it would cap the ratio below the clip range");
     }
+    if (set("grpo.skip_zero_advantage") && grpo.skip_zero_advantage && (algorithm != Algorithm::kGrpo || grpo.beta != 0.0)) {
+      error(ErrorCode::kIncompatibleOptions, {"grpo.skip_zero_advantage"},
+            "grpo.skip_zero_advantage applies to grpo with beta 0 (a KL term gives zero-advantage completions a gradient)",
+            "remove it, or set grpo.beta: 0");
+    }
     if (grpo.dynamic_sampling && algorithm != Algorithm::kGrpo) {
       error(ErrorCode::kIncompatibleOptions, {"grpo.dynamic_sampling"}, "grpo.dynamic_sampling applies to grpo, not \"" + name + "\"");
     }

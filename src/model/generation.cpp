@@ -61,7 +61,7 @@ GenerationResult generate(CausalTransformer& model, const torch::Tensor& prompt_
   std::vector<torch::Tensor> tokens, log_probs, alive_masks;
   torch::Tensor finished = torch::zeros({batch}, ids.options().dtype(torch::kBool));
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    const torch::Tensor logits = model->lm_logits(hidden.narrow(1, hidden.size(1) - 1, 1).squeeze(1)).to(torch::kFloat32);
+    const torch::Tensor logits = model->decode_logits(hidden.narrow(1, hidden.size(1) - 1, 1).squeeze(1)).to(torch::kFloat32);
     const double temperature = options.do_sample ? options.temperature : 1.0;
     const torch::Tensor scaled = temperature == 1.0 ? logits : logits / temperature;
     torch::Tensor next;

@@ -133,7 +133,7 @@ class Sampler {
     layout.attention_mask = mask;
     layout.cache = &prefill;
     const torch::Tensor hidden = model_->hidden_states(ids, layout);
-    const torch::Tensor last = model_->lm_logits(hidden.select(1, width - 1)).to(torch::kFloat32);
+    const torch::Tensor last = model_->decode_logits(hidden.select(1, width - 1)).to(torch::kFloat32);
     const torch::Tensor rows = torch::tensor(repeat, int64).to(device_);
     const torch::Tensor new_mask = mask.index_select(0, rows);
     const torch::Tensor new_logits = last.index_select(0, rows);
@@ -154,7 +154,8 @@ class Sampler {
   std::vector<int64_t> draw() {
     const torch::Tensor scaled = options_.greedy || options_.temperature == 1.0 ? active_.logits : active_.logits / options_.temperature;
     const torch::Tensor log_softmax = scaled.log_softmax(-1);
-    const torch::Tensor entropy = -(log_softmax.exp() * log_softmax).sum(-1);
+    const torch::Tensor softmax = scaled.softmax(-1);  // the entropy's and, unfiltered, the draw's
+    const torch::Tensor entropy = -(softmax * log_softmax).sum(-1);
     torch::Tensor next;
     if (options_.greedy) {
       next = scaled.argmax(-1);
@@ -165,7 +166,8 @@ class Sampler {
         uniforms.push_back(sampler_uniform(options_.seed, requests_[static_cast<size_t>(c.request)].stream,
                                            static_cast<uint64_t>(c.sample), c.tokens.size()));
       }
-      const torch::Tensor probabilities = filter_top_k_top_p(scaled, options_.top_k, options_.top_p).softmax(-1);
+      const bool filtered = (options_.top_k > 0 && options_.top_k < scaled.size(-1)) || options_.top_p < 1.0;
+      const torch::Tensor probabilities = filtered ? filter_top_k_top_p(scaled, options_.top_k, options_.top_p).softmax(-1) : softmax;
       next = draw_from_uniforms(probabilities, torch::tensor(uniforms, torch::TensorOptions().dtype(torch::kFloat64)).to(device_));
     }
     const torch::Tensor chosen = log_softmax.gather(1, next.unsqueeze(1)).squeeze(1);
@@ -219,7 +221,7 @@ class Sampler {
     layout.cache = &*active_.cache;
     const torch::Tensor ids = torch::tensor(next_kept, int64).to(device_).unsqueeze(1);
     const torch::Tensor hidden = model_->hidden_states(ids, layout);
-    active_.logits = model_->lm_logits(hidden.squeeze(1)).to(torch::kFloat32);
+    active_.logits = model_->decode_logits(hidden.squeeze(1)).to(torch::kFloat32);
   }
 
   CausalTransformer& model_;

@@ -130,6 +130,24 @@ torch::Tensor CausalTransformerImpl::lm_logits(const torch::Tensor& hidden) {
   return torch::nn::functional::linear(hidden, output_embedding());
 }
 
+torch::Tensor CausalTransformerImpl::decode_logits(const torch::Tensor& hidden) {
+  constexpr int64_t kMaxRows = 64, kBlock = 4096;
+  const torch::Tensor weight = output_embedding();
+  if (hidden.dim() != 2 || hidden.size(0) > kMaxRows || !hidden.device().is_cpu() || hidden.scalar_type() != torch::kFloat32 ||
+      weight.scalar_type() != torch::kFloat32 || torch::GradMode::is_enabled()) {
+    return lm_logits(hidden);
+  }
+  const int64_t vocabulary = weight.size(0);
+  const torch::Tensor columns = hidden.t().contiguous();  // [H, R]
+  torch::Tensor transposed = torch::empty({vocabulary, hidden.size(0)}, hidden.options());
+  for (int64_t first = 0; first < vocabulary; first += kBlock) {
+    const int64_t rows = std::min(kBlock, vocabulary - first);
+    torch::Tensor block = transposed.narrow(0, first, rows);
+    torch::mm_out(block, weight.narrow(0, first, rows), columns);
+  }
+  return transposed.t().contiguous();
+}
+
 torch::Tensor CausalTransformerImpl::sequence_scores(const torch::Tensor& hidden, const torch::Tensor& input_ids,
                                                      const torch::Tensor& attention_mask) {
   if (!score_) throw ModelError(ErrorCode::kIncompatibleArchitecture, "the model has no sequence-classification head");

@@ -51,6 +51,11 @@ class CausalTransformerImpl : public torch::nn::Module {
 
   // [B, T, V] logits of the LM head.
   torch::Tensor lm_logits(const torch::Tensor& hidden);
+  // [R, V] logits of the few rows [R, H] of a decoding step, without autograd: on the CPU in
+  // float32 the head is multiplied weight-major (W . h^T, a block of the vocabulary at a time,
+  // then transposed), which MKL runs 1.3-3x faster than h . W^T below 64 rows (a 49k x 576 head:
+  // 16 ms instead of 21 at 32 rows); elsewhere lm_logits. Equal to lm_logits up to float rounding.
+  torch::Tensor decode_logits(const torch::Tensor& hidden);
   // [B, num_labels] scores at the token *ForSequenceClassification picks (see heads.hpp).
   torch::Tensor sequence_scores(const torch::Tensor& hidden, const torch::Tensor& input_ids,
                                 const torch::Tensor& attention_mask);

@@ -597,8 +597,17 @@ std::map<std::string, double> OnlineTrainer::update(Experience& experience) {
   if (critic_) critic_->model->train();
   const torch::Tensor& loss_mask = experience.advantages.loss_mask;
 
+  // Units whose advantages are all exactly zero: with skip_zero_advantage (GRPO, beta 0) their
+  // loss is 0 x ratio and their gradient zero, so they stay out of the forward and backward; their
+  // rows of the loss inputs keep the behaviour log-probs (ratio 1), so the normalisers, the loss
+  // and the clip metrics are what the whole micro batch gives.
+  std::vector<uint8_t> carries_gradient(static_cast<size_t>(units), 1);
+  if (skips_zero_advantage(config)) {
+    const torch::Tensor any = experience.advantages.advantages.reshape({units, -1}).ne(0).any(1).to(torch::kCPU).to(torch::kUInt8).contiguous();
+    std::copy(any.data_ptr<uint8_t>(), any.data_ptr<uint8_t>() + units, carries_gradient.begin());
+  }
   MetricAverages metrics;
-  double grad_norm_sum = 0.0, critic_grad_norm_sum = 0.0, learning_rate = 0.0, trained_tokens = 0.0;
+  double grad_norm_sum = 0.0, critic_grad_norm_sum = 0.0, learning_rate = 0.0, trained_tokens = 0.0, skipped_sequences = 0.0;
   int64_t steps = 0;
   bool gap_measured = experience.metrics.count("rollout/logprob_diff_mean") > 0;
   for (int64_t epoch = 0; epoch < config.ppo.ppo_epochs; ++epoch) {
@@ -614,15 +623,39 @@ std::map<std::string, double> OnlineTrainer::update(Experience& experience) {
         for (int64_t s = 0; s < group; ++s) mini_completions.push_back(unit * group + s);
       }
       const torch::Tensor mini_index = torch::tensor(mini_completions, torch::TensorOptions().dtype(torch::kInt64)).to(device_);
-      const double rank_tokens = sum_over_ranks(loss_mask.index_select(0, mini_index).sum().item<double>(), *communicator_) / world;
+      // One sum over the ranks: the mini batch's loss tokens, and per micro batch how many units
+      // with a gradient the ranks hold (a micro batch none of them needs skips its forward on all).
+      std::vector<double> mini_sums{loss_mask.index_select(0, mini_index).sum().item<double>()};
+      for (size_t first = 0; first < mini.size(); first += static_cast<size_t>(micro_units)) {
+        double with_gradient = 0.0;
+        for (size_t u = first; u < std::min(mini.size(), first + static_cast<size_t>(micro_units)); ++u) {
+          with_gradient += carries_gradient[static_cast<size_t>(mini[u])];
+        }
+        mini_sums.push_back(with_gradient);
+      }
+      torch::Tensor summed = torch::tensor(mini_sums, torch::TensorOptions().dtype(torch::kFloat64));
+      if (world > 1) communicator_->all_reduce(summed)->wait();
+      const double rank_tokens = summed[0].item<double>() / world;
       const double rank_sequences = static_cast<double>(mini_completions.size());
       double loss_sum = 0.0;
       for (size_t first = 0; first < mini.size(); first += static_cast<size_t>(micro_units)) {
         const size_t last = std::min(mini.size(), first + static_cast<size_t>(micro_units));
         std::vector<CompletionGroup> groups;
-        std::vector<int64_t> indices;
+        std::vector<int64_t> indices, forward_positions;  // the micro batch's completions; those the forward runs
+        // A rank without a unit to train in a micro batch where another rank has one runs one unit
+        // anyway: the ranks' collectives (FSDP's gathers, the gradient hooks) must meet.
+        const bool needed_somewhere = summed[static_cast<int64_t>(first / static_cast<size_t>(micro_units)) + 1].item<double>() > 0.0;
+        bool any_kept = false;
+        for (size_t u = first; u < last; ++u) any_kept = any_kept || carries_gradient[static_cast<size_t>(mini[u])] != 0;
         for (size_t u = first; u < last; ++u) {
           const int64_t unit = mini[u];
+          const bool forward_unit = carries_gradient[static_cast<size_t>(unit)] != 0 || (!any_kept && needed_somewhere && u == first);
+          if (!forward_unit) {
+            for (int64_t s = 0; s < group; ++s) indices.push_back(unit * group + s);
+            skipped_sequences += static_cast<double>(group);
+            continue;
+          }
+          for (int64_t s = 0; s < group; ++s) forward_positions.push_back(static_cast<int64_t>(indices.size()) + s);
           if (group > 1) {
             groups.push_back(experience.groups[static_cast<size_t>(unit)]);
           } else {
@@ -635,20 +668,31 @@ std::map<std::string, double> OnlineTrainer::update(Experience& experience) {
         CompletionRowsOptions row_options;
         row_options.share_prompt = config.data.share_prefix;
         row_options.device = device_;
-        const CompletionRows rows = build_completion_rows(groups, row_options);
-        const torch::Tensor index = torch::tensor(indices, torch::TensorOptions().dtype(torch::kInt64)).to(device_);
+        const CompletionRows rows = groups.empty() ? CompletionRows{} : build_completion_rows(groups, row_options);
+        int64_t width = 0;
+        for (int64_t i : indices) width = std::max<int64_t>(width, static_cast<int64_t>(experience.completions[static_cast<size_t>(i)].tokens.size()));
+        const auto int64 = torch::TensorOptions().dtype(torch::kInt64);
+        const torch::Tensor index = torch::tensor(indices, int64).to(device_);
+        const torch::Tensor forwarded = torch::tensor(forward_positions, int64).to(device_);
         const auto slice = [&](const torch::Tensor& tensor) {
           if (!tensor.defined()) return tensor;
           const torch::Tensor rows_of = tensor.index_select(0, index);
-          return rows_of.dim() == 2 ? rows_of.narrow(1, 0, rows.width) : rows_of;
+          return rows_of.dim() == 2 ? rows_of.narrow(1, 0, width) : rows_of;
         };
         engine_->begin_backward(last == mini.size());
         if (critic_engine_) critic_engine_->begin_backward(last == mini.size());
-        const RowsForward forward = forward_completion_rows(policy, rows, config.ppo.temperature, value_head);
+        const RowsForward forward = groups.empty() ? RowsForward{} : forward_completion_rows(policy, rows, config.ppo.temperature, value_head);
         OnlineLossInputs inputs;
-        inputs.log_probs = forward.log_probs;
-        inputs.values = critic_ ? critic_values_rows(critic_->model, rows) : forward.values;
         inputs.old_log_probs = slice(experience.old_log_probs);
+        inputs.log_probs = forward.log_probs;
+        if (forward_positions.size() != indices.size()) {  // the skipped rows: the behaviour log-probs, constants
+          inputs.log_probs = inputs.old_log_probs.clone();
+          if (!groups.empty()) {
+            const torch::Tensor computed = torch::constant_pad_nd(forward.log_probs, {0, width - forward.log_probs.size(1)});
+            inputs.log_probs = inputs.log_probs.index_copy(0, forwarded, computed);
+          }
+        }
+        inputs.values = critic_ ? critic_values_rows(critic_->model, rows) : forward.values;
         inputs.ref_log_probs = slice(experience.ref_log_probs);
         inputs.old_values = slice(experience.values);
         inputs.advantages = slice(experience.advantages.advantages);
@@ -657,15 +701,17 @@ std::map<std::string, double> OnlineTrainer::update(Experience& experience) {
         const double micro_sequences = static_cast<double>(indices.size());
         const MicroBatchScale scale = micro_batch_scale(config, micro_sequences, rank_sequences, rank_tokens);
         const LossOutput output = online_loss(config, inputs, scale, kl_.value());
-        output.loss.backward();
+        if (output.loss.requires_grad()) output.loss.backward();  // not when every rank skipped every unit
         engine_->finish_backward();
         if (critic_engine_) critic_engine_->finish_backward();
         loss_sum += output.loss.detach().item<double>();
         metrics.add(output, micro_sequences);
         trained_tokens += static_cast<double>(rows.tokens);
-        if (!gap_measured) {
-          const torch::Tensor gap = (forward.log_probs.detach() - inputs.old_log_probs).abs() * inputs.mask;
-          experience.metrics["rollout/logprob_diff_mean"] = (gap.sum() / inputs.mask.sum().clamp_min(1)).item<double>();
+        if (!gap_measured && !groups.empty()) {
+          const torch::Tensor mask = inputs.mask.index_select(0, forwarded);
+          const torch::Tensor gap =
+              (inputs.log_probs.detach().index_select(0, forwarded) - inputs.old_log_probs.index_select(0, forwarded)).abs() * mask;
+          experience.metrics["rollout/logprob_diff_mean"] = (gap.sum() / mask.sum().clamp_min(1)).item<double>();
           experience.metrics["rollout/logprob_diff_max"] = gap.max().item<double>();
           gap_measured = true;
         }
@@ -704,6 +750,7 @@ std::map<std::string, double> OnlineTrainer::update(Experience& experience) {
   if (critic_engine_) out["critic/grad_norm"] = critic_grad_norm_sum / std::max<int64_t>(steps, 1);
   out["learning_rate"] = learning_rate;
   out["trained_tokens"] = trained_tokens;
+  if (skips_zero_advantage(config)) out["update/skipped_share"] = skipped_sequences / std::max<double>(1.0, static_cast<double>(n * config.ppo.ppo_epochs));
   return out;
 }
 

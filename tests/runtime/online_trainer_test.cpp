@@ -93,8 +93,13 @@ TEST(OnlineTrainer, GrpoRewardRisesOnTwoRanks) {
   for (const char* name : {"loss", "reward_std", "objective/entropy", "completions/mean_length", "completions/clipped_ratio",
                            "clip_ratio/region_mean", "frac_reward_zero_std", "tokens_per_second/generation",
                            "tokens_per_second/training", "time/generation_share", "time/update_share", "grad_norm",
-                           "rollout/logprob_diff_mean"}) {
+                           "update/skipped_share"}) {
     metric(final_record, name);
+  }
+  // The log-prob gap is measured on the completions the update runs forward: every iteration but
+  // one whose groups all had equal rewards (skipped, grpo.skip_zero_advantage).
+  for (const auto& record : records) {
+    if (metric(record, "update/skipped_share") < 1.0) metric(record, "rollout/logprob_diff_mean");
   }
   // One optimizer step per iteration, with weights unchanged since generation: the log-probs agree.
   EXPECT_LE(metric(records.front(), "rollout/logprob_diff_max"), 1e-4);
@@ -136,6 +141,58 @@ TEST(OnlineTrainer, DynamicSamplingKeepsGroupsWithASignalAndResumesBitwise) {
   const CommandResult resumed = run_job(2, job, "--resume");
   ASSERT_EQ(resumed.exit_status, 0) << resumed.out << resumed.err;
   EXPECT_EQ(read_file(dir.path() + "/out/model.safetensors"), weights) << "the resumed run's model differs";
+}
+
+// grpo.skip_zero_advantage leaves groups whose rewards are all equal out of the forward and
+// backward: on 2 FSDP ranks (whose layer gathers must still meet), with micro batches of one group
+// and two epochs, every iteration's loss, gradient norm, clip ratio and reward is what the run
+// without skipping gives, and some groups were skipped.
+TEST(OnlineTrainer, SkippingZeroAdvantageGroupsLeavesEveryStepUnchanged) {
+  TempDir dir;
+  const std::string data = dir.path() + "/prompts.jsonl";
+  write_prompts(data, 32);
+  std::vector<std::vector<nlohmann::json>> runs;
+  for (const char* skip : {"true", "false"}) {
+    const std::string job = job_file(dir, "grpo", data,
+                                     "  rewards: [ regex(pattern: \"[0-9]\") ]\n"
+                                     "  hyperparameters: { learning_rate: 1e-2  max_steps: 4  lr_scheduler: \"constant\"  seed: 11"
+                                     "  micro_batch_size: 4 }\n"
+                                     "  ppo: { rollout_batch_size: 4  mini_batch_size: 16  ppo_epochs: 2  max_new_tokens: 4 }\n"
+                                     "  grpo: { num_generations: 4  beta: 0.0  skip_zero_advantage: " + std::string(skip) + " }\n"
+                                     "  distributed: { strategy: \"fsdp\" }",
+                                     std::string("job_") + skip + ".n3");
+    const CommandResult result = run_job(2, job, "--set output.dir=" + dir.path() + "/out_" + skip);
+    ASSERT_EQ(result.exit_status, 0) << result.out << result.err;
+    runs.push_back(metric_records(dir.path() + "/out_" + skip + "/logs/metrics.jsonl"));
+    ASSERT_EQ(runs.back().size(), 4u);
+  }
+  double skipped = 0.0;
+  for (size_t i = 0; i < 4; ++i) {
+    const nlohmann::json& with = runs[0][i];
+    const nlohmann::json& without = runs[1][i];
+    skipped += metric(with, "update/skipped_share");
+    EXPECT_FALSE(without.contains("update/skipped_share"));
+    for (const char* name : {"reward", "loss", "grad_norm", "clip_ratio/region_mean", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                             "completions/mean_length"}) {
+      EXPECT_NEAR(metric(with, name), metric(without, name), 1e-5 * (1.0 + std::abs(metric(without, name))))
+          << name << " at iteration " << i + 1;
+    }
+  }
+  EXPECT_GT(skipped, 0.0) << "no group had equal rewards: the test no longer exercises the skip";
+}
+
+TEST(OnlineTrainer, SkipZeroAdvantageIsRefusedWhereItWouldChangeTheGradient) {
+  TempDir dir;
+  const std::string data = dir.path() + "/prompts.jsonl";
+  write_prompts(data, 8);
+  const std::string job = job_file(dir, "grpo", data,
+                                   "  rewards: [ regex(pattern: \"[0-9]\") ]\n"
+                                   "  ppo: { rollout_batch_size: 4  mini_batch_size: 16  max_new_tokens: 4 }\n"
+                                   "  grpo: { num_generations: 4  beta: 0.1  skip_zero_advantage: true }");
+  const CommandResult result = run_command(binary("n3rlhf") + " validate " + job);
+  EXPECT_NE(result.exit_status, 0);
+  EXPECT_NE((result.out + result.err).find("grpo.skip_zero_advantage"), std::string::npos) << result.out << result.err;
+  EXPECT_NE((result.out + result.err).find("RLHF"), std::string::npos) << result.out << result.err;
 }
 
 std::string ppo_extra(const std::string& more = "", const std::string& ppo_more = "") {
