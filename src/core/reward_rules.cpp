@@ -29,7 +29,6 @@ std::vector<RewardRuleSpec> build_rules() {
   const nlohmann::json required = nullptr;
   const NumericRange at_least_one{1.0, std::nullopt, false, false};
   const NumericRange non_negative{0.0, std::nullopt, false, false};
-  const NumericRange positive{0.0, std::nullopt, true, false};
   const NumericRange non_positive{std::nullopt, 0.0, false, false};
   std::vector<RewardRuleSpec> rules;
   rules.push_back({"exact_answer",

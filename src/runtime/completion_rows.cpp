@@ -21,8 +21,48 @@ torch::Tensor CompletionRows::per_token(const torch::Tensor& values) const {
   return torch::zeros({completions * width}, values.options()).index_put({label_cells}, values).view({completions, width});
 }
 
+RowCosts row_costs(const ModelConfig& config) {
+  const double hidden = static_cast<double>(config.hidden_size);
+  const double head_dim = static_cast<double>(config.head_dim > 0 ? config.head_dim : config.hidden_size / std::max<int64_t>(1, config.num_attention_heads));
+  const double query = static_cast<double>(config.num_attention_heads) * head_dim;
+  const double key_value = static_cast<double>(config.num_key_value_heads > 0 ? config.num_key_value_heads : config.num_attention_heads) * head_dim;
+  const double layers = static_cast<double>(config.num_hidden_layers);
+  RowCosts costs;
+  // q, k, v, o and a gated MLP (three matrices), 2 flops per weight.
+  costs.token = 2.0 * layers * (hidden * (2.0 * query + 2.0 * key_value) + 3.0 * hidden * static_cast<double>(config.intermediate_size));
+  // Q.K and P.V, 2 flops per product, and about as much again for the mask and the softmax.
+  costs.attention_cell = 2.0 * 4.0 * layers * query;
+  return costs;
+}
+
+namespace {
+
+// The [rows, columns] grid cost of the groups laid out shared (one row per group) or separate.
+double layout_cost(const std::vector<CompletionGroup>& groups, bool share, const RowCosts& costs) {
+  double rows = 0.0, columns = 0.0;
+  for (const CompletionGroup& group : groups) {
+    const double prompt = static_cast<double>(group.prompt_ids->size());
+    if (share && group.completions.size() > 1) {
+      double length = prompt;
+      for (const auto* completion : group.completions) length += static_cast<double>(completion->size());
+      rows += 1.0;
+      columns = std::max(columns, length);
+    } else {
+      for (const auto* completion : group.completions) {
+        rows += 1.0;
+        columns = std::max(columns, prompt + static_cast<double>(completion->size()));
+      }
+    }
+  }
+  return rows * columns * costs.token + rows * columns * columns * costs.attention_cell;
+}
+
+}  // namespace
+
 CompletionRows build_completion_rows(const std::vector<CompletionGroup>& groups, const CompletionRowsOptions& options) {
   CompletionRows rows;
+  const bool share_prompts =
+      options.share_prompt && (!options.costs || layout_cost(groups, true, *options.costs) < layout_cost(groups, false, *options.costs));
   // Each row as a list of (token, position, segment, parent) and each completion's labels.
   struct Row {
     std::vector<int64_t> ids, positions;
@@ -63,7 +103,7 @@ CompletionRows build_completion_rows(const std::vector<CompletionGroup>& groups,
   for (const CompletionGroup& group : groups) {
     const std::vector<int64_t>& prompt = *group.prompt_ids;
     const int64_t prompt_length = static_cast<int64_t>(prompt.size());
-    const bool share = options.share_prompt && group.completions.size() > 1;
+    const bool share = share_prompts && group.completions.size() > 1;
     shared_any = shared_any || share;
     const auto new_row = [&]() {
       Row row;

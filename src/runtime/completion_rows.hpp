@@ -41,8 +41,22 @@ struct CompletionRows {
   torch::Tensor per_token(const torch::Tensor& values) const;
 };
 
+// What a layout costs a model, per cell of its [rows, columns] grid: the layers' matrix products
+// of a token, and the attention of one (query, key) cell (the masked attention of shared rows
+// and padded rows computes every cell of a row's square).
+struct RowCosts {
+  double token = 0.0;
+  double attention_cell = 0.0;
+};
+RowCosts row_costs(const ModelConfig& config);
+
 struct CompletionRowsOptions {
-  bool share_prompt = true;  // groups of several completions as one row each
+  // Groups of several completions as one row each. With `costs`, only when that layout's grid
+  // costs less than one row per completion: a shared prompt saves its G - 1 copies, but a row of
+  // G long completions has a square G^2 times larger (2k-token rows of 8 x 256 completions cost a
+  // 135M model three times what 8 rows of 256 + prompt do).
+  bool share_prompt = true;
+  std::optional<RowCosts> costs;
   // The token a sequence classifier pools is the last one that is not this id (transformers'
   // *ForSequenceClassification with pad == eos skips a final EOS); unset: the last token.
   std::optional<int64_t> pad_token_id;

@@ -346,6 +346,14 @@ Experience OnlineTrainer::generate(const std::vector<int64_t>& prompts, int64_t 
   return experience;
 }
 
+// The costs the row layouts of the policy's passes are weighed with (the reference has the
+// policy's shape; a rank that holds neither lays rows out as data.share_prefix says).
+std::optional<RowCosts> OnlineTrainer::policy_row_costs() const {
+  if (!models_.policy.model.is_empty()) return row_costs(models_.policy.model->config());
+  if (!models_.reference.model.is_empty()) return row_costs(models_.reference.model->config());
+  return std::nullopt;
+}
+
 // The groups, the scoring/training rows and the per-token tensors of an experience's completions.
 void OnlineTrainer::assemble_rows(Experience& experience) const {
   const int64_t group = config_.samples_per_prompt();
@@ -358,6 +366,7 @@ void OnlineTrainer::assemble_rows(Experience& experience) const {
   }
   CompletionRowsOptions rows;
   rows.share_prompt = config_.data.share_prefix;
+  rows.costs = policy_row_costs();
   rows.device = device_;
   experience.rows = build_completion_rows(experience.groups, rows);
   std::vector<float> log_probs;
@@ -487,6 +496,7 @@ void OnlineTrainer::score(Experience& experience) {
     if (!reward_model_->tokenizer) {
       CompletionRowsOptions rows;
       rows.share_prompt = config_.data.share_prefix;
+      rows.costs = row_costs(classifier->config());
       rows.pad_token_id = reward_model_->model.config.pad_token_id;
       rows.device = device_;
       model_scores = score_completion_rows(classifier, build_completion_rows(experience.groups, rows));
@@ -667,6 +677,7 @@ std::map<std::string, double> OnlineTrainer::update(Experience& experience) {
         }
         CompletionRowsOptions row_options;
         row_options.share_prompt = config.data.share_prefix;
+        row_options.costs = policy_row_costs();
         row_options.device = device_;
         const CompletionRows rows = groups.empty() ? CompletionRows{} : build_completion_rows(groups, row_options);
         int64_t width = 0;

@@ -81,6 +81,7 @@ class OnlineTrainer {
   std::vector<int64_t> rank_prompts(int64_t prompt_batch) const;
   Experience generate(const std::vector<int64_t>& prompts, int64_t prompt_batch);
   void assemble_rows(Experience& experience) const;
+  std::optional<RowCosts> policy_row_costs() const;
   void score(Experience& experience);
   void apply_safety(Experience& experience, const std::vector<RewardSample>& samples) const;
   Experience rollout(std::map<std::string, double>& seconds);

@@ -55,6 +55,36 @@ TEST(CompletionRows, SharedPromptsGiveTheSeparateRowsLogProbsAndValues) {
   EXPECT_EQ(a.log_probs[1].narrow(0, 1, 4).abs().sum().item<double>(), 0.0);
 }
 
+// With the model's costs the rows share a prompt only where that grid costs less: a long prompt
+// with short completions shares, long completions after a short prompt get rows of their own
+// (a shared row's attention square grows with G^2).
+TEST(CompletionRows, TheCheaperLayoutIsChosenWhenCostsAreGiven) {
+  ModelConfig config;
+  config.hidden_size = 576;
+  config.intermediate_size = 1536;
+  config.num_hidden_layers = 30;
+  config.num_attention_heads = 9;
+  config.num_key_value_heads = 3;
+  config.head_dim = 64;
+  const RowCosts costs = row_costs(config);
+  // 2 x 30 x (576 x (2 x 576 + 2 x 192) + 3 x 576 x 1536): SmolLM2-135M's layers.
+  EXPECT_DOUBLE_EQ(costs.token, 2.0 * 30 * (576.0 * (2 * 576 + 2 * 192) + 3.0 * 576 * 1536));
+  EXPECT_DOUBLE_EQ(costs.attention_cell, 8.0 * 30 * 576);
+  CompletionRowsOptions options;
+  options.costs = costs;
+  const std::vector<int64_t> long_prompt(200, 5), short_prompt(10, 5);
+  const std::vector<int64_t> short_completion(8, 7), long_completion(400, 7);
+  const CompletionGroup shares{&long_prompt, std::vector<const std::vector<int64_t>*>(8, &short_completion)};
+  const CompletionGroup separates{&short_prompt, std::vector<const std::vector<int64_t>*>(8, &long_completion)};
+  EXPECT_EQ(build_completion_rows({shares}, options).input_ids.size(0), 1);
+  EXPECT_EQ(build_completion_rows({separates}, options).input_ids.size(0), 8);
+  options.costs.reset();  // without costs: shared whenever allowed
+  EXPECT_EQ(build_completion_rows({separates}, options).input_ids.size(0), 1);
+  options.share_prompt = false;
+  options.costs = costs;
+  EXPECT_EQ(build_completion_rows({shares}, options).input_ids.size(0), 8);
+}
+
 TEST(CompletionRows, RewardScoresEqualTheClassifiersOwnPooling) {
   PretrainedModel reward = load_pretrained(fixture_model("llama_tiny_reward"));
   torch::NoGradGuard no_grad;
