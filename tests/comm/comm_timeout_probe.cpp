@@ -26,12 +26,14 @@ int main(int argc, char** argv) {
   int status = 0;
   {
     CommunicatorOptions options;
-    options.timeout = std::chrono::seconds(2);
+    // 5 s: the waiting ranks must both be in the all-reduce before the first of them gives up,
+    // also on a loaded 2-core CI machine (2 s once let rank 0 name rank 1 too, still on its way).
+    options.timeout = std::chrono::seconds(5);
     auto world = MpiCommunicator::world(options);
     world->barrier()->wait();
     if (mpi.rank() == skipper) {
       // Busy in its own code: its watchdog still answers the others' questions.
-      std::this_thread::sleep_for(stuck ? std::chrono::hours(1) : std::chrono::seconds(4));
+      std::this_thread::sleep_for(stuck ? std::chrono::hours(1) : std::chrono::seconds(8));
     } else {
       torch::Tensor tensor = torch::ones({16});
       try {

@@ -30,7 +30,7 @@ Outcome run(const std::string& command) {
 }
 
 std::string probe_command(int ranks, const std::string& mode) {
-  // 120 s is far beyond the 2 s timeout plus reporting; exit status 124 would mean a hang.
+  // 120 s is far beyond the 5 s timeout plus reporting; exit status 124 would mean a hang.
   return "timeout 120 " N3RLHF_MPIEXEC " --allow-run-as-root --oversubscribe -np " + std::to_string(ranks) + " " +
          N3RLHF_TIMEOUT_PROBE " " + mode;
 }

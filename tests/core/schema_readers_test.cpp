@@ -110,6 +110,7 @@ const std::vector<FieldReader>& field_readers() {
       {"ppo.critic_learning_rate", "src/runtime/online_trainer.cpp", "ppo.critic_learning_rate"},
       {"grpo.dynamic_sampling", "src/runtime/online_trainer.cpp", "grpo.dynamic_sampling"},
       {"grpo.max_num_gen_batches", "src/runtime/online_trainer.cpp", "grpo.max_num_gen_batches"},
+      {"grpo.skip_zero_advantage", "src/algos/online_objective.cpp", "grpo.skip_zero_advantage"},
       {"grpo.num_generations", "src/core/config.cpp", "grpo.num_generations"},
       {"grpo.loss_type", "src/algos/online_objective.cpp", "grpo.loss_type"},
       {"grpo.scale_rewards", "src/algos/online_objective.cpp", "grpo.scale_rewards"},
