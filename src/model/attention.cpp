@@ -195,9 +195,15 @@ AttentionImpl::AttentionImpl(const ModelConfig& config, int64_t layer_index)
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                     const torch::Tensor& mask, KVCache* cache) {
-  const int64_t batch = x.size(0);
-  const int64_t tokens = x.size(1);
+                                     const torch::Tensor& mask, KVCache* cache, const UnpaddedTokens* unpadded) {
+  const int64_t batch = unpadded != nullptr ? unpadded->rows : x.size(0);
+  const int64_t tokens = unpadded != nullptr ? unpadded->columns : x.size(1);
+  // Flat tokens [1, N, F] into the grid [rows, columns, F], zero on padding, and back.
+  const auto to_grid = [&](const torch::Tensor& flat) {
+    if (unpadded == nullptr) return flat;
+    const torch::Tensor values = flat.squeeze(0);
+    return torch::zeros({batch * tokens, values.size(-1)}, values.options()).index_copy(0, unpadded->cells, values).view({batch, tokens, -1});
+  };
   torch::Tensor query, key, value;
   if (fused_qkv_) {
     const auto parts = c_attn_->forward(x).split(heads_ * head_dim_, -1);
@@ -209,6 +215,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     key = k_proj_->forward(x);
     value = v_proj_->forward(x);
   }
+  query = to_grid(query);
+  key = to_grid(key);
+  value = to_grid(value);
   query = query.view({batch, tokens, heads_, head_dim_}).transpose(1, 2);
   key = key.view({batch, tokens, kv_heads_, head_dim_}).transpose(1, 2);
   value = value.view({batch, tokens, kv_heads_, head_dim_}).transpose(1, 2);
@@ -229,6 +238,7 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     attended = at::scaled_dot_product_attention(query, key, value, {}, 0.0, /*is_causal=*/true, scale_);
   }
   attended = attended.transpose(1, 2).reshape({batch, tokens, heads_ * head_dim_});
+  if (unpadded != nullptr) attended = attended.view({batch * tokens, -1}).index_select(0, unpadded->cells).unsqueeze(0);
   return fused_qkv_ ? c_proj_->forward(attended) : o_proj_->forward(attended);
 }
 

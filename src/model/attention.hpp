@@ -77,13 +77,24 @@ torch::Tensor position_ids_from_segments(const torch::Tensor& segment_ids);
 // attention_mask [B, S]; returns the last `query_length` columns.
 torch::Tensor position_ids_from_mask(const torch::Tensor& attention_mask, int64_t query_length);
 
+// Tokens of a padded [rows, columns] grid held flat (varlen): the layers' matrix products run on
+// the N real tokens [1, N, C] only; attention scatters them into the grid (padding cells zero),
+// runs there under the grid's masks and rope, and gathers the N outputs back. `cells` (int64 [N])
+// names each token's cell, row * columns + column.
+struct UnpaddedTokens {
+  torch::Tensor cells;
+  int64_t rows = 0;
+  int64_t columns = 0;
+};
+
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(const ModelConfig& config, int64_t layer_index);
 
-  // x [B, T, C]; cos/sin [B, T, D] (undefined for GPT-2); mask from build_attention_masks.
+  // x [B, T, C]; cos/sin [B, T, D] (undefined for GPT-2); mask from build_attention_masks. With
+  // `unpadded`: x is [1, N, C] and cos/sin and the mask are the grid's (not with a cache).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, KVCache* cache);
+                        const torch::Tensor& mask, KVCache* cache, const UnpaddedTokens* unpadded = nullptr);
 
  private:
   int64_t layer_index_;

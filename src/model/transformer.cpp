@@ -84,14 +84,21 @@ torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_id
   }
   positions = positions.to(model_device).to(torch::kInt64);
 
-  torch::Tensor x = token_embedding_->forward(ids);
+  // Varlen: the real tokens only, [1, N], through everything but attention's grid.
+  std::optional<UnpaddedTokens> unpadded;
+  if (layout.unpadded_cells.defined()) {
+    if (cache != nullptr) throw ModelError(ErrorCode::kIncompatibleArchitecture, "unpadded tokens cannot use a KV cache");
+    unpadded = UnpaddedTokens{layout.unpadded_cells.to(model_device).to(torch::kInt64), batch, tokens};
+  }
+  const auto flat = [&](const torch::Tensor& grid) { return grid.reshape({batch * tokens}).index_select(0, unpadded->cells).unsqueeze(0); };
+  torch::Tensor x = token_embedding_->forward(unpadded ? flat(ids) : ids);
   torch::Tensor cos, sin;
   if (gpt2_) {
     if (positions.max().item<int64_t>() >= config_.max_position_embeddings) {
       throw ModelError(ErrorCode::kIncompatibleArchitecture, "sequence longer than GPT-2's learned positions",
                        {{"field", "n_positions"}, {"n_positions", std::to_string(config_.max_position_embeddings)}});
     }
-    x = x + position_embedding_->forward(positions);
+    x = x + position_embedding_->forward(unpadded ? flat(positions) : positions);
   } else {
     std::tie(cos, sin) = rotary_->cos_sin(positions, x.scalar_type());
   }
@@ -101,20 +108,25 @@ torch::Tensor CausalTransformerImpl::hidden_states(const torch::Tensor& input_id
     const bool sliding = config_.layer_uses_sliding_window.size() > layer && config_.layer_uses_sliding_window[layer];
     DecoderLayerImpl* decoder = layers_[layer]->as<DecoderLayerImpl>();
     const torch::Tensor layer_mask = sliding ? masks.sliding : masks.full;
+    const UnpaddedTokens* unpadded_tokens = unpadded ? &*unpadded : nullptr;
     if (layer_executor_ == nullptr) {
-      x = decoder->forward(x, cos, sin, layer_mask, cache);
+      x = decoder->forward(x, cos, sin, layer_mask, cache, unpadded_tokens);
     } else {
       x = layer_executor_->run_layer(static_cast<int>(layer),
                                      // By value: FSDP calls it again in backward, after this function returned
-                                     // (the mask, packed segments included, travels with it).
-                                     [cos, sin, layer_mask, cache, decoder](const torch::Tensor& input) {
-                                       return decoder->forward(input, cos, sin, layer_mask, cache);
+                                     // (the mask, packed segments and unpadded cells included, travel with it).
+                                     [cos, sin, layer_mask, cache, decoder, unpadded](const torch::Tensor& input) {
+                                       return decoder->forward(input, cos, sin, layer_mask, cache, unpadded ? &*unpadded : nullptr);
                                      },
                                      x);
     }
   }
   if (cache != nullptr) cache->advance(tokens);
-  return final_norm_->forward(x);
+  const torch::Tensor normed = final_norm_->forward(x);
+  if (!unpadded) return normed;
+  return torch::zeros({batch * tokens, normed.size(-1)}, normed.options())
+      .index_copy(0, unpadded->cells, normed.squeeze(0))
+      .view({batch, tokens, normed.size(-1)});
 }
 
 torch::Tensor CausalTransformerImpl::output_embedding() const {

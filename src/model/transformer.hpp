@@ -34,6 +34,10 @@ struct TokenLayout {
   torch::Tensor parent_segment_ids;
   // With a cache, the new keys and values are appended to it.
   KVCache* cache = nullptr;
+  // int64 [N]: the cells (row * T + column) of the real tokens. When given, the layers' matrix
+  // products run on those N tokens only and attention on the [B, T] grid (UnpaddedTokens); the
+  // hidden states come back as [B, T, C], zero on the other cells. Not with a cache.
+  torch::Tensor unpadded_cells;
 };
 
 class CausalTransformerImpl : public torch::nn::Module {

@@ -54,8 +54,8 @@ DecoderLayerImpl::DecoderLayerImpl(const ModelConfig& config, int64_t layer_inde
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                        const torch::Tensor& mask, KVCache* cache) {
-  const torch::Tensor after_attention = x + attention_->forward(attention_norm_->forward(x), cos, sin, mask, cache);
+                                        const torch::Tensor& mask, KVCache* cache, const UnpaddedTokens* unpadded) {
+  const torch::Tensor after_attention = x + attention_->forward(attention_norm_->forward(x), cos, sin, mask, cache, unpadded);
   return after_attention + mlp_->forward(mlp_norm_->forward(after_attention));
 }
 

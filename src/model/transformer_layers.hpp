@@ -46,7 +46,7 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const ModelConfig& config, int64_t layer_index);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& mask, KVCache* cache);
+                        const torch::Tensor& mask, KVCache* cache, const UnpaddedTokens* unpadded = nullptr);
 
  private:
   Norm attention_norm_{nullptr};

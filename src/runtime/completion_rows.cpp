@@ -14,6 +14,7 @@ TokenLayout CompletionRows::layout() const {
   layout.position_ids = position_ids;
   layout.segment_ids = segment_ids;
   layout.parent_segment_ids = parent_segment_ids;
+  layout.unpadded_cells = unpadded_cells;
   return layout;
 }
 
@@ -37,9 +38,11 @@ RowCosts row_costs(const ModelConfig& config) {
 
 namespace {
 
-// The [rows, columns] grid cost of the groups laid out shared (one row per group) or separate.
+// The cost of the groups laid out shared (one row per group) or separate: the layers' products
+// over the real tokens (padding cells are skipped, see unpadded_cells), attention over every
+// cell of the [rows, columns] grid's squares.
 double layout_cost(const std::vector<CompletionGroup>& groups, bool share, const RowCosts& costs) {
-  double rows = 0.0, columns = 0.0;
+  double rows = 0.0, columns = 0.0, tokens = 0.0;
   for (const CompletionGroup& group : groups) {
     const double prompt = static_cast<double>(group.prompt_ids->size());
     if (share && group.completions.size() > 1) {
@@ -47,14 +50,16 @@ double layout_cost(const std::vector<CompletionGroup>& groups, bool share, const
       for (const auto* completion : group.completions) length += static_cast<double>(completion->size());
       rows += 1.0;
       columns = std::max(columns, length);
+      tokens += length;
     } else {
       for (const auto* completion : group.completions) {
         rows += 1.0;
         columns = std::max(columns, prompt + static_cast<double>(completion->size()));
+        tokens += prompt + static_cast<double>(completion->size());
       }
     }
   }
-  return rows * columns * costs.token + rows * columns * columns * costs.attention_cell;
+  return tokens * costs.token + rows * columns * columns * costs.attention_cell;
 }
 
 }  // namespace
@@ -160,6 +165,15 @@ CompletionRows build_completion_rows(const std::vector<CompletionGroup>& groups,
   rows.label_ids = torch::tensor(label_ids, int64).to(device);
   rows.label_cells = torch::tensor(label_cells, int64).to(device);
   rows.last_tokens = flat(last_row, last_column);
+  if (rows.tokens < count * columns) {  // padded: the layers run on the real tokens only
+    std::vector<int64_t> cells;
+    cells.reserve(static_cast<size_t>(rows.tokens));
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t length = static_cast<int64_t>(laid_out[static_cast<size_t>(r)].ids.size());
+      for (int64_t c = 0; c < length; ++c) cells.push_back(r * columns + c);
+    }
+    rows.unpadded_cells = torch::tensor(cells, int64).to(device);
+  }
   return rows;
 }
 

@@ -32,6 +32,7 @@ struct CompletionRows {
   torch::Tensor label_ids;           // int64 [K]: the response token
   torch::Tensor label_cells;         // int64 [K]: completion * width + position, into [N, T]
   torch::Tensor last_tokens;         // int64 [N]: flat cell of each completion's scored token
+  torch::Tensor unpadded_cells;      // int64: the cells of real tokens, when the rows are padded (varlen layers)
   int64_t completions = 0;           // N
   int64_t width = 0;                 // T, the longest completion
   int64_t tokens = 0;                // real tokens the rows hold (a shared prompt counted once)

@@ -55,6 +55,44 @@ TEST(CompletionRows, SharedPromptsGiveTheSeparateRowsLogProbsAndValues) {
   EXPECT_EQ(a.log_probs[1].narrow(0, 1, 4).abs().sum().item<double>(), 0.0);
 }
 
+// Padded rows run their layers on the real tokens only (unpadded_cells): the log-probs, values and
+// gradients equal the padded forward's, for a rope family and GPT-2's learned positions, with
+// shared and separate rows.
+TEST(CompletionRows, UnpaddedLayersGiveThePaddedForwardsLogProbsAndGradients) {
+  for (const char* name : {"llama_tiny", "gpt2_tiny", "qwen2_tiny"}) {
+    for (const bool share : {true, false}) {
+      LoadOptions load;
+      load.head = HeadKind::kCausalLMWithValue;
+      PretrainedModel loaded = load_pretrained(fixture_model(name), load);
+      const Groups data;
+      CompletionRowsOptions options;
+      options.share_prompt = share;
+      CompletionRows rows = build_completion_rows(data.groups(), options);
+      ASSERT_TRUE(rows.unpadded_cells.defined()) << name;
+      EXPECT_EQ(rows.unpadded_cells.numel(), rows.tokens) << name;
+      const auto run = [&](const CompletionRows& laid_out) {
+        loaded.model->zero_grad();
+        const RowsForward forward = forward_completion_rows(loaded.model, laid_out, 0.9, true);
+        (forward.log_probs.sum() + forward.values.sum()).backward();
+        std::vector<torch::Tensor> gradients;
+        for (const auto& parameter : loaded.model->parameters()) {
+          gradients.push_back(parameter.grad().defined() ? parameter.grad().clone() : torch::zeros_like(parameter));
+        }
+        return std::make_tuple(forward.log_probs.detach(), forward.values.detach(), gradients);
+      };
+      const auto [log_probs, values, gradients] = run(rows);
+      rows.unpadded_cells = torch::Tensor();  // the padded grid through every layer
+      const auto [padded_log_probs, padded_values, padded_gradients] = run(rows);
+      EXPECT_LE((log_probs - padded_log_probs).abs().max().item<double>(), 1e-5) << name << " share " << share;
+      EXPECT_LE((values - padded_values).abs().max().item<double>(), 1e-5) << name << " share " << share;
+      for (size_t i = 0; i < gradients.size(); ++i) {
+        EXPECT_LE((gradients[i] - padded_gradients[i]).abs().max().item<double>(), 1e-4 * (1.0 + padded_gradients[i].abs().max().item<double>()))
+            << name << " share " << share << " parameter " << i;
+      }
+    }
+  }
+}
+
 // With the model's costs the rows share a prompt only where that grid costs less: a long prompt
 // with short completions shares, long completions after a short prompt get rows of their own
 // (a shared row's attention square grows with G^2).
