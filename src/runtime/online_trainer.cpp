@@ -112,6 +112,43 @@ torch::Tensor gather_over_ranks(const torch::Tensor& local, Communicator& commun
   return output;
 }
 
+// One micro batch of an update on this rank: its completions (in loss order), the groups the
+// forward runs and their completions' positions among them. A unit (a group, or one completion)
+// whose advantages are all zero stays out of the forward (carries_gradient 0), unless no unit of
+// this micro batch carries one while another rank's does (`needed_somewhere`): then its first
+// unit runs anyway, so that the ranks' collectives (FSDP's gathers, the gradient hooks) meet.
+struct MicroBatchPlan {
+  std::vector<CompletionGroup> groups;
+  std::vector<int64_t> completions;
+  std::vector<int64_t> forwarded;
+  double skipped = 0.0;  // completions left out of the forward
+};
+
+MicroBatchPlan plan_micro_batch(const std::vector<int64_t>& units, const Experience& experience, int64_t group,
+                                const std::vector<uint8_t>& carries_gradient, bool needed_somewhere) {
+  MicroBatchPlan plan;
+  bool any_kept = false;
+  for (int64_t unit : units) any_kept = any_kept || carries_gradient[static_cast<size_t>(unit)] != 0;
+  for (size_t u = 0; u < units.size(); ++u) {
+    const int64_t unit = units[u];
+    const bool forward = carries_gradient[static_cast<size_t>(unit)] != 0 || (!any_kept && needed_somewhere && u == 0);
+    if (forward) {
+      for (int64_t s = 0; s < group; ++s) plan.forwarded.push_back(static_cast<int64_t>(plan.completions.size()) + s);
+      if (group > 1) {
+        plan.groups.push_back(experience.groups[static_cast<size_t>(unit)]);
+      } else {
+        // One completion per unit: its own group of one with its prompt.
+        const SampledCompletion& completion = experience.completions[static_cast<size_t>(unit)];
+        plan.groups.push_back({experience.groups[static_cast<size_t>(completion.request)].prompt_ids, {&completion.tokens}});
+      }
+    } else {
+      plan.skipped += static_cast<double>(group);
+    }
+    for (int64_t s = 0; s < group; ++s) plan.completions.push_back(unit * group + s);
+  }
+  return plan;
+}
+
 // Weighted means of named metrics over the micro batches of an update.
 class MetricAverages {
  public:
@@ -650,31 +687,13 @@ std::map<std::string, double> OnlineTrainer::update(Experience& experience) {
       double loss_sum = 0.0;
       for (size_t first = 0; first < mini.size(); first += static_cast<size_t>(micro_units)) {
         const size_t last = std::min(mini.size(), first + static_cast<size_t>(micro_units));
-        std::vector<CompletionGroup> groups;
-        std::vector<int64_t> indices, forward_positions;  // the micro batch's completions; those the forward runs
-        // A rank without a unit to train in a micro batch where another rank has one runs one unit
-        // anyway: the ranks' collectives (FSDP's gathers, the gradient hooks) must meet.
         const bool needed_somewhere = summed[static_cast<int64_t>(first / static_cast<size_t>(micro_units)) + 1].item<double>() > 0.0;
-        bool any_kept = false;
-        for (size_t u = first; u < last; ++u) any_kept = any_kept || carries_gradient[static_cast<size_t>(mini[u])] != 0;
-        for (size_t u = first; u < last; ++u) {
-          const int64_t unit = mini[u];
-          const bool forward_unit = carries_gradient[static_cast<size_t>(unit)] != 0 || (!any_kept && needed_somewhere && u == first);
-          if (!forward_unit) {
-            for (int64_t s = 0; s < group; ++s) indices.push_back(unit * group + s);
-            skipped_sequences += static_cast<double>(group);
-            continue;
-          }
-          for (int64_t s = 0; s < group; ++s) forward_positions.push_back(static_cast<int64_t>(indices.size()) + s);
-          if (group > 1) {
-            groups.push_back(experience.groups[static_cast<size_t>(unit)]);
-          } else {
-            // One completion per unit: its own group of one with its prompt.
-            const SampledCompletion& completion = experience.completions[static_cast<size_t>(unit)];
-            groups.push_back({experience.groups[static_cast<size_t>(completion.request)].prompt_ids, {&completion.tokens}});
-          }
-          for (int64_t s = 0; s < group; ++s) indices.push_back(unit * group + s);
-        }
+        const MicroBatchPlan plan = plan_micro_batch({mini.begin() + static_cast<std::ptrdiff_t>(first), mini.begin() + static_cast<std::ptrdiff_t>(last)},
+                                                     experience, group, carries_gradient, needed_somewhere);
+        skipped_sequences += plan.skipped;
+        const std::vector<CompletionGroup>& groups = plan.groups;
+        const std::vector<int64_t>& indices = plan.completions;
+        const std::vector<int64_t>& forward_positions = plan.forwarded;
         CompletionRowsOptions row_options;
         row_options.share_prompt = config.data.share_prefix;
         row_options.costs = policy_row_costs();
