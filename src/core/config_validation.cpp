@@ -161,13 +161,16 @@ class Rules {
                 ") x completions per prompt (" + std::to_string(samples) + ")",
             "remove ppo.batch_size to derive it, or make the product agree");
     }
-    if (ppo.mini_batch_size > batch || batch % ppo.mini_batch_size != 0) {
+    // The sizes' own range errors (each at least 1) are already reported; the checks between them
+    // divide by them.
+    const bool sizes_in_range = ppo.mini_batch_size > 0 && ppo.rollout_batch_size > 0 && samples > 0;
+    if (sizes_in_range && (ppo.mini_batch_size > batch || batch % ppo.mini_batch_size != 0)) {
       error(ErrorCode::kIncompatibleOptions, {"ppo.mini_batch_size"},
             "ppo.mini_batch_size (" + std::to_string(ppo.mini_batch_size) + ") must divide the " + std::to_string(batch) +
                 " completions of an iteration",
             "choose a divisor of rollout_batch_size x completions per prompt");
     }
-    if (uses_completion_groups(algorithm) && ppo.mini_batch_size % config_.grpo.num_generations != 0) {
+    if (sizes_in_range && uses_completion_groups(algorithm) && ppo.mini_batch_size % config_.grpo.num_generations != 0) {
       error(ErrorCode::kIncompatibleOptions, {"ppo.mini_batch_size", "grpo.num_generations"},
             "ppo.mini_batch_size (" + std::to_string(ppo.mini_batch_size) + ") must hold whole groups of grpo.num_generations (" +
                 std::to_string(config_.grpo.num_generations) + ")");
@@ -190,7 +193,7 @@ class Rules {
     if (grpo.dynamic_sampling && algorithm != Algorithm::kGrpo) {
       error(ErrorCode::kIncompatibleOptions, {"grpo.dynamic_sampling"}, "grpo.dynamic_sampling applies to grpo, not \"" + name + "\"");
     }
-    check_online_batches();
+    if (sizes_in_range) check_online_batches();
     if (algorithm == Algorithm::kPpo && ppo.kl_penalty == KlPenaltyMode::kLoss && ppo.kl_estimator == KlEstimator::kK1) {
       sink_.warning(at({"ppo.kl_estimator", "ppo.kl_penalty"}),
                     "k1 as a loss term has zero expected gradient on samples of the policy; k3 (or k2) is the usual choice",

@@ -267,6 +267,8 @@ INSTANTIATE_TEST_SUITE_P(
         RuleCase{"reward_model_term_without_checkpoint", "grpo", "rewards: [reward_model(weight: 0.5)]", 0, ErrorCode::kIncompatibleOptions, "no reward_model checkpoint"},
         RuleCase{"ppo_batch_size_product", "grpo", "reward_model: \"rm\" ppo: { batch_size: 100 rollout_batch_size: 8 } grpo: { num_generations: 4 }", 0, ErrorCode::kIncompatibleOptions, "must be rollout_batch_size (8) x completions per prompt (4)"},
         RuleCase{"mini_batch_divides", "ppo", "reward_model: \"rm\" ppo: { rollout_batch_size: 10 mini_batch_size: 4 }", 0, ErrorCode::kIncompatibleOptions, "must divide the 10 completions"},
+        // Sizes of 0 are range errors, and the checks between the sizes (which divide by them) keep quiet.
+        RuleCase{"mini_batch_zero", "grpo", "reward_model: \"rm\" ppo: { rollout_batch_size: 0 mini_batch_size: 0 } grpo: { num_generations: 0 } hyperparameters: { micro_batch_size: 4 }", 2, ErrorCode::kInvalidHyperparameter, "'ppo.mini_batch_size' = 0 is out of range"},
         RuleCase{"mini_batch_whole_groups", "grpo", "reward_model: \"rm\" ppo: { rollout_batch_size: 8 mini_batch_size: 4 } grpo: { num_generations: 8 }", 0, ErrorCode::kIncompatibleOptions, "whole groups"},
         RuleCase{"overlong_buffer_too_long", "grpo", "reward_model: \"rm\" ppo: { max_new_tokens: 64 } grpo: { overlong_buffer_len: 64 }", 0, ErrorCode::kIncompatibleOptions, "below ppo.max_new_tokens"},
         RuleCase{"delta_inside_clip", "grpo", "reward_model: \"rm\" grpo: { epsilon_high: 0.28 delta: 1.2 }", 0, ErrorCode::kIncompatibleOptions, "exceed 1 + epsilon_high"},
